@@ -1,0 +1,187 @@
+"""Counted FLOPs: what the framework dispatches, by torch's `FlopCounterMode` and fvcore's `FlopCountAnalysis`.
+
+Both run the real model on the **meta** device, so no memory is allocated and no arithmetic is done.
+Every block of the model is identical, so a model of L layers is counted as
+``count(1 layer) + (L - 1) * (count(2 layers) - count(1 layer))``: exact, and it keeps a 70B-class
+config within a second (tests check it against counting the whole stack).
+
+Two traps are closed here rather than left to the user:
+- On the CPU, SDPA dispatches to `_scaled_dot_product_flash_attention_for_cpu`, for which torch has no
+  FLOP formula, so attention would count 0. `flop_counter()` registers the flash-attention formulas
+  for it (forward 2 bmm, backward 5 bmm, as torch counts the CUDA flash kernels).
+- fvcore reports multiply-adds and has no handle for `aten::scaled_dot_product_attention`;
+  `count_fvcore` adds one and doubles every matmul count into FLOPs.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from .config import ModelConfig
+from .model import build_model, lm_loss
+
+aten = torch.ops.aten
+
+
+def _cpu_flash_forward(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_flash_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+#: FLOP formulas torch lacks: the CPU flash-attention kernels (torch counts them as 0 otherwise).
+EXTRA_FLOP_FORMULAS: dict = {
+    aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_forward,
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_backward,
+}
+
+
+def flop_counter(display: bool = False, depth: int | None = None) -> FlopCounterMode:
+    """A `FlopCounterMode` that also counts the CPU flash-attention kernels."""
+    return FlopCounterMode(display=display, depth=depth, custom_mapping=EXTRA_FLOP_FORMULAS)
+
+
+# --------------------------------------------------------------------------------------------------
+# torch FlopCounterMode
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepCount:
+    """FlopCounterMode's view of one training step: the forward alone, then forward + backward."""
+
+    forward: int
+    train: int  # forward + backward (+ the recomputed forward when checkpointing)
+    forward_by_module: dict[str, int]
+    train_by_module: dict[str, int]
+
+
+def _by_module(counter: FlopCounterMode) -> dict[str, int]:
+    return {module: sum(by_op.values()) for module, by_op in counter.get_flop_counts().items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _count_step(cfg: ModelConfig, batch_size: int, seq_len: int, checkpointing: str, early_stop: bool) -> StepCount:
+    """Count one forward + backward of `cfg` on meta, reading the counter between the two."""
+    model = build_model(cfg, "meta", checkpointing=checkpointing, early_stop=early_stop)
+    idx = torch.zeros(batch_size, seq_len, dtype=torch.long, device="meta")
+    with flop_counter() as counter:
+        loss = lm_loss(model(idx), idx)
+        forward, forward_by_module = counter.get_total_flops(), _by_module(counter)
+        loss.backward()
+    return StepCount(forward, counter.get_total_flops(), forward_by_module, _by_module(counter))
+
+
+def _by_layer_extrapolation(cfg: ModelConfig, measure: Callable[[ModelConfig], dict[str, int]]) -> dict[str, int]:
+    """measure(cfg) for L layers from measuring 1 and 2 layers: every block is identical, so each
+    count is affine in the number of layers."""
+    one = measure(cfg.replace(n_layer=1))
+    if cfg.n_layer == 1:
+        return one
+    two = measure(cfg.replace(n_layer=2))
+    return {k: one.get(k, 0) + (cfg.n_layer - 1) * (two.get(k, 0) - one.get(k, 0)) for k in one | two}
+
+
+
+def count_torch(cfg: ModelConfig, batch_size: int, seq_len: int, early_stop: bool = True) -> dict[str, int]:
+    """FlopCounterMode totals per step for forward, train (fwd + bwd) and train with full checkpointing."""
+
+    def measure(c: ModelConfig) -> dict[str, int]:
+        plain = _count_step(c, batch_size, seq_len, "none", early_stop)
+        checkpointed = _count_step(c, batch_size, seq_len, "full", early_stop)
+        return {"forward": plain.forward, "train": plain.train, "train_recompute": checkpointed.train}
+
+    return _by_layer_extrapolation(cfg, measure)
+
+
+def module_breakdown(cfg: ModelConfig, batch_size: int, seq_len: int) -> dict[str, dict[str, int]]:
+    """Counted FLOPs per module of one representative block (`h.*`) and the modules outside the blocks.
+
+    Keys are module paths with the block index replaced by `*`; values hold "forward" and "train"
+    (forward + backward, no checkpointing). Block rows are for one block; multiply by n_layer.
+    """
+    step = _count_step(cfg.replace(n_layer=1), batch_size, seq_len, "none", True)
+    return {
+        module.removeprefix("GPT.").replace("h.0", "h.*"): {"forward": step.forward_by_module.get(module, 0),
+                                                             "train": flops}
+        for module, flops in step.train_by_module.items()
+        if module not in ("Global", "GPT")
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# fvcore FlopCountAnalysis
+# --------------------------------------------------------------------------------------------------
+
+#: fvcore operators that are matrix products (their counts are multiply-adds; FLOPs = 2 x).
+FVCORE_MATMUL_OPS = ("linear", "addmm", "matmul", "bmm", "einsum", "scaled_dot_product_attention")
+
+
+def _fvcore_sdpa_handle(inputs, outputs) -> int:
+    """Multiply-adds of `aten::scaled_dot_product_attention`: QK^T and AV over all positions (no causal
+    halving, as torch's `sdpa_flop_count`)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(x) for x in inputs[:3])
+    *batch, t_q, d_qk = q
+    s_k, d_v = k[-2], v[-1]
+    n = 1
+    for dim in batch:
+        n *= dim
+    return n * t_q * s_k * (d_qk + d_v)
+
+
+@dataclass
+class FvcoreCount:
+    forward: int  # matmul FLOPs = 2 x fvcore's multiply-adds on the operators in FVCORE_MATMUL_OPS
+    non_matmul: int  # 2 x fvcore's counts on other operators (LayerNorm), out of the headline
+    by_operator: dict[str, int] = field(default_factory=dict)  # fvcore's raw counts (multiply-adds)
+    unsupported: dict[str, int] = field(default_factory=dict)  # ops fvcore skipped -> calls per forward
+
+
+def _fvcore_analysis(cfg: ModelConfig, batch_size: int, seq_len: int):
+    with warnings.catch_warnings():  # fvcore uses torch.jit (script at import, trace to count): deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _traced_fvcore_analysis(cfg, batch_size, seq_len)
+
+
+def _traced_fvcore_analysis(cfg: ModelConfig, batch_size: int, seq_len: int):
+    from fvcore.nn import FlopCountAnalysis
+
+    model = build_model(cfg, "meta")
+    idx = torch.zeros(batch_size, seq_len, dtype=torch.long, device="meta")
+    analysis = FlopCountAnalysis(model, (idx,)).set_op_handle(
+        "aten::scaled_dot_product_attention", _fvcore_sdpa_handle
+    )
+    analysis.unsupported_ops_warnings(False)  # reported in FvcoreCount.unsupported instead
+    analysis.uncalled_modules_warnings(False)
+    analysis.total()  # trace now, inside the caller's warning filter; the results are cached
+    return analysis
+
+
+def count_fvcore(cfg: ModelConfig, batch_size: int, seq_len: int) -> FvcoreCount:
+    """fvcore's forward count (it traces with torch.jit; it has no backward), made comparable: x2."""
+    analyses: dict[int, object] = {}
+
+    def analysis(c: ModelConfig):
+        if c.n_layer not in analyses:
+            analyses[c.n_layer] = _fvcore_analysis(c, batch_size, seq_len)
+        return analyses[c.n_layer]
+
+    by_operator = _by_layer_extrapolation(cfg, lambda c: dict(analysis(c).by_operator()))
+    unsupported = _by_layer_extrapolation(cfg, lambda c: dict(analysis(c).unsupported_ops()))
+    matmul = sum(v for op, v in by_operator.items() if op in FVCORE_MATMUL_OPS)
+    return FvcoreCount(
+        forward=2 * matmul,
+        non_matmul=2 * (sum(by_operator.values()) - matmul),
+        by_operator=dict(sorted(by_operator.items())),
+        unsupported=dict(sorted(unsupported.items())),
+    )

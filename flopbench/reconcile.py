@@ -1,0 +1,97 @@
+"""Analytic vs counted vs published: every pair of numbers side by side, with the reason they differ.
+
+Each `Check` carries the difference its reason predicts (`explained`), computed from the config; a
+check whose actual difference is not the predicted one is reported as "unexplained" — so a change in
+torch, fvcore or the model that moves a count shows up instead of hiding behind a ratio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from . import analytic
+from .config import ModelConfig
+
+
+@dataclass(frozen=True)
+class Check:
+    left: str
+    left_flops: int
+    right: str
+    right_flops: int
+    explained: int  # the difference left - right that `reason` accounts for
+    reason: str
+
+    @property
+    def ratio(self) -> float:
+        return self.left_flops / self.right_flops if self.right_flops else float("nan")
+
+    @property
+    def status(self) -> str:
+        diff = self.left_flops - self.right_flops
+        if diff == 0 and self.explained == 0:
+            return "equal"
+        return "explained" if diff == self.explained else "unexplained"
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ratio": self.ratio, "status": self.status}
+
+
+def reconcile(cfg: ModelConfig, batch_size: int, seq_len: int, torch_counts: dict[str, int] | None,
+              fvcore_forward: int | None, fvcore_non_matmul: int | None = None,
+              fvcore_unsupported: dict[str, int] | None = None) -> list[Check]:
+    """Checks for one config and step shape; counted figures that are None (not counted) are skipped."""
+    B, T, L, d, f, H, V = (batch_size, seq_len, cfg.n_layer, cfg.d_model, cfg.d_ff, cfg.n_head,
+                           cfg.vocab_size)
+    fwd = analytic.forward_flops(cfg, B, T)
+    train = analytic.train_flops(cfg, B, T)
+    recompute = analytic.train_recompute_flops(cfg, B, T, early_stop=True)
+    recompute_all = analytic.train_recompute_flops(cfg, B, T, early_stop=False)
+    est = analytic.estimates(cfg, B, T)
+    attention = 4 * B * T * T * d * L  # QK^T + AV, full square, forward
+    mlp_down = 2 * B * T * f * d * L
+    mlp_gap = 4 * B * T * d * (4 * d - f) * L  # what a 4·d MLP adds over d_ff, forward
+    checks: list[Check] = []
+    if torch_counts is not None:
+        checks += [
+            Check("counted.torch.forward", torch_counts["forward"], "analytic.forward", fwd, 0,
+                  "the same matmuls: every linear layer, QK^T and AV over the full T x T square"),
+            Check("counted.torch.train", torch_counts["train"], "analytic.train", train, 0,
+                  "backward = 2 x forward: one product for the input gradient, one for the weight gradient"),
+            Check("counted.torch.train_recompute", torch_counts["train_recompute"], "analytic.train_recompute",
+                  recompute, 0, "checkpoint early stop modelled: each block's MLP down-projection is not re-run"),
+        ]
+    if fvcore_forward is not None:
+        checks.append(Check("counted.fvcore.forward", fvcore_forward, "analytic.forward", fwd, 0,
+                            "fvcore multiply-adds x 2, with flopbench's handle for scaled_dot_product_attention"))
+        skipped = ", ".join(sorted(fvcore_unsupported or {})) or "nothing"
+        if fvcore_non_matmul is not None:
+            checks.append(Check("fvcore incl. non-matmul", fvcore_forward + fvcore_non_matmul,
+                                "analytic.forward", fwd, fvcore_non_matmul,
+                                f"fvcore also counts LayerNorm ({fvcore_non_matmul:,} FLOPs), kept out of the "
+                                f"headline; it skips {skipped}"))
+    checks += [
+        Check("analytic.train", train, "estimate 6N", est["6N"].flops, 3 * attention,
+              "6N leaves out attention scores (QK^T, AV): 12·L·d·T FLOPs per token"),
+        Check("analytic.train_recompute", recompute, "estimate 8N", est["8N"].flops,
+              4 * attention - mlp_down - 2 * B * T * d * V,
+              "8N leaves out attention and assumes the LM head and every MLP down-projection are re-run"),
+        Check("analytic.train_recompute", recompute, "analytic.train_recompute_no_early_stop", recompute_all,
+              -mlp_down, "torch's early stop skips re-running each block's MLP down-projection (2·B·T·d_ff·d)"),
+        Check("estimate palm", est["palm"].flops, "analytic.train", train, 0,
+              "PaLM's 6N + 12·L·H·Q·T per token is the exact full-attention count, N = N_matmul"),
+        Check("estimate korthikanti", est["korthikanti"].flops, "analytic.train", train, 3 * mlp_gap,
+              "Korthikanti et al. assume a 4·d MLP" if f != 4 * d else "exact for a 4·d MLP"),
+        Check("estimate megatron", est["megatron"].flops, "analytic.train_recompute_no_early_stop",
+              recompute_all, 4 * mlp_gap,
+              "Narayanan et al. Eq. 3 re-runs every block in full" + (" and assumes a 4·d MLP" if f != 4 * d else "")),
+        Check("estimate kaplan", est["kaplan"].flops, "analytic.train", train,
+              -3 * (2 * B * T * d * V + attention // 2),
+              "Kaplan's N leaves out the LM head, and 2·n_layer·n_ctx·d_attn is half of QK^T + AV"),
+        Check("estimate chinchilla", est["chinchilla"].flops, "analytic.train", train,
+              3 * B * (2 * T * V * d + 3 * L * H * T * T),
+              "Chinchilla counts the embedding as a 2·T·V·d matmul and softmax as 3·H·T² per layer"),
+        Check("estimate causal", est["causal"].flops, "analytic.train", train, -3 * attention // 2,
+              "causal attention halved: only the lower triangle of QK^T and AV"),
+    ]
+    return checks

@@ -1,0 +1,78 @@
+"""Terminal rendering of the documents the API returns (tables through pandas). Formatting only."""
+
+from __future__ import annotations
+
+
+def flops(n: int | float | None) -> str:
+    """A FLOPs count with an SI prefix: 3.51 TFLOPs (a count, never a rate)."""
+    if n is None:
+        return "-"
+    for scale, prefix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.3f} {prefix}FLOPs"
+    return f"{n:.0f} FLOPs"
+
+
+def _table(rows: list[dict], **kwargs) -> str:
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    left = {  # pandas right-aligns cells; text columns read better left-aligned
+        col: (lambda width: lambda s: f"{s:<{width}}")(df[col].astype(str).str.len().max())
+        for col in df.columns if df[col].dtype == object
+    }
+    return df.to_string(index=False, formatters=left, justify="left", **kwargs)
+
+
+def _section(title: str, body: str) -> str:
+    return f"\n{title}\n{'-' * len(title)}\n{body}\n"
+
+
+def render_count(doc: dict) -> str:
+    cfg, p, a = doc["config"], doc["params"], doc["analytic"]
+    out = [
+        f"flopbench count: {cfg['name']}  n_layer={cfg['n_layer']} d_model={cfg['d_model']} "
+        f"n_head={cfg['n_head']} d_ff={cfg['d_ff']} vocab={cfg['vocab_size']}  "
+        f"batch={doc['batch_size']} x seq={doc['seq_len']} = {doc['tokens']:,} tokens per step\n",
+        f"conventions: {doc['conventions']}\n",
+        _section("Parameters", f"total {p['total']:,}   non-embedding {p['non_embedding']:,}   "
+                               f"matmul (N in 2N/6N/8N) {p['matmul']:,}"),
+    ]
+    comp_rows = [
+        {"component": c["name"], "formula": c["formula"], "x": c["count"], "forward": flops(c["forward"]),
+         "train (3x)": flops(3 * c["forward"]) if c["matmul"] else "-",
+         "kind": "matmul" if c["matmul"] else "non-matmul (approx.)"}
+        for c in a["components"]
+    ]
+    out.append(_section("Forward FLOPs per component (per step)", _table(comp_rows)))
+    headline = [
+        {"quantity": "forward", "analytic": flops(a["forward"])},
+        {"quantity": "train (fwd + bwd)", "analytic": flops(a["train"])},
+        {"quantity": "train, full checkpointing", "analytic": flops(a["train_recompute"])},
+        {"quantity": "  same, no early stop", "analytic": flops(a["train_recompute_no_early_stop"])},
+    ]
+    counted = doc["counted"]
+    if "torch" in counted:
+        for row, key in zip(headline, ("forward", "train", "train_recompute", None)):
+            row["torch (meta)"] = flops(counted["torch"][key]) if key else "-"
+    if "fvcore" in counted:
+        for row, key in zip(headline, ("forward", None, None, None)):
+            row["fvcore x2"] = flops(counted["fvcore"][key]) if key else "(forward only)"
+    out.append(_section("Totals (matmul FLOPs per step)", _table(headline)))
+    est_rows = [
+        {"estimate": name, "FLOPs": flops(v), "phase": a["estimate_details"][name]["phase"],
+         "source": a["estimate_details"][name]["source"]}
+        for name, v in a["estimates"].items()
+    ]
+    out.append(_section("Named estimates (per step)", _table(est_rows)))
+    rec_rows = [
+        {"left": c["left"], "right": c["right"], "ratio": f"{c['ratio']:.4f}", "status": c["status"],
+         "why": c["reason"]}
+        for c in doc["reconciliation"]
+    ]
+    out.append(_section("Reconciliation", _table(rec_rows)))
+    if "fvcore" in counted and counted["fvcore"]["unsupported"]:
+        skipped = ", ".join(f"{op} x{n}" for op, n in counted["fvcore"]["unsupported"].items())
+        out.append(f"\nfvcore skipped (no FLOP handle, none of them a matmul): {skipped}\n")
+    out.append(f"\ncounted in {doc['count_seconds']:.2f} s\n")
+    return "".join(out)
