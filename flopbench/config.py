@@ -79,7 +79,7 @@ PRESETS: dict[str, ModelConfig] = {
     "gpt2-large": ModelConfig("gpt2-large", n_layer=36, d_model=1280, n_head=20),
     "gpt2-xl": ModelConfig("gpt2-xl", n_layer=48, d_model=1600, n_head=25),
     # A small model that trains a few steps on a laptop CPU in seconds: the default of `flopbench run`.
-    "tiny": ModelConfig("tiny", n_layer=4, d_model=256, n_head=4, max_seq_len=256),
+    "tiny": ModelConfig("tiny", n_layer=4, d_model=256, n_head=4, vocab_size=8192, max_seq_len=256),
 }
 
 def resolve_config(model: str, **overrides) -> ModelConfig:

@@ -19,12 +19,12 @@ import importlib.resources
 import math
 import re
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from flopbench.errors import UsageError
+from flopbench.timing import time_step
 
 DTYPES = ("fp32", "tf32", "bf16", "fp16")
 """The compute dtypes the peak table has a column for."""
@@ -243,8 +243,7 @@ def gemm_ceiling(device: str | torch.device, dtype: torch.dtype, size: int = 819
     """Time ``iters`` square ``size``×``size`` matmuls and report the TFLOP/s they reach.
 
     Each product costs 2·size³ FLOPs. Inputs are random normal (zeros would let some hardware run
-    cooler and faster) and alternate between two pairs. CUDA is timed with events around each matmul,
-    the CPU with ``time.perf_counter``.
+    cooler and faster) and alternate between two pairs; timed by `flopbench.timing.time_step`.
     """
     if size < 1 or iters < 1 or warmup < 0:
         raise UsageError(f"gemm_ceiling needs size >= 1, iters >= 1, warmup >= 0; got {size}, {iters}, {warmup}")
@@ -254,26 +253,8 @@ def gemm_ceiling(device: str | torch.device, dtype: torch.dtype, size: int = 819
              for _ in range(2)]
     out = torch.empty(size, size, device=device, dtype=dtype)
     flops = 2 * size**3
-    times_ms = []
-    if device.type == "cuda":
-        with torch.cuda.device(device):
-            for i in range(warmup):
-                torch.mm(*pairs[i % 2], out=out)
-            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                      for _ in range(iters)]
-            torch.cuda.synchronize()
-            for i, (start, end) in enumerate(events):
-                start.record()
-                torch.mm(*pairs[i % 2], out=out)
-                end.record()
-            torch.cuda.synchronize()
-            times_ms = [start.elapsed_time(end) for start, end in events]
-    else:
-        for i in range(warmup + iters):
-            t0 = time.perf_counter()
-            torch.mm(*pairs[i % 2], out=out)
-            if i >= warmup:
-                times_ms.append((time.perf_counter() - t0) * 1e3)
+    stats = time_step(lambda i: torch.mm(*pairs[i % 2], out=out), device, warmup=warmup, iters=iters)
+    times_ms = list(stats.times_ms)
     tflops = [flops / (t * 1e-3) / 1e12 for t in times_ms]
     return {
         "size": size,

@@ -76,3 +76,49 @@ def render_count(doc: dict) -> str:
         out.append(f"\nfvcore skipped (no FLOP handle, none of them a matmul): {skipped}\n")
     out.append(f"\ncounted in {doc['count_seconds']:.2f} s\n")
     return "".join(out)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def render_run(doc: dict) -> str:
+    cfg, env, peak = doc["config"], doc["environment"], doc["peak"]
+    gpu = env.get("gpu")
+    where = (f"{gpu['name']} (driver {gpu.get('driver_version')}, via {gpu['source']})" if gpu
+             else f"CPU ({env['cpu_count']} cores)")
+    out = [
+        f"flopbench run: {cfg['name']}  n_layer={cfg['n_layer']} d_model={cfg['d_model']} n_head={cfg['n_head']} "
+        f"vocab={cfg['vocab_size']}  batch={doc['batch_size']} x seq={doc['seq_len']}  "
+        f"{doc['dtype']}{' compiled' if doc['compile'] else ''}\n",
+        f"device: {doc['device']} = {where}; torch {env['torch']}, CUDA {env['cuda_runtime']}\n",
+        f"peak: {peak['tflops'] if peak['tflops'] else '-'} TFLOP/s ({peak['source']})\n",
+    ]
+    if doc["gemm_ceiling"]:
+        g = doc["gemm_ceiling"]
+        vs = f", {_pct(g['tflops_median'] / peak['tflops'])} of peak" if peak["tflops"] else ""
+        out.append(f"GEMM ceiling: {g['tflops_median']:.1f} TFLOP/s median ({g['size']}^3 {g['dtype']}{vs})\n")
+    rows = []
+    for r in doc["rows"]:
+        t = r["time_ms"]
+        rows.append({
+            "mode": r["mode"], "ckpt": r["checkpointing"], "status": r["status"],
+            "step ms (median ± IQR)": f"{t['median_ms']:.2f} ± {t['iqr_ms']:.2f}" if t else "-",
+            "tokens/s": f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "-",
+            "TFLOP/s": f"{r['achieved_tflops']:.2f}" if r["achieved_tflops"] else "-",
+            "MFU": _pct(r["mfu"]), "HFU": _pct(r["hfu"]),
+            "simple": f"{r['simple_formula']}: {_pct(r['mfu_simple'])}",
+            "model FLOPs": flops(r["model_flops"]),
+            "HW FLOPs counted": flops(r["hardware_flops_counted"]),
+            "HW analytic": flops(r["hardware_flops_analytic"]),
+        })
+    out.append(_section("Measured (per step)", _table(rows)))
+    notes = sorted({f"{r['mode']}/{r['checkpointing']}: {r['hardware_flops_note']}" for r in doc["rows"]
+                    if r["hardware_flops_note"] not in ("", "equal")})
+    if notes:
+        out.append("\ncounted vs analytic hardware FLOPs:\n" + "".join(f"  {n}\n" for n in notes))
+    out.append("\nMFU = model FLOPs (no recompute) / (median time x peak); HFU = FLOPs counted on the device "
+               "(recompute included) / (time x peak); simple = the seed's 2N/6N/8N in place of the exact count.\n")
+    if doc["files"]:
+        out.append(f"saved: {doc['files']['rows.jsonl']} (+ rows.csv, environment.json)\n")
+    return "".join(out)

@@ -1,0 +1,127 @@
+"""Result records on disk: rows appended as they are measured, summaries replaced atomically.
+
+A run writes, under its own folder `<out>/<run_id>/`:
+- `rows.jsonl` — one JSON object per measured row, appended and flushed (fsync) the moment the row
+  exists, so a crash or Ctrl-C later loses nothing already measured;
+- `rows.csv` — the same rows flattened, rewritten by write-then-rename after every row;
+- `environment.json` — machine, GPU, driver, library versions (written first).
+`read_rows` turns any of these (a file or a folder of runs) into a pandas DataFrame.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .errors import UsageError
+from .hardware import detect_gpu
+
+
+def environment(device: torch.device) -> dict:
+    """Everything about where a measurement was made that could change its numbers."""
+    gpu = detect_gpu(device.index or 0) if device.type == "cuda" else None
+    return {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "cuda_runtime": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "flopbench": __version__,
+        "flopbench_git": _git_commit(),
+        "device": str(device),
+        "gpu": gpu.as_dict() if gpu else None,
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def flatten(record: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists are kept as JSON text (one CSV cell)."""
+    flat = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = json.dumps(value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ResultWriter:
+    """Writes one run's rows as they come; see the module docstring for the files."""
+
+    def __init__(self, out_dir: str | Path, run_id: str, env: dict):
+        self.folder = Path(out_dir) / run_id
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            probe = self.folder / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise UsageError(f"--out {out_dir}: cannot write there ({e.strerror or e}); choose a writable folder") from None
+        self.rows: list[dict] = []
+        _atomic_write(self.folder / "environment.json", json.dumps(env, indent=2, default=str) + "\n")
+
+    @property
+    def files(self) -> dict[str, str]:
+        return {name: str(self.folder / name) for name in ("rows.jsonl", "rows.csv", "environment.json")}
+
+    def append(self, row: dict) -> None:
+        with open(self.folder / "rows.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.rows.append(row)
+        import pandas as pd
+
+        _atomic_write(self.folder / "rows.csv", pd.DataFrame([flatten(r) for r in self.rows]).to_csv(index=False))
+
+
+def read_rows(path: str | Path):
+    """A pandas DataFrame of result rows from a rows.jsonl / rows.csv file or a folder holding runs."""
+    import pandas as pd
+
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.rglob("rows.jsonl"))
+        if not files:
+            raise UsageError(f"{path}: no rows.jsonl below this folder")
+        return pd.concat([read_rows(f) for f in files], ignore_index=True)
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    try:
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path}: not JSON Lines ({e.msg} at line {e.lineno})") from None
+    return pd.DataFrame([flatten(r) for r in records])
