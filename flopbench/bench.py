@@ -15,6 +15,7 @@ what the seed's simple 2N / 6N / 8N would give (`simple_*`), so the gap of the s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import math
 import sys
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from . import analytic
+from . import analytic, distributed
 from .config import ModelConfig, validate_shapes
 from .counted import flop_counter
 from .errors import UsageError
@@ -54,6 +55,7 @@ class RunOptions:
     gemm: bool = True
     out: str | None = "results"  # None: write nothing
     modes: tuple[str, ...] = MODES
+    dist: str | None = None  # "ddp" | "fsdp" under torchrun (see flopbench.distributed)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -122,6 +124,7 @@ class Row:
     mfu: float | None = None
     hfu: float | None = None
     mfu_simple: float | None = None
+    distributed: dict | None = None  # under torchrun: per_rank times, aggregate tokens/s, slowest rank
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -143,11 +146,12 @@ class _Stepper:
     """The three step functions over one model, sharing its optimizer and a fixed random batch."""
 
     def __init__(self, model: torch.nn.Module, cfg: ModelConfig, B: int, T: int, device: torch.device,
-                 dtype: str, compile_model: bool):
+                 dtype: str, compile_model: bool, dist_info: distributed.DistInfo | None = None):
         self.eager = model
-        self.model = torch.compile(model) if compile_model else model
+        wrapped = distributed.wrap(model, dist_info, device) if dist_info else model
+        self.model = torch.compile(wrapped) if compile_model else wrapped
         self.device, self.dtype = device, dtype
-        gen = torch.Generator(device="cpu").manual_seed(0)
+        gen = torch.Generator(device="cpu").manual_seed(dist_info.rank if dist_info else 0)  # a batch per rank
         self.idx = torch.randint(0, cfg.vocab_size, (B, T), generator=gen).to(device)
         self.targets = torch.roll(self.idx, -1, dims=1)
         self.optimizer = None
@@ -202,8 +206,11 @@ def _free_memory(device: torch.device) -> None:
 
 
 def measure_row(stepper: _Stepper, cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: str,
-                options: RunOptions, peak: float | None) -> Row:
-    """Count and time one mode; a CUDA out-of-memory error gives a row with status "oom"."""
+                options: RunOptions, peak: float | None, dist_info: distributed.DistInfo | None = None) -> Row:
+    """Count and time one mode; a CUDA out-of-memory error gives a row with status "oom".
+
+    Under torchrun every rank times its own steps; the row's time is the slowest rank's median (a
+    data-parallel step runs at the pace of its slowest rank) and `per_rank` holds each rank's."""
     model_flops, hw_analytic, simple_name, simple = _flops_of(cfg, B, T, mode, checkpointing)
     row = Row(mode, checkpointing, model_flops=model_flops, hardware_flops_analytic=hw_analytic,
               simple_formula=simple_name, simple_flops=simple)
@@ -219,8 +226,14 @@ def measure_row(stepper: _Stepper, cfg: ModelConfig, B: int, T: int, mode: str, 
         _free_memory(stepper.device)
         return row
     row.hardware_flops_note = explain_hardware_gap(cfg, B, T, mode, row.hardware_flops_counted, hw_analytic)
-    seconds = stats.median_ms / 1e3
     row.time_ms = stats.as_dict()
+    if dist_info:
+        per_rank = distributed.gather({k: v for k, v in row.time_ms.items() if k != "times_ms"})
+        row.distributed = distributed.aggregate(per_rank, B * T)
+        for r in row.distributed["per_rank"]:
+            r["mfu"] = model_flops / (r["median_ms"] / 1e3) / (peak * 1e12) if peak else None
+        row.time_ms = {**row.time_ms, "median_ms": row.distributed["slowest_median_ms"]}
+    seconds = row.time_ms["median_ms"] / 1e3
     row.tokens_per_s = B * T / seconds
     row.achieved_tflops = model_flops / seconds / 1e12
     if peak:
@@ -236,6 +249,11 @@ def run(cfg: ModelConfig, options: RunOptions | None = None, progress=None) -> d
     options = options or RunOptions()
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     device = resolve_device(options.device)
+    dist_info = distributed.init(options.dist, device.type) if options.dist else None
+    if dist_info:
+        device = distributed.device_for(dist_info, device.type)
+        if not dist_info.is_main:  # only rank 0 prints and writes
+            progress, options = (lambda msg: None), dataclasses.replace(options, out=None)
     dtype = resolve_dtype(options.dtype, device)
     cfg = padded_config(cfg, options.pad_vocab_multiple)
     B = options.batch_size
@@ -251,12 +269,17 @@ def run(cfg: ModelConfig, options: RunOptions | None = None, progress=None) -> d
     if peak is None:
         progress(f"warning: {peak_source}; MFU and HFU will be null")
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}-{device.type}-{dtype}"
+    if dist_info:
+        run_id = f"{distributed.gather(run_id)[0]}-{dist_info.kind}{dist_info.world_size}"  # rank 0's clock
     writer = ResultWriter(options.out, run_id, env) if options.out else None
     doc = {
         "run_id": run_id, "config": cfg.as_dict(), "batch_size": B, "seq_len": T, "tokens_per_step": B * T,
         "device": str(device), "dtype": dtype, "compile": options.compile,
         "peak": {"tflops": peak, "source": peak_source, "dtype": dtype},
         "gemm_ceiling": None, "environment": env, "rows": [], "files": writer.files if writer else None,
+        "parallelism": {**dist_info.as_dict(), "model_flops_per_gpu": "each rank's own batch (torchtitan, Megatron)"}
+        if dist_info else None,
+        "is_main": dist_info is None or dist_info.is_main,
     }
 
     if options.gemm:
@@ -270,16 +293,17 @@ def run(cfg: ModelConfig, options: RunOptions | None = None, progress=None) -> d
     progress(f"building {cfg.name} on {device} ...")
     try:
         model = build_model(cfg, device)
-        stepper = _Stepper(model, cfg, B, T, device, dtype, options.compile)
+        stepper = _Stepper(model, cfg, B, T, device, dtype, options.compile, dist_info)
     except (torch.OutOfMemoryError, RuntimeError) as e:
         if not _is_oom(e):
             raise
         raise UsageError(f"{cfg.name} does not fit on {device}: out of memory building the model") from None
     for mode, checkpointing in plan:
         progress(f"timing {mode} (checkpointing {checkpointing}): {options.warmup} warm-up + {options.iters} steps ...")
-        row = measure_row(stepper, cfg, B, T, mode, checkpointing, options, peak)
+        row = measure_row(stepper, cfg, B, T, mode, checkpointing, options, peak, dist_info)
         record = {"run_id": run_id, "model": cfg.name, "batch_size": B, "seq_len": T, "device": str(device),
                   "dtype": dtype, "compile": options.compile, "peak_tflops": peak,
+                  "dist": dist_info.kind if dist_info else None, "world_size": dist_info.world_size if dist_info else 1,
                   "gemm_tflops": doc["gemm_ceiling"]["tflops_median"] if doc["gemm_ceiling"] else None,
                   **row.as_dict(), "config": cfg.as_dict()}
         doc["rows"].append(record)

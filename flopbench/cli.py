@@ -85,10 +85,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, seq_len=args.seq_len, device=args.device, dtype=args.dtype,
         checkpointing=args.checkpointing, warmup=args.warmup, iters=args.iters, peak_tflops=args.peak_tflops,
         compile=args.compile, pad_vocab_multiple=args.pad_vocab, gemm=not args.no_gemm,
-        out=None if args.no_save else args.out,
+        out=None if args.no_save else args.out, dist=args.dist,
     )
-    doc = run(_config_from(args), options)
-    _emit(args, doc, textreport.render_run)
+    try:
+        doc = run(_config_from(args), options)
+    finally:
+        if args.dist:
+            from . import distributed
+
+            distributed.finish()
+    if doc["is_main"]:  # under torchrun only rank 0 prints
+        _emit(args, doc, textreport.render_run)
     return 0
 
 
@@ -142,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-gemm", action="store_true", help="skip the GEMM-ceiling microbenchmark")
     p.add_argument("--out", default="results", help="folder for the results (default results/)")
     p.add_argument("--no-save", action="store_true", help="write no files")
+    p.add_argument("--dist", choices=("ddp", "fsdp"), default=None,
+                   help="under torchrun: wrap in DDP or FSDP2 (fully_shard per block); rank 0 reports")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("gpus", help="the dense peak table and the GPU detected here")

@@ -94,6 +94,10 @@ def render_run(doc: dict) -> str:
         f"device: {doc['device']} = {where}; torch {env['torch']}, CUDA {env['cuda_runtime']}\n",
         f"peak: {peak['tflops'] if peak['tflops'] else '-'} TFLOP/s ({peak['source']})\n",
     ]
+    par = doc.get("parallelism")
+    if par:
+        out.append(f"torchrun: {par['kind']} x {par['world_size']} ranks ({par['backend']}); each rank times its own "
+                   f"batch; step time = the slowest rank's median; MFU / HFU per GPU\n")
     if doc["gemm_ceiling"]:
         g = doc["gemm_ceiling"]
         vs = f", {_pct(g['tflops_median'] / peak['tflops'])} of peak" if peak["tflops"] else ""
@@ -112,6 +116,10 @@ def render_run(doc: dict) -> str:
             "HW FLOPs counted": flops(r["hardware_flops_counted"]),
             "HW analytic": flops(r["hardware_flops_analytic"]),
         })
+        if r.get("distributed"):
+            d = r["distributed"]
+            rows[-1]["all ranks tokens/s"] = f"{d['aggregate_tokens_per_s']:,.0f}"
+            rows[-1]["slowest"] = f"rank {d['slowest_rank']}"
     out.append(_section("Measured (per step)", _table(rows)))
     notes = sorted({f"{r['mode']}/{r['checkpointing']}: {r['hardware_flops_note']}" for r in doc["rows"]
                     if r["hardware_flops_note"] not in ("", "equal")})
