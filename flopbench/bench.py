@@ -231,16 +231,24 @@ def measure_row(stepper: _Stepper, cfg: ModelConfig, B: int, T: int, mode: str, 
         per_rank = distributed.gather({k: v for k, v in row.time_ms.items() if k != "times_ms"})
         row.distributed = distributed.aggregate(per_rank, B * T)
         for r in row.distributed["per_rank"]:
-            r["mfu"] = model_flops / (r["median_ms"] / 1e3) / (peak * 1e12) if peak else None
+            r["mfu"] = utilization(model_flops, r["median_ms"], peak)
         row.time_ms = {**row.time_ms, "median_ms": row.distributed["slowest_median_ms"]}
-    seconds = row.time_ms["median_ms"] / 1e3
-    row.tokens_per_s = B * T / seconds
-    row.achieved_tflops = model_flops / seconds / 1e12
-    if peak:
-        row.mfu = model_flops / seconds / (peak * 1e12)
-        row.hfu = row.hardware_flops_counted / seconds / (peak * 1e12)
-        row.mfu_simple = simple / seconds / (peak * 1e12)
+    _derive_rates(row, row.time_ms["median_ms"], B * T, peak)
     return row
+
+
+def utilization(flops: int, median_ms: float, peak_tflops: float | None) -> float | None:
+    """FLOPs of a step / (step time x peak): MFU with model FLOPs, HFU with hardware FLOPs (DESIGN.md §2)."""
+    return flops / (median_ms / 1e3) / (peak_tflops * 1e12) if peak_tflops else None
+
+
+def _derive_rates(row: Row, median_ms: float, batch_tokens: int, peak: float | None) -> None:
+    """tokens/s, achieved TFLOP/s, and (when the peak is known) MFU, HFU and the simple formula's MFU."""
+    row.tokens_per_s = batch_tokens / (median_ms / 1e3)
+    row.achieved_tflops = utilization(row.model_flops, median_ms, 1.0)
+    row.mfu = utilization(row.model_flops, median_ms, peak)
+    row.hfu = utilization(row.hardware_flops_counted, median_ms, peak)
+    row.mfu_simple = utilization(row.simple_flops, median_ms, peak)
 
 
 def run(cfg: ModelConfig, options: RunOptions | None = None, progress=None) -> dict:

@@ -80,6 +80,10 @@ def _non_negative_int(text: str) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .bench import RunOptions, run
+    from .checks import load_baseline_rows, parse_baseline, run_checks
+
+    if args.max_vs_baseline:  # a bad baseline is a usage error before anything is measured
+        load_baseline_rows(parse_baseline(args.max_vs_baseline)[0])
 
     options = RunOptions(
         batch_size=args.batch_size, seq_len=args.seq_len, device=args.device, dtype=args.dtype,
@@ -94,9 +98,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             from . import distributed
 
             distributed.finish()
-    if doc["is_main"]:  # under torchrun only rank 0 prints
-        _emit(args, doc, textreport.render_run)
-    return 0
+    if not doc["is_main"]:  # under torchrun only rank 0 prints
+        return 0
+    checks = run_checks(doc, args.min_mfu, args.max_counted_vs_analytic, args.max_vs_baseline)
+    doc["checks"] = [c.as_dict() for c in checks]
+    _emit(args, doc, textreport.render_run)
+    for c in checks:
+        print(f"check: {c.line()}", file=sys.stderr)
+    return 1 if any(not c.ok for c in checks) else 0
 
 
 def cmd_gpus(args: argparse.Namespace) -> int:
@@ -149,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-gemm", action="store_true", help="skip the GEMM-ceiling microbenchmark")
     p.add_argument("--out", default="results", help="folder for the results (default results/)")
     p.add_argument("--no-save", action="store_true", help="write no files")
+    p.add_argument("--min-mfu", type=_positive_float, default=None, metavar="FRACTION",
+                   help="check: every train_step row reaches this MFU (exit 1 if not)")
+    p.add_argument("--max-counted-vs-analytic", type=_positive_float, default=None, metavar="FRACTION",
+                   help="check: unexplained relative gap between counted and analytic FLOPs (exit 1 if above)")
+    p.add_argument("--max-vs-baseline", default=None, metavar="FILE:TOLERANCE",
+                   help="check: MFU within TOLERANCE below a stored run, e.g. results/baseline.json:0.05")
     p.add_argument("--dist", choices=("ddp", "fsdp"), default=None,
                    help="under torchrun: wrap in DDP or FSDP2 (fully_shard per block); rank 0 reports")
     p.set_defaults(func=cmd_run)

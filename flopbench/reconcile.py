@@ -97,20 +97,26 @@ def reconcile(cfg: ModelConfig, batch_size: int, seq_len: int, torch_counts: dic
     return checks
 
 
-def explain_hardware_gap(cfg: ModelConfig, batch_size: int, seq_len: int, mode: str, counted: int | None,
-                         analytic_hardware: int) -> str:
-    """Why FLOPs counted over a real step differ from the analytic hardware FLOPs, or "unexplained".
+def explained_hardware_gap(cfg: ModelConfig, batch_size: int, seq_len: int, mode: str, gap: int) -> int:
+    """The part of `gap` (counted - analytic hardware FLOPs of one real step) that a known kernel effect
+    accounts for, or 0.
 
     Fused attention kernels (flash, memory-efficient, cuDNN; on the CPU the flash kernel too) do not
     keep the T x T scores for backward: their backward re-forms QK^T, which torch counts as a fifth
     bmm (DESIGN.md section 2): 2·B·T²·d per layer per backward.
     """
+    rescore = 2 * batch_size * seq_len * seq_len * cfg.d_model * cfg.n_layer
+    return rescore if mode != "forward" and gap == rescore else 0
+
+
+def explain_hardware_gap(cfg: ModelConfig, batch_size: int, seq_len: int, mode: str, counted: int | None,
+                         analytic_hardware: int) -> str:
+    """Why FLOPs counted over a real step differ from the analytic hardware FLOPs, or "unexplained"."""
     if counted is None:
         return "not counted"
     gap = counted - analytic_hardware
     if gap == 0:
         return "equal"
-    rescore = 2 * batch_size * seq_len * seq_len * cfg.d_model * cfg.n_layer
-    if mode != "forward" and gap == rescore:
+    if explained_hardware_gap(cfg, batch_size, seq_len, mode, gap):
         return "attention backward re-forms QK^T (fused kernel: 5 bmm instead of 4)"
     return f"unexplained: counted - analytic = {gap:,} FLOPs"
