@@ -31,7 +31,7 @@ from .hardware import gemm_ceiling, resolve_peak
 from .model import build_model, lm_loss
 from .reconcile import explain_hardware_gap
 from .results import ResultWriter, environment
-from .timing import time_step
+from .timing import time_step, tflops_per_s, utilization
 
 MODES = ("forward", "fwd_bwd", "train_step")
 DEVICES = ("auto", "cuda", "cpu")
@@ -191,14 +191,19 @@ def _modes_to_run(options: RunOptions) -> list[tuple[str, str]]:
             if m != "forward" or c == ckpts[0]]
 
 
-def _is_oom(error: BaseException) -> bool:
+def is_oom(error: BaseException) -> bool:
+    """True if `error` is an out-of-memory error (torch's own type, or a RuntimeError that says so)."""
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
-def _free_memory(device: torch.device) -> None:
+def free_memory(device: torch.device) -> None:
+    """Drop what an interrupted step left behind, so the next one starts from a clean cache."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+_is_oom, _free_memory = is_oom, free_memory  # the names before they were shared (issue 4)
 
 
 def measure_row(stepper: _Stepper, cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: str,
@@ -212,21 +217,20 @@ def measure_row(stepper: _Stepper, cfg: ModelConfig, B: int, T: int, mode: str, 
         row.hardware_flops_counted = stepper.counted_flops(mode)
         stats = time_step(lambda i: stepper.step(mode), stepper.device, options.warmup, options.iters)
     except (torch.OutOfMemoryError, RuntimeError) as e:
-        if not _is_oom(e):
+        if not is_oom(e):
             raise
         row.status, row.error = "oom", str(e).splitlines()[0][:300]
         stepper.eager.zero_grad(set_to_none=True)
-        _free_memory(stepper.device)
+        free_memory(stepper.device)
         return row
     row.hardware_flops_note = explain_hardware_gap(cfg, B, T, mode, row.hardware_flops_counted, hw_analytic)
     seconds = stats.median_ms / 1e3
     row.time_ms = stats.as_dict()
     row.tokens_per_s = B * T / seconds
-    row.achieved_tflops = model_flops / seconds / 1e12
-    if peak:
-        row.mfu = model_flops / seconds / (peak * 1e12)
-        row.hfu = row.hardware_flops_counted / seconds / (peak * 1e12)
-        row.mfu_simple = simple / seconds / (peak * 1e12)
+    row.achieved_tflops = tflops_per_s(model_flops, seconds)
+    row.mfu = utilization(model_flops, seconds, peak)
+    row.hfu = utilization(row.hardware_flops_counted, seconds, peak)
+    row.mfu_simple = utilization(simple, seconds, peak)
     return row
 
 
@@ -272,7 +276,7 @@ def run(cfg: ModelConfig, options: RunOptions | None = None, progress=None) -> d
         model = build_model(cfg, device)
         stepper = _Stepper(model, cfg, B, T, device, dtype, options.compile)
     except (torch.OutOfMemoryError, RuntimeError) as e:
-        if not _is_oom(e):
+        if not is_oom(e):
             raise
         raise UsageError(f"{cfg.name} does not fit on {device}: out of memory building the model") from None
     for mode, checkpointing in plan:
