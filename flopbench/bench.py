@@ -32,7 +32,7 @@ from .hardware import gemm_ceiling, resolve_peak
 from .model import build_model, lm_loss
 from .reconcile import explain_hardware_gap
 from .results import ResultWriter, environment
-from .timing import time_step
+from .timing import time_step, tflops_per_s, utilization
 
 MODES = ("forward", "fwd_bwd", "train_step")
 DEVICES = ("auto", "cuda", "cpu")
@@ -195,11 +195,13 @@ def _modes_to_run(options: RunOptions) -> list[tuple[str, str]]:
             if m != "forward" or c == ckpts[0]]
 
 
-def _is_oom(error: BaseException) -> bool:
+def is_oom(error: BaseException) -> bool:
+    """True if `error` is an out-of-memory error (torch's own type, or a RuntimeError that says so)."""
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
-def _free_memory(device: torch.device) -> None:
+def free_memory(device: torch.device) -> None:
+    """Drop what an interrupted step left behind, so the next one starts from a clean cache."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -219,11 +221,11 @@ def measure_row(stepper: _Stepper, cfg: ModelConfig, B: int, T: int, mode: str, 
         row.hardware_flops_counted = stepper.counted_flops(mode)
         stats = time_step(lambda i: stepper.step(mode), stepper.device, options.warmup, options.iters)
     except (torch.OutOfMemoryError, RuntimeError) as e:
-        if not _is_oom(e):
+        if not is_oom(e):
             raise
         row.status, row.error = "oom", str(e).splitlines()[0][:300]
         stepper.eager.zero_grad(set_to_none=True)
-        _free_memory(stepper.device)
+        free_memory(stepper.device)
         return row
     row.hardware_flops_note = explain_hardware_gap(cfg, B, T, mode, row.hardware_flops_counted, hw_analytic)
     row.time_ms = stats.as_dict()
@@ -231,24 +233,20 @@ def measure_row(stepper: _Stepper, cfg: ModelConfig, B: int, T: int, mode: str, 
         per_rank = distributed.gather({k: v for k, v in row.time_ms.items() if k != "times_ms"})
         row.distributed = distributed.aggregate(per_rank, B * T)
         for r in row.distributed["per_rank"]:
-            r["mfu"] = utilization(model_flops, r["median_ms"], peak)
+            r["mfu"] = utilization(model_flops, r["median_ms"] / 1e3, peak)
         row.time_ms = {**row.time_ms, "median_ms": row.distributed["slowest_median_ms"]}
     _derive_rates(row, row.time_ms["median_ms"], B * T, peak)
     return row
 
 
-def utilization(flops: int, median_ms: float, peak_tflops: float | None) -> float | None:
-    """FLOPs of a step / (step time x peak): MFU with model FLOPs, HFU with hardware FLOPs (DESIGN.md §2)."""
-    return flops / (median_ms / 1e3) / (peak_tflops * 1e12) if peak_tflops else None
-
-
 def _derive_rates(row: Row, median_ms: float, batch_tokens: int, peak: float | None) -> None:
     """tokens/s, achieved TFLOP/s, and (when the peak is known) MFU, HFU and the simple formula's MFU."""
-    row.tokens_per_s = batch_tokens / (median_ms / 1e3)
-    row.achieved_tflops = utilization(row.model_flops, median_ms, 1.0)
-    row.mfu = utilization(row.model_flops, median_ms, peak)
-    row.hfu = utilization(row.hardware_flops_counted, median_ms, peak)
-    row.mfu_simple = utilization(row.simple_flops, median_ms, peak)
+    seconds = median_ms / 1e3
+    row.tokens_per_s = batch_tokens / seconds
+    row.achieved_tflops = tflops_per_s(row.model_flops, seconds)
+    row.mfu = utilization(row.model_flops, seconds, peak)
+    row.hfu = utilization(row.hardware_flops_counted, seconds, peak)
+    row.mfu_simple = utilization(row.simple_flops, seconds, peak)
 
 
 def run(cfg: ModelConfig, options: RunOptions | None = None, progress=None) -> dict:
@@ -303,7 +301,7 @@ def run(cfg: ModelConfig, options: RunOptions | None = None, progress=None) -> d
         model = build_model(cfg, device)
         stepper = _Stepper(model, cfg, B, T, device, dtype, options.compile, dist_info)
     except (torch.OutOfMemoryError, RuntimeError) as e:
-        if not _is_oom(e):
+        if not is_oom(e):
             raise
         raise UsageError(f"{cfg.name} does not fit on {device}: out of memory building the model") from None
     for mode, checkpointing in plan:

@@ -109,20 +109,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_gpus(args: argparse.Namespace) -> int:
-    from .hardware import detect_gpu, format_peak_table, load_peak_table, match_gpu
+    from .hardware import format_peak_table, gpu_report
 
-    gpu = detect_gpu()
-    entry = match_gpu(gpu.name) if gpu else None
-    doc = {
-        "detected": gpu.as_dict() if gpu else None,
-        "table_entry": entry.key if entry else None,
-        "table": [{"key": e.key, "name": e.display_name, **{f"{d}_tflops": v for d, v in e.tflops.items()},
-                   "source": e.source} for e in load_peak_table()],
-    }
+    doc = gpu_report()
 
-    def render(_doc):
-        found = (f"detected: {gpu.name} (via {gpu.source}) -> {entry.display_name if entry else 'not in table'}"
-                 if gpu else "detected: no CUDA GPU (NVML and torch.cuda found none)")
+    def render(doc):
+        gpu, key = doc["detected"], doc["table_entry"]
+        entry = next((e["name"] for e in doc["table"] if e["key"] == key), "not in table")
+        found = (f"detected: {gpu['name']} (via {gpu['source']}) -> {entry}" if gpu
+                 else "detected: no CUDA GPU (NVML and torch.cuda found none)")
         return f"{format_peak_table()}\n\n{found}\n"
 
     _emit(args, doc, render)

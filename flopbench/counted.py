@@ -121,8 +121,10 @@ def module_breakdown(cfg: ModelConfig, batch_size: int, seq_len: int) -> dict[st
 # fvcore FlopCountAnalysis
 # --------------------------------------------------------------------------------------------------
 
-#: fvcore operators that are matrix products (their counts are multiply-adds; FLOPs = 2 x).
-FVCORE_MATMUL_OPS = ("linear", "addmm", "matmul", "bmm", "einsum", "scaled_dot_product_attention")
+#: fvcore operators that are matrix products (their counts are multiply-adds; FLOPs = 2 x). A convolution is
+#: one too (a matmul over im2col patches: N·C_out·H_out·W_out·C_in/groups·k_h·k_w multiply-adds, as
+#: FlopCounterMode counts it); GPT-2 has none, a user's module may.
+FVCORE_MATMUL_OPS = ("linear", "addmm", "mm", "matmul", "bmm", "einsum", "scaled_dot_product_attention", "conv")
 
 
 def _fvcore_sdpa_handle(inputs, outputs) -> int:
@@ -146,25 +148,43 @@ class FvcoreCount:
     by_operator: dict[str, int] = field(default_factory=dict)  # fvcore's raw counts (multiply-adds)
     unsupported: dict[str, int] = field(default_factory=dict)  # ops fvcore skipped -> calls per forward
 
+    @classmethod
+    def from_counts(cls, by_operator: dict[str, int], unsupported: dict[str, int]) -> "FvcoreCount":
+        """fvcore's raw multiply-adds per operator, split into matmul and other FLOPs and doubled
+        (integers: fvcore's einsum handle returns a float)."""
+        matmul = sum(v for op, v in by_operator.items() if op in FVCORE_MATMUL_OPS)
+        return cls(
+            forward=round(2 * matmul),
+            non_matmul=round(2 * (sum(by_operator.values()) - matmul)),
+            by_operator=dict(sorted(by_operator.items())),
+            unsupported=dict(sorted(unsupported.items())),
+        )
+
+
+def fvcore_analysis(model: torch.nn.Module, inputs: tuple):
+    """fvcore's `FlopCountAnalysis` of `model(*inputs)`, with the SDPA handle, traced now.
+
+    fvcore traces with torch.jit (script at import, trace to count): the deprecation and tracer warnings
+    that brings are silenced here, and skipped operators are reported through `unsupported_ops()`
+    rather than logged. Raises whatever the trace raises.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        from fvcore.nn import FlopCountAnalysis
+
+        analysis = FlopCountAnalysis(model, inputs).set_op_handle(
+            "aten::scaled_dot_product_attention", _fvcore_sdpa_handle
+        )
+        analysis.unsupported_ops_warnings(False)  # reported in FvcoreCount.unsupported instead
+        analysis.uncalled_modules_warnings(False)
+        analysis.total()  # trace now, inside the warning filter; the results are cached
+    return analysis
+
 
 def _fvcore_analysis(cfg: ModelConfig, batch_size: int, seq_len: int):
-    with warnings.catch_warnings():  # fvcore uses torch.jit (script at import, trace to count): deprecated
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return _traced_fvcore_analysis(cfg, batch_size, seq_len)
-
-
-def _traced_fvcore_analysis(cfg: ModelConfig, batch_size: int, seq_len: int):
-    from fvcore.nn import FlopCountAnalysis
-
-    model = build_model(cfg, "meta")
     idx = torch.zeros(batch_size, seq_len, dtype=torch.long, device="meta")
-    analysis = FlopCountAnalysis(model, (idx,)).set_op_handle(
-        "aten::scaled_dot_product_attention", _fvcore_sdpa_handle
-    )
-    analysis.unsupported_ops_warnings(False)  # reported in FvcoreCount.unsupported instead
-    analysis.uncalled_modules_warnings(False)
-    analysis.total()  # trace now, inside the caller's warning filter; the results are cached
-    return analysis
+    return fvcore_analysis(build_model(cfg, "meta"), (idx,))
 
 
 def count_fvcore(cfg: ModelConfig, batch_size: int, seq_len: int) -> FvcoreCount:
@@ -178,10 +198,4 @@ def count_fvcore(cfg: ModelConfig, batch_size: int, seq_len: int) -> FvcoreCount
 
     by_operator = _by_layer_extrapolation(cfg, lambda c: dict(analysis(c).by_operator()))
     unsupported = _by_layer_extrapolation(cfg, lambda c: dict(analysis(c).unsupported_ops()))
-    matmul = sum(v for op, v in by_operator.items() if op in FVCORE_MATMUL_OPS)
-    return FvcoreCount(
-        forward=2 * matmul,
-        non_matmul=2 * (sum(by_operator.values()) - matmul),
-        by_operator=dict(sorted(by_operator.items())),
-        unsupported=dict(sorted(unsupported.items())),
-    )
+    return FvcoreCount.from_counts(by_operator, unsupported)

@@ -123,13 +123,14 @@ def resolve_peak(gpu_name: str | None, dtype: str, override_tflops: float | None
         return float(override_tflops), "--peak-tflops"
     _check_dtype(dtype)
     if gpu_name is None:
-        return None, "no GPU detected: no peak; pass --peak-tflops"
+        return None, "no GPU detected: no peak; pass --peak-tflops (peak_tflops= in Python)"
     entry = match_gpu(gpu_name)
     if entry is None:
-        return None, f"unknown GPU {gpu_name!r}: no peak in table; pass --peak-tflops"
+        return None, f"unknown GPU {gpu_name!r}: no peak in table; pass --peak-tflops (peak_tflops= in Python)"
     value = entry.tflops[dtype]
     if value is None:
-        return None, f"{entry.display_name}: no dense {dtype} peak in table; pass --peak-tflops"
+        return None, (f"{entry.display_name}: no dense {dtype} peak in table; "
+                      f"pass --peak-tflops (peak_tflops= in Python)")
     return value, f"table: {entry.display_name} {dtype} ({entry.source})"
 
 
@@ -232,6 +233,18 @@ def detect_gpu(index: int = 0) -> GpuInfo | None:
         return _detect_with_nvml(index)
     except Exception:  # no pynvml, no driver library, no such device, ...
         return _detect_with_torch(index)
+
+
+def gpu_report(index: int = 0) -> dict:
+    """What `flopbench gpus` shows: the GPU detected here, its table entry, and the whole peak table."""
+    gpu = detect_gpu(index)
+    entry = match_gpu(gpu.name) if gpu else None
+    return {
+        "detected": gpu.as_dict() if gpu else None,
+        "table_entry": entry.key if entry else None,
+        "table": [{"key": e.key, "name": e.display_name, **{f"{d}_tflops": v for d, v in e.tflops.items()},
+                   "source": e.source} for e in load_peak_table()],
+    }
 
 
 # --------------------------------------------------------------------------------------------------

@@ -125,3 +125,29 @@ def read_rows(path: str | Path):
     except json.JSONDecodeError as e:
         raise UsageError(f"{path}: not JSON Lines ({e.msg} at line {e.lineno})") from None
     return pd.DataFrame([flatten(r) for r in records])
+
+
+def _records(data) -> list[dict]:
+    """The flat-able records in `data`; see `to_dataframe`."""
+    if hasattr(data, "records"):  # Profile.records() (a method), Measurement.records (a property)
+        records = data.records
+        return list(records() if callable(records) else records)
+    if isinstance(data, dict):
+        return list(data["rows"]) if isinstance(data.get("rows"), list) else [data]
+    if isinstance(data, (list, tuple)):
+        return [record for item in data for record in _records(item)]
+    raise UsageError(f"to_dataframe({type(data).__name__}): pass a run or count document, a list of them or of "
+                     f"rows, a profile / measure result, or a path to rows.jsonl, rows.csv or a results folder")
+
+
+def to_dataframe(data):
+    """A pandas DataFrame, one row per record, nested fields flattened to dotted columns ("time_ms.median_ms").
+
+    `data` may be: a `run` document (its rows), a `count` document (one row), a list of documents or of
+    row dicts, a `Profile` or `Measurement` (their `records()`), or a path, which `read_rows` reads.
+    """
+    import pandas as pd
+
+    if isinstance(data, (str, Path)):
+        return read_rows(data)
+    return pd.DataFrame([flatten(r) for r in _records(data)])

@@ -46,27 +46,59 @@ class TimingStats:
                 "iqr_ms": self.iqr_ms, "n": len(self.times_ms), **asdict(self)}
 
 
+class Clock:
+    """Timestamps on a device's timeline, read after the work is done.
+
+    On CUDA a mark is an event recorded on the device's current stream (no host synchronization; call
+    `sync()` once before reading); on the CPU it is `time.perf_counter()`. `elapsed_ms(a, b)` is the
+    time between two marks.
+    """
+
+    def __init__(self, device: torch.device | str):
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+
+    def mark(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record(torch.cuda.current_stream(self.device))
+            return event
+        return time.perf_counter()
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def elapsed_ms(self, start, end) -> float:
+        return start.elapsed_time(end) if self.cuda else (end - start) * 1e3
+
+
 def time_step(step: Callable[[int], object], device: torch.device | str, warmup: int = 3,
               iters: int = 10) -> TimingStats:
     """Run `step(i)` `warmup` times untimed, then `iters` times timed; return the per-iteration times."""
     if iters < 1 or warmup < 0:
         raise ValueError(f"time_step needs iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
-    device = torch.device(device)
+    clock = Clock(device)
     for i in range(warmup):
         step(i)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                  for _ in range(iters)]
-        for i, (start, end) in enumerate(events):
-            start.record()
-            step(warmup + i)
-            end.record()
-        torch.cuda.synchronize(device)
-        return TimingStats(tuple(start.elapsed_time(end) for start, end in events))
-    times = []
+    clock.sync()
+    marks = []
     for i in range(iters):
-        t0 = time.perf_counter()
+        start = clock.mark()
         step(warmup + i)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return TimingStats(tuple(times))
+        marks.append((start, clock.mark()))
+    clock.sync()
+    return TimingStats(tuple(clock.elapsed_ms(start, end) for start, end in marks))
+
+
+def tflops_per_s(flops: int | float, seconds: float) -> float:
+    """The rate a count of FLOPs over `seconds` amounts to, in TFLOP/s (10^12 FLOP/s)."""
+    return flops / seconds / 1e12
+
+
+def utilization(flops: int | float | None, seconds: float, peak_tflops: float | None) -> float | None:
+    """FLOPs / (seconds x peak): MFU with model FLOPs, HFU with hardware FLOPs (DESIGN.md section 2).
+    None when the peak or the FLOPs are unknown."""
+    if not peak_tflops or flops is None:
+        return None
+    return tflops_per_s(flops, seconds) / peak_tflops
