@@ -20,6 +20,7 @@ import gc
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -38,6 +39,10 @@ MODES = ("forward", "fwd_bwd", "train_step")
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CHECKPOINTING_CHOICES = ("none", "full", "both")
+
+
+class ModelDoesNotFit(UsageError):
+    """Out of memory building the model: `run` stops (exit 2); a sweep records OOM rows and goes on."""
 
 
 @dataclass
@@ -249,9 +254,11 @@ def _derive_rates(row: Row, median_ms: float, batch_tokens: int, peak: float | N
     row.mfu_simple = utilization(row.simple_flops, seconds, peak)
 
 
-def run(cfg: ModelConfig, options: RunOptions | None = None, progress=None) -> dict:
+def run(cfg: ModelConfig, options: RunOptions | None = None, progress=None,
+        on_row: Callable[[dict], None] | None = None) -> dict:
     """Measure `cfg`: one row per mode (see module docstring). Rows are written to disk as they finish
-    when `options.out` is set. `progress(message)` is called with status lines (default: stderr)."""
+    when `options.out` is set. `progress(message)` is called with status lines (default: stderr);
+    `on_row(record)` with each row the moment it is measured (the sweep appends it to its file)."""
     options = options or RunOptions()
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     device = resolve_device(options.device)
@@ -303,7 +310,7 @@ def run(cfg: ModelConfig, options: RunOptions | None = None, progress=None) -> d
     except (torch.OutOfMemoryError, RuntimeError) as e:
         if not is_oom(e):
             raise
-        raise UsageError(f"{cfg.name} does not fit on {device}: out of memory building the model") from None
+        raise ModelDoesNotFit(f"{cfg.name} does not fit on {device}: out of memory building the model") from None
     for mode, checkpointing in plan:
         progress(f"timing {mode} (checkpointing {checkpointing}): {options.warmup} warm-up + {options.iters} steps ...")
         row = measure_row(stepper, cfg, B, T, mode, checkpointing, options, peak, dist_info)
@@ -315,4 +322,6 @@ def run(cfg: ModelConfig, options: RunOptions | None = None, progress=None) -> d
         doc["rows"].append(record)
         if writer:
             writer.append(record)
+        if on_row:
+            on_row(record)
     return doc

@@ -33,12 +33,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_model_args(p: argparse.ArgumentParser, default_model: str) -> None:
+def _add_model_args(p: argparse.ArgumentParser, default_model: str, batch_size: bool = True) -> None:
     p.add_argument("--model", default=default_model, help=f"preset: {', '.join(PRESETS)} (default {default_model})")
     for field in OVERRIDABLE:
         p.add_argument(f"--{field.replace('_', '-')}", type=_positive_int, default=None,
                        help=f"override the preset's {field}")
-    p.add_argument("--batch-size", type=_positive_int, default=1, help="sequences per step (default 1)")
+    if batch_size:
+        p.add_argument("--batch-size", type=_positive_int, default=1, help="sequences per step (default 1)")
     p.add_argument("--seq-len", type=_positive_int, default=None,
                    help="tokens per sequence (default: the model's max positions)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
@@ -124,6 +125,46 @@ def cmd_gpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import load_spec, render, run_sweep
+
+    doc = run_sweep(load_spec(args.spec), out=args.out, resume=args.resume)
+    _emit(args, doc, render)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import render, write_report
+
+    doc = write_report(args.results, args.out)
+    _emit(args, doc, render)
+    return 0
+
+
+def _tokens(text: str) -> int:
+    from .estimate import parse_tokens
+
+    try:
+        return parse_tokens(text)
+    except UsageError as e:  # argparse would swallow a ValueError's message
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from .estimate import DEFAULT_MFU, estimate, method_of, mfu_from_results, render
+
+    if args.mfu is not None and args.mfu_from is not None:
+        raise UsageError("--mfu and --mfu-from: give one of them")
+    mfu, source = (args.mfu, "--mfu") if args.mfu is not None else (DEFAULT_MFU, "the seed's default discount")
+    if args.mfu_from is not None:
+        mfu, source = mfu_from_results(args.mfu_from, args.recompute)
+    doc = estimate(_config_from(args), args.tokens, args.gpus, seq_len=args.seq_len,
+                   method=method_of(args.recompute, args.exact), gpu=args.gpu, dtype=args.dtype,
+                   peak_tflops=args.peak_tflops, mfu=mfu, mfu_source=source)
+    _emit(args, doc, render)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="flopbench", description="How many FLOPs does this transformer execute, and how "
                                                    "much of the GPU's peak does it get?")
@@ -166,6 +207,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gpus", help="the dense peak table and the GPU detected here")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.set_defaults(func=cmd_gpus)
+
+    p = sub.add_parser("sweep", help="run a grid of models x shapes x checkpointing x dtype from a TOML spec")
+    p.add_argument("--spec", required=True, metavar="FILE.toml", help="the sweep spec (see benchmarks/*.toml)")
+    p.add_argument("--out", default="results", help="results go to OUT/<spec name>/rows.jsonl (default results/)")
+    p.add_argument("--resume", action="store_true", help="skip the rows the results file already has")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="Markdown report + PNG plots: analytic vs counted vs measured")
+    p.add_argument("results", metavar="RESULTS", help="a rows.jsonl / rows.csv file, a run or sweep folder, "
+                                                      "or a folder of them")
+    p.add_argument("--out", default=None, metavar="DIR", help="where to write (default: RESULTS/report)")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.set_defaults(func=cmd_report)
+
+    from .hardware import DTYPES as PEAK_DTYPES
+
+    p = sub.add_parser("estimate", help="training time for T tokens on G GPUs: C = 6NT / (G x peak x MFU)")
+    _add_model_args(p, default_model="gpt2", batch_size=False)
+    p.add_argument("--tokens", type=_tokens, required=True, help="training tokens: 300e9, 300B, 1.4T, 2.5M, 1000000")
+    p.add_argument("--gpus", type=_positive_int, default=1, help="number of GPUs (default 1)")
+    p.add_argument("--gpu", default="h100", help="peak-table GPU: h100, h100-pcie, a100, h200, l4, \"H100 SXM\", "
+                                                 "an NVML name ... (default h100 = H100 SXM; see `flopbench gpus`)")
+    p.add_argument("--dtype", default="bf16", choices=PEAK_DTYPES, help="peak-table column (default bf16)")
+    p.add_argument("--peak-tflops", type=_positive_float, default=None, help="peak TFLOP/s per GPU (overrides --gpu)")
+    p.add_argument("--mfu", type=_positive_float, default=None, help="fraction of peak reached (default 0.5, the seed's)")
+    p.add_argument("--mfu-from", default=None, metavar="RESULTS",
+                   help="use the median MFU of the train_step rows in these results instead")
+    p.add_argument("--recompute", action="store_true", help="activation recomputation: C = 8NT (the seed)")
+    p.add_argument("--exact", action="store_true", help="C = exact analytic matmul FLOPs incl. attention, "
+                                                        "at --seq-len (default: the model's positions)")
+    p.set_defaults(func=cmd_estimate)
     return parser
 
 

@@ -5,6 +5,8 @@ A run writes, under its own folder `<out>/<run_id>/`:
   exists, so a crash or Ctrl-C later loses nothing already measured;
 - `rows.csv` — the same rows flattened, rewritten by write-then-rename after every row;
 - `environment.json` — machine, GPU, driver, library versions (written first).
+A sweep (`flopbench.sweep`) writes the same three files for all its grid points into one folder,
+`<out>/<sweep name>/`, and continues them on `--resume`.
 `read_rows` turns any of these (a file or a folder of runs) into a pandas DataFrame.
 """
 
@@ -79,7 +81,9 @@ def _atomic_write(path: Path, text: str) -> None:
 class ResultWriter:
     """Writes one run's rows as they come; see the module docstring for the files."""
 
-    def __init__(self, out_dir: str | Path, run_id: str, env: dict):
+    def __init__(self, out_dir: str | Path, run_id: str, env: dict, resume: bool = False):
+        """`resume=True` continues a folder that already has rows (a sweep run again with --resume): its
+        rows are kept (rows.csv stays complete) and its environment.json, the one the rows began on."""
         self.folder = Path(out_dir) / run_id
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -88,8 +92,10 @@ class ResultWriter:
             probe.unlink()
         except OSError as e:
             raise UsageError(f"--out {out_dir}: cannot write there ({e.strerror or e}); choose a writable folder") from None
-        self.rows: list[dict] = []
-        _atomic_write(self.folder / "environment.json", json.dumps(env, indent=2, default=str) + "\n")
+        jsonl, env_file = self.folder / "rows.jsonl", self.folder / "environment.json"
+        self.rows: list[dict] = read_records(jsonl) if resume and jsonl.exists() else []
+        if not (resume and env_file.exists()):
+            _atomic_write(env_file, json.dumps(env, indent=2, default=str) + "\n")
 
     @property
     def files(self) -> dict[str, str]:
@@ -120,11 +126,20 @@ def read_rows(path: str | Path):
         raise UsageError(f"{path}: no such file")
     if path.suffix == ".csv":
         return pd.read_csv(path)
+    return pd.DataFrame([flatten(r) for r in read_records(path)])
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """The rows of one rows.jsonl file, as written (nested dicts, not flattened)."""
+    path = Path(path)
     try:
-        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError as e:
         raise UsageError(f"{path}: not JSON Lines ({e.msg} at line {e.lineno})") from None
-    return pd.DataFrame([flatten(r) for r in records])
 
 
 def _records(data) -> list[dict]:
