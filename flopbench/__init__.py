@@ -8,6 +8,8 @@ The Python API (the command line is a thin layer over it; see README "Use from P
 - `count(config, batch_size, seq_len)` — analytic and counted FLOPs of one step (`flopbench count`);
 - `run(config, batch_size=..., device=..., ...)` — timed steps, MFU / HFU (`flopbench run`);
 - `gpus()` — the GPU detected here and the dense peak table (`flopbench gpus`);
+- `sweep(spec, out, resume)` — a TOML grid of runs into one results file (`flopbench sweep`);
+- `estimate(config, tokens, gpus, ...)` — training FLOPs, GPU-hours and days (`flopbench estimate`);
 - `profile(module, example_inputs, loss_fn=None, ...)` — counted FLOPs, timed steps and MFU of any
   `nn.Module`;
 - `measure(model, peak_tflops=None)` — a context manager giving per-step FLOPs, time and MFU of your
@@ -25,7 +27,7 @@ from .errors import UsageError
 
 __version__ = "0.1.0"
 
-__all__ = ["ModelConfig", "PRESETS", "UsageError", "count", "run", "gpus", "profile", "measure", "to_dataframe",
+__all__ = ["ModelConfig", "PRESETS", "UsageError", "count", "run", "gpus", "sweep", "estimate", "profile", "measure", "to_dataframe",
            "read_rows", "resolve_config", "RunOptions", "Profile", "Measurement"]
 
 #: Public names served from a submodule on first use (PEP 562), so `import flopbench` stays cheap.
@@ -97,3 +99,29 @@ def gpus() -> dict:
     from .hardware import gpu_report
 
     return gpu_report()
+
+
+def sweep(spec, out: str = "results", resume: bool = False) -> dict:
+    """Run a sweep spec (a TOML path or a loaded `flopbench.sweeping.Spec`): the `flopbench sweep --json` document.
+
+    Every row is appended to `<out>/<spec name>/rows.jsonl` as it is measured; `resume=True` skips rows
+    already there. `to_dataframe(doc)` gives the new rows as a DataFrame.
+    """
+    from .sweeping import Spec, load_spec, run_sweep
+
+    return run_sweep(spec if isinstance(spec, Spec) else load_spec(spec), out=out, resume=resume)
+
+
+def estimate(config: ModelConfig | str, tokens: int | str, gpus: int = 1, *, mfu: float | None = None,
+             mfu_from: str | None = None, recompute: bool = False, exact: bool = False, **kwargs) -> dict:
+    """Training compute and time for `tokens` (an int or "300B", "1.4T", ...) on `gpus` GPUs: the
+    `flopbench estimate --json` document. C = 6NT (8NT with `recompute`, the exact count with `exact`),
+    time = C / (gpus x peak x MFU), MFU given, read from results (`mfu_from`) or the seed's 0.5.
+    Other keywords: `seq_len`, `gpu` (default "h100"), `dtype`, `peak_tflops`."""
+    from .estimating import estimate as _estimate
+    from .estimating import method_of, parse_tokens, resolve_mfu
+
+    mfu, source = resolve_mfu(mfu, mfu_from, recompute)
+    n_tokens = parse_tokens(tokens) if isinstance(tokens, str) else tokens
+    return _estimate(_config(config), n_tokens, gpus, method=method_of(recompute, exact), mfu=mfu,
+                     mfu_source=source, **kwargs)

@@ -126,7 +126,7 @@ def cmd_gpus(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import load_spec, render, run_sweep
+    from .sweeping import load_spec, render, run_sweep
 
     doc = run_sweep(load_spec(args.spec), out=args.out, resume=args.resume)
     _emit(args, doc, render)
@@ -142,7 +142,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _tokens(text: str) -> int:
-    from .estimate import parse_tokens
+    from .estimating import parse_tokens
 
     try:
         return parse_tokens(text)
@@ -151,13 +151,9 @@ def _tokens(text: str) -> int:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from .estimate import DEFAULT_MFU, estimate, method_of, mfu_from_results, render
+    from .estimating import estimate, method_of, render, resolve_mfu
 
-    if args.mfu is not None and args.mfu_from is not None:
-        raise UsageError("--mfu and --mfu-from: give one of them")
-    mfu, source = (args.mfu, "--mfu") if args.mfu is not None else (DEFAULT_MFU, "the seed's default discount")
-    if args.mfu_from is not None:
-        mfu, source = mfu_from_results(args.mfu_from, args.recompute)
+    mfu, source = resolve_mfu(args.mfu, args.mfu_from, args.recompute)
     doc = estimate(_config_from(args), args.tokens, args.gpus, seq_len=args.seq_len,
                    method=method_of(args.recompute, args.exact), gpu=args.gpu, dtype=args.dtype,
                    peak_tflops=args.peak_tflops, mfu=mfu, mfu_source=source)

@@ -5,7 +5,7 @@ A run writes, under its own folder `<out>/<run_id>/`:
   exists, so a crash or Ctrl-C later loses nothing already measured;
 - `rows.csv` — the same rows flattened, rewritten by write-then-rename after every row;
 - `environment.json` — machine, GPU, driver, library versions (written first).
-A sweep (`flopbench.sweep`) writes the same three files for all its grid points into one folder,
+A sweep (`flopbench.sweeping`) writes the same three files for all its grid points into one folder,
 `<out>/<sweep name>/`, and continues them on `--resume`.
 `read_rows` turns any of these (a file or a folder of runs) into a pandas DataFrame.
 """

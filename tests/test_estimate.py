@@ -7,7 +7,7 @@ import pytest
 from flopbench.cli import main
 from flopbench.config import PRESETS
 from flopbench.errors import UsageError
-from flopbench.estimate import estimate, gpu_peak, mfu_from_results, parse_tokens
+from flopbench.estimating import estimate, gpu_peak, mfu_from_results, parse_tokens
 
 # gpt2-xl: N_matmul = 12·d²·L + d·V (the LM head counted, DESIGN.md "which N")
 N_XL = 12 * 1600**2 * 48 + 1600 * 50257
@@ -125,3 +125,18 @@ def test_mfu_from_cpu_rows_without_peak(tmp_path, capsys):
                                                  "time_ms": {"median_ms": 5.0}, "model_flops": 10}])
     code, _, err = run_cli(["--tokens", "1B", "--mfu-from", path], capsys)
     assert code == 2 and "no train_step rows with checkpointing none and a known peak" in err
+
+
+def test_python_api_estimate_equals_cli(capsys):
+    import json
+
+    import flopbench
+    from flopbench.cli import main
+
+    api = flopbench.estimate("gpt2-xl", "300B", 8, gpu="h100", mfu=0.5)
+    assert main(["estimate", "--model", "gpt2-xl", "--tokens", "300B", "--gpus", "8", "--gpu", "h100", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert api["flops"] == cli["flops"] == 6 * 1_554_971_200 * 300 * 10**9
+    assert api["gpu_hours"] == pytest.approx(cli["gpu_hours"])
+    with pytest.raises(flopbench.UsageError, match="give one of them"):
+        flopbench.estimate("gpt2", 10**9, mfu=0.4, mfu_from="results/cpu")

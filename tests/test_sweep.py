@@ -10,8 +10,8 @@ import torch
 from flopbench import bench
 from flopbench.analytic import train_flops
 from flopbench.cli import main
-from flopbench.results import read_records
-from flopbench.sweep import grid, load_spec, row_key
+from flopbench.results import read_records, read_rows
+from flopbench.sweeping import grid, load_spec, row_key
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = '{ name = "m1", preset = "tiny", n_layer = 1, d_model = 32, n_head = 2, vocab_size = 64, max_seq_len = 16 }'
@@ -213,3 +213,13 @@ def test_shipped_specs(monkeypatch):
     assert family.device == "cuda" and family.dtype == ("bf16",)
     assert [p.cfg.name for p in points[::2]] == ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"]
     assert {(p.seq_len, p.checkpointing) for p in points} == {(1024, "none"), (1024, "full")}
+
+
+def test_python_api_sweep_matches_the_file(tmp_path):
+    import flopbench
+
+    doc = flopbench.sweep(small_spec(tmp_path), out=str(tmp_path / "out"), resume=False)
+    df = flopbench.to_dataframe(doc)
+    on_disk = read_rows(tmp_path / "out")
+    assert len(df) == len(on_disk) == 4  # 2 seq_len x 2 checkpointing, fwd_bwd only
+    assert sorted(df["seq_len"].tolist()) == [8, 8, 16, 16]

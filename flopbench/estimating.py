@@ -127,6 +127,15 @@ def mfu_from_results(path: str, recompute: bool) -> tuple[float, str]:
     return float(statistics.median(util)), f"median {kind} of {len(rows)} train_step rows (checkpointing {ckpt}) in {path}"
 
 
+def resolve_mfu(mfu: float | None, mfu_from: str | None, recompute: bool) -> tuple[float, str]:
+    """The MFU to divide by and where it came from: given, measured in a results file, or the seed's 0.5."""
+    if mfu is not None and mfu_from is not None:
+        raise UsageError("--mfu and --mfu-from: give one of them")
+    if mfu_from is not None:
+        return mfu_from_results(mfu_from, recompute)
+    return (mfu, "--mfu") if mfu is not None else (DEFAULT_MFU, "the seed's default discount")
+
+
 def estimate(cfg: ModelConfig, tokens: int, gpus: int = 1, *, seq_len: int | None = None, method: str = "6N",
              gpu: str | None = "h100", dtype: str = "bf16", peak_tflops: float | None = None,
              mfu: float = DEFAULT_MFU, mfu_source: str = "--mfu") -> dict:
