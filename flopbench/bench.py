@@ -279,12 +279,12 @@ def run(cfg: ModelConfig, options: RunOptions | None = None, progress=None,
     env = environment(device)
     gpu_name = env["gpu"]["name"] if env["gpu"] else None
     peak, peak_source = resolve_peak(gpu_name, dtype, options.peak_tflops)  # dtype names = table columns
-    if peak is None:
-        progress(f"warning: {peak_source}; MFU and HFU will be null")
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}-{device.type}-{dtype}"
     if dist_info:
         run_id = f"{distributed.gather(run_id)[0]}-{dist_info.kind}{dist_info.world_size}"  # rank 0's clock
     writer = ResultWriter(options.out, run_id, env) if options.out else None
+    if peak is None:  # after every usage check, so a bad invocation prints one line only
+        progress(f"warning: {peak_source}; MFU and HFU will be null")
     doc = {
         "run_id": run_id, "config": cfg.as_dict(), "batch_size": B, "seq_len": T, "tokens_per_step": B * T,
         "device": str(device), "dtype": dtype, "compile": options.compile,
