@@ -55,6 +55,7 @@ CASES = [
     ([*TINY_RUN, "--peak-tflops", "-3"], "'-3' must be a positive number"),
     ([*TINY_RUN, "--peak-tflops", "nan"], "'nan' must be a positive number"),
     ([*TINY_RUN, "--iters", "0"], "'0' must be a positive integer"),
+    ([*TINY_RUN, "--batch-size", "0"], "'0' must be a positive integer"),
     ([*TINY_RUN, "--warmup", "-1"], "'-1' must be a positive integer"),
     ([*TINY_RUN, "--checkpointing", "half"], "invalid choice: 'half'"),
     ([*TINY_RUN, "--pad-vocab", "0"], "'0' must be a positive integer"),

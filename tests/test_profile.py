@@ -11,6 +11,7 @@ import flopbench
 from flopbench import UsageError
 from flopbench.modulecount import count_module, meta_copy
 from flopbench.usermodule import Inputs
+from helpers import FailOnCall
 
 FAST = dict(warmup=1, iters=2)
 A, B, C, N = 6, 10, 4, 3  # MLP: Linear(A, B) -> ReLU -> Linear(B, C), a batch of N rows
@@ -230,17 +231,7 @@ def test_frozen_module_has_no_train_step():
 def test_oom_in_one_step_is_recorded(monkeypatch):
     from flopbench import profiling
 
-    real = profiling.time_step
-
-    def flaky(step, device, warmup, iters):
-        if flaky.calls == 1:
-            flaky.calls += 1
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        flaky.calls += 1
-        return real(step, device, warmup, iters)
-
-    flaky.calls = 0
-    monkeypatch.setattr(profiling, "time_step", flaky)
+    monkeypatch.setattr(profiling, "time_step", FailOnCall(profiling.time_step, fail_at=2))
     p = flopbench.profile(mlp(), torch.randn(N, A), peak_tflops=1.0, **FAST)
     assert [r.status for r in p.rows] == ["ok", "oom"] and p.row("train").mfu is None
     assert p.row("train").error.startswith("OutOfMemoryError: CUDA out of memory")

@@ -12,6 +12,7 @@ from flopbench.analytic import train_flops
 from flopbench.cli import main
 from flopbench.results import read_records, read_rows
 from flopbench.sweeping import grid, load_spec, row_key
+from helpers import FailOnCall
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = '{ name = "m1", preset = "tiny", n_layer = 1, d_model = 32, n_head = 2, vocab_size = 64, max_seq_len = 16 }'
@@ -80,26 +81,18 @@ def test_sweep_writes_one_file_with_every_row(tmp_path, capsys):
 
 
 def test_oom_row_recorded_and_sweep_goes_on(tmp_path, capsys, monkeypatch):
-    real = bench.time_step
-    calls = []
-
-    def flaky(step, device, warmup, iters):
-        calls.append(1)
-        if len(calls) == 2:  # the second grid point runs out of memory
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return real(step, device, warmup, iters)
-
+    flaky = FailOnCall(bench.time_step, fail_at=2)  # the second grid point runs out of memory
     monkeypatch.setattr(bench, "time_step", flaky)
     out = tmp_path / "out"
     code, _, _ = sweep(["--spec", str(small_spec(tmp_path)), "--out", str(out)], capsys)
-    assert code == 0 and len(calls) == 4
+    assert code == 0 and flaky.calls == 4
     rows = read_records(out / "s" / "rows.jsonl")
     assert [r["status"] for r in rows] == ["ok", "oom", "ok", "ok"]
     assert rows[1]["checkpointing"] == "full" and rows[1]["mfu"] is None and "out of memory" in rows[1]["error"]
     # an OOM row counts as present: --resume does not run it again
-    calls.clear()
+    calls_before = flaky.calls
     code, _, err = sweep(["--spec", str(small_spec(tmp_path)), "--out", str(out), "--resume"], capsys)
-    assert code == 0 and calls == [] and "4 rows already in" in err
+    assert code == 0 and flaky.calls == calls_before and "4 rows already in" in err
 
 
 def test_model_that_does_not_fit_gives_oom_rows(tmp_path, capsys, monkeypatch):
@@ -141,15 +134,8 @@ def test_resume_runs_only_missing_points(tmp_path, capsys, monkeypatch):
 
 
 def test_ctrl_c_keeps_finished_rows_and_exits_130(tmp_path, capsys, monkeypatch):
-    real, calls = bench.time_step, []
-
-    def interrupted(step, device, warmup, iters):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(step, device, warmup, iters)
-
-    monkeypatch.setattr(bench, "time_step", interrupted)
+    real = bench.time_step
+    monkeypatch.setattr(bench, "time_step", FailOnCall(real, fail_at=3, error=KeyboardInterrupt()))
     out = tmp_path / "out"
     code, stdout, err = sweep(["--spec", str(small_spec(tmp_path)), "--out", str(out)], capsys)
     assert code == 130 and stdout == ""
