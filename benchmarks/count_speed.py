@@ -5,6 +5,11 @@ Each repeat is a fresh process (import time included, as a user sees it); wall t
 max RSS come from os.wait4. Output: a JSON document on stdout (commit it under results/).
 
     python benchmarks/count_speed.py --repeats 7 > results/cpu/count_speed_70b.json
+    python benchmarks/count_speed.py --model llama3-70b --args "--seq-len 8192" \
+        > results/cpu/count_speed_llama3_70b.json
+
+Without `--model` it times the GPT-shaped 70B config of issue 2 (`CONFIG_70B`, on the gpt2 preset);
+with `--model` it times `count --model MODEL` plus `--args` (a quoted string of further CLI arguments).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -37,8 +43,12 @@ def one_run(argv: list[str]) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--model", default=None, help="preset or config.json to count (default: the GPT-shaped 70B)")
+    parser.add_argument("--args", default="", help='further `count` arguments, quoted: "--seq-len 8192"')
     args = parser.parse_args()
-    argv = [sys.executable, "-m", "flopbench", "count", *CONFIG_70B, "--json"]
+    config = ["--model", args.model, *shlex.split(args.args)] if args.model else [*CONFIG_70B, *shlex.split(args.args)]
+    argv = [sys.executable, "-m", "flopbench", "count", *config, "--json"]
+    load_before = round(os.getloadavg()[0], 2)  # other work on the machine slows every repeat
     runs = [one_run(argv) for _ in range(args.repeats)]
     walls = sorted(w for w, _ in runs)
     rss = [r for _, r in runs]
@@ -49,6 +59,7 @@ def main() -> None:
         "peak_rss_mib": {"median": statistics.median(rss) / 2**20, "max": max(rss) / 2**20},
         "budget": {"wall_s": 4.0, "peak_rss_mib": 1024},
         "within_budget": statistics.median(walls) <= 4.0 and max(rss) <= 2**30,
+        "load_average_1m_before": load_before,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__},
     }, indent=2))

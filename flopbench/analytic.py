@@ -13,21 +13,86 @@ from dataclasses import dataclass
 from .config import ModelConfig
 
 # --------------------------------------------------------------------------------------------------
+# The weight matrices of a block: the one place their shapes are written down
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """One weight matrix of a block, d_in x d_out (its bias, when `cfg.bias`, has d_out entries)."""
+
+    name: str  # the component-table row of its matmul
+    part: str  # "attention" or "mlp"
+    d_in: int
+    d_out: int
+    formula: str  # its forward FLOPs per step, 2·B·T·d_in·d_out, in symbols
+
+    @property
+    def params(self) -> int:
+        return self.d_in * self.d_out
+
+
+def block_matrices(cfg: ModelConfig) -> list[Matrix]:
+    """The weight matrices of one block, in the order the forward uses them.
+
+    - Attention: Q, K, V in one matrix d x (d + 2·kv_dim), kv_dim = n_kv_head·head_dim, which is d for
+      multi-head attention (Vaswani et al. 2017) and d·n_kv_head/n_head for grouped-query or multi-query
+      attention (Ainslie et al. 2023): only the K and V projections shrink. Output projection d x d.
+    - MLP: GELU (GPT-2, Radford et al. 2019): up d x d_ff, down d_ff x d. SwiGLU (Shazeer 2020, eq. 6;
+      Touvron et al. 2023): gate and up d x d_ff, down d_ff x d — three matrices.
+    """
+    d, f, kv = cfg.d_model, cfg.d_ff, cfg.kv_dim
+    qkv = "2·B·T·d·3d" if kv == d else "2·B·T·d·(d + 2·n_kv_head·head_dim)"
+    mats = [Matrix("qkv_proj", "attention", d, d + 2 * kv, qkv),
+            Matrix("attn_out_proj", "attention", d, d, "2·B·T·d²")]
+    if cfg.mlp == "swiglu":
+        mats.append(Matrix("mlp_gate", "mlp", d, f, "2·B·T·d·d_ff"))
+    mats += [Matrix("mlp_up", "mlp", d, f, "2·B·T·d·d_ff"),
+             Matrix("mlp_down", "mlp", f, d, "2·B·T·d_ff·d")]
+    return mats
+
+
+def block_matmul_params(cfg: ModelConfig) -> int:
+    """Weights of one block that take part in a matmul (biases and norms excluded)."""
+    return sum(m.params for m in block_matrices(cfg))
+
+
+def gpt_block_matmul_params(d_model: int, d_ff: int) -> int:
+    """The same for a GPT block with multi-head attention and a two-matrix MLP: 4·d² + 2·d·d_ff, the
+    block that Kaplan et al. 2020 (Table 1), Hoffmann et al. 2022 (App. F) and, with d_ff = 4·d (12·d²),
+    Narayanan et al. 2021 and Korthikanti et al. 2022 write their formulas for."""
+    return 4 * d_model * d_model + 2 * d_model * d_ff
+
+
+#: Matmul rows that torch's non-reentrant checkpoint does not re-run with early stop. The last tensor a
+#: block saves for backward is the input of its MLP down-projection (GELU: gelu(up(x)); SwiGLU:
+#: silu(gate(x))·up(x)), so the recompute stops before that matmul. Checked with FlopCounterMode for
+#: every mix of MLP, norm, positions and n_kv_head (tests/test_llama.py).
+NOT_RECOMPUTED_WITH_EARLY_STOP = ("mlp_down",)
+
+
+# --------------------------------------------------------------------------------------------------
 # Parameters
 # --------------------------------------------------------------------------------------------------
 
 
 def param_breakdown(cfg: ModelConfig) -> dict[str, int]:
-    """Parameters by component, in total over all layers; `lm_head` is 0 when tied to `token_embedding`."""
-    d, f, L, b = cfg.d_model, cfg.d_ff, cfg.n_layer, int(cfg.bias)
-    norm = d * (1 + b)  # LayerNorm weight (+ bias)
+    """Parameters by component, in total over all layers; `lm_head` is 0 when tied to `token_embedding`,
+    `position_embedding` is 0 with rope (rotary positions have no parameters; Su et al. 2021)."""
+    L, b = cfg.n_layer, int(cfg.bias)
+
+    def part(name: str) -> int:
+        return L * sum(m.params + m.d_out * b for m in block_matrices(cfg) if m.part == name)
+
+    # LayerNorm: weight (+ bias); RMSNorm: weight only (Zhang & Sennrich 2019).
+    norm = cfg.d_model * (1 + b if cfg.norm == "layernorm" else 1)
     return {
-        "token_embedding": cfg.vocab_size * d,
-        "position_embedding": cfg.max_seq_len * d,
-        "attention": L * (d * 3 * d + 3 * d * b + d * d + d * b),
-        "mlp": L * (d * f + f * b + f * d + d * b),
+        "token_embedding": cfg.vocab_size * cfg.d_model,
+        "position_embedding": cfg.max_seq_len * cfg.d_model if cfg.positions == "learned" else 0,
+        "attention": part("attention"),
+        "mlp": part("mlp"),
         "norms": (2 * L + 1) * norm,
-        "lm_head": 0 if cfg.tie_embeddings else d * cfg.vocab_size,
+        "lm_head": 0 if cfg.tie_embeddings else cfg.d_model * cfg.vocab_size,
     }
 
 
@@ -43,12 +108,10 @@ class ParamCounts:
 def param_counts(cfg: ModelConfig) -> ParamCounts:
     parts = param_breakdown(cfg)
     total = sum(parts.values())
-    d, f = cfg.d_model, cfg.d_ff
-    matmul = cfg.n_layer * (4 * d * d + 2 * d * f) + d * cfg.vocab_size
     return ParamCounts(
         total=total,
         non_embedding=total - parts["token_embedding"] - parts["position_embedding"],
-        matmul=matmul,
+        matmul=cfg.n_layer * block_matmul_params(cfg) + cfg.d_model * cfg.vocab_size,
     )
 
 
@@ -86,11 +149,14 @@ def components(cfg: ModelConfig, batch_size: int, seq_len: int) -> list[Componen
     """The forward pass of one step, component by component.
 
     Matmul rows follow the seed's rule 2·H·D·W per matrix product (Kaplan et al. 2020, Table 1;
-    Hoffmann et al. 2022, App. F), with attention over the full T x T square (PaLM App. B).
+    Hoffmann et al. 2022, App. F) over the weight matrices of `block_matrices`, with attention over the
+    full T x T square (PaLM App. B). QK^T and AV run once per *query* head, so they cost 2·B·T²·d each
+    whatever n_kv_head is (a K/V head is shared by its group, not skipped; Ainslie et al. 2023).
     Non-matmul rows are rough operation counts, for scale only: embedding lookups 4·d per token
     (Kaplan et al. 2020, Table 1, "Embed"), LayerNorm 5 per element (fvcore / DeepSpeed profiler
-    convention), softmax 3 per score (Hoffmann et al. 2022, App. F), GELU and residual adds 1 per
-    element (DeepSpeed profiler convention).
+    convention), RMSNorm 4 per element (square, mean, scale, weight), softmax 3 per score (Hoffmann et
+    al. 2022, App. F), GELU 1 per element and SwiGLU 2 (SiLU, gating product), residual adds 1 per
+    element (DeepSpeed profiler convention), RoPE 3 per rotated element of Q and K (x·cos + rot(x)·sin).
     """
     B, T, d, f, H, V = batch_size, seq_len, cfg.d_model, cfg.d_ff, cfg.n_head, cfg.vocab_size
     BT = B * T
@@ -98,23 +164,36 @@ def components(cfg: ModelConfig, batch_size: int, seq_len: int) -> list[Componen
     def row(name, flops, per_layer, matmul, recomputed, formula):
         return Component(name, flops, per_layer, matmul, recomputed, formula, cfg.n_layer)
 
-    return [
-        row("qkv_proj", 2 * BT * d * 3 * d, True, True, True, "2·B·T·d·3d"),
+    def matmul_row(m: Matrix) -> Component:
+        return row(m.name, 2 * BT * m.d_in * m.d_out, True, True, m.name not in NOT_RECOMPUTED_WITH_EARLY_STOP,
+                   m.formula)
+
+    attention, mlp = ([m for m in block_matrices(cfg) if m.part == p] for p in ("attention", "mlp"))
+    qkv, out_proj = attention
+    rows = [
+        matmul_row(qkv),
         row("attn_scores", 2 * B * T * T * d, True, True, True, "QK^T: 2·B·T²·d"),
         row("attn_values", 2 * B * T * T * d, True, True, True, "AV: 2·B·T²·d"),
-        row("attn_out_proj", 2 * BT * d * d, True, True, True, "2·B·T·d²"),
-        row("mlp_up", 2 * BT * d * f, True, True, True, "2·B·T·d·d_ff"),
-        # Early stop: the last tensor a block saves for backward is mlp_down's input, so mlp_down is
-        # not re-run (see `recompute_flops`).
-        row("mlp_down", 2 * BT * f * d, True, True, False, "2·B·T·d_ff·d"),
+        matmul_row(out_proj),
+        *(matmul_row(m) for m in mlp),
         row("lm_head", 2 * BT * d * V, False, True, False, "2·B·T·d·V"),
         row("embedding_lookups", 4 * BT * d, False, False, False, "4·d per token"),
-        row("layernorms", 2 * 5 * BT * d, True, False, True, "2 norms x 5·B·T·d"),
-        row("final_layernorm", 5 * BT * d, False, False, False, "5·B·T·d"),
-        row("softmax", 3 * B * H * T * T, True, False, True, "3·B·H·T²"),
-        row("gelu", BT * f, True, False, True, "B·T·d_ff"),
-        row("residual_adds", 2 * BT * d, True, False, False, "2·B·T·d"),
     ]
+    if cfg.norm == "layernorm":
+        rows += [row("layernorms", 2 * 5 * BT * d, True, False, True, "2 norms x 5·B·T·d"),
+                 row("final_layernorm", 5 * BT * d, False, False, False, "5·B·T·d")]
+    else:
+        rows += [row("rmsnorms", 2 * 4 * BT * d, True, False, True, "2 norms x 4·B·T·d"),
+                 row("final_rmsnorm", 4 * BT * d, False, False, False, "4·B·T·d")]
+    if cfg.positions == "rope":
+        rows.append(row("rope", 3 * BT * (d + cfg.kv_dim), True, False, True, "3·B·T·(d + n_kv_head·head_dim)"))
+    rows.append(row("softmax", 3 * B * H * T * T, True, False, True, "3·B·H·T²"))
+    if cfg.mlp == "swiglu":
+        rows.append(row("swiglu", 2 * BT * f, True, False, True, "2·B·T·d_ff (SiLU, product)"))
+    else:
+        rows.append(row("gelu", BT * f, True, False, True, "B·T·d_ff"))
+    rows.append(row("residual_adds", 2 * BT * d, True, False, False, "2·B·T·d"))
+    return rows
 
 
 # --------------------------------------------------------------------------------------------------
@@ -123,7 +202,9 @@ def components(cfg: ModelConfig, batch_size: int, seq_len: int) -> list[Componen
 
 
 def forward_flops(cfg: ModelConfig, batch_size: int, seq_len: int) -> int:
-    """Forward matmul FLOPs of one step = 2·N_matmul·B·T + 4·B·T²·d·L (DESIGN.md section 3)."""
+    """Forward matmul FLOPs of one step = 2·N_matmul·B·T + 4·B·T²·d·L (DESIGN.md section 3), for any
+    mix of MLP, norm, positions and n_kv_head (N_matmul holds the smaller K/V and the third SwiGLU
+    matrix; the T² term does not depend on n_kv_head)."""
     return sum(c.total for c in components(cfg, batch_size, seq_len) if c.matmul)
 
 
@@ -143,10 +224,10 @@ def recompute_flops(cfg: ModelConfig, batch_size: int, seq_len: int, early_stop:
 
     Without early stop every block's forward runs again (the seed's "backward = three forwards").
     torch's non-reentrant `checkpoint` stops recomputing by default once every tensor saved for
-    backward is rebuilt (`torch.utils.checkpoint.set_checkpoint_early_stop`); in a GPT-2 block the last
-    such tensor is the input of the MLP down-projection, so that matmul is not recomputed
-    (DESIGN.md section 3: 3.69 x forward measured, not 4.00). The LM head is outside the blocks and
-    never recomputed.
+    backward is rebuilt (`torch.utils.checkpoint.set_checkpoint_early_stop`); in a GPT-2 block and in a
+    SwiGLU block alike the last such tensor is the input of the MLP down-projection, so that matmul is
+    not recomputed (`NOT_RECOMPUTED_WITH_EARLY_STOP`; DESIGN.md section 3: 3.69 x forward measured, not
+    4.00). The LM head is outside the blocks and never recomputed.
     """
     return sum(
         c.total
@@ -161,7 +242,8 @@ def train_recompute_flops(cfg: ModelConfig, batch_size: int, seq_len: int, early
 
 
 def non_matmul_flops(cfg: ModelConfig, batch_size: int, seq_len: int) -> int:
-    """Rough forward non-matmul operations (softmax, norms, GELU, adds, lookups): not in the headline."""
+    """Rough forward non-matmul operations (softmax, norms, GELU / SwiGLU, RoPE, adds, lookups): not in
+    the headline."""
     return sum(c.total for c in components(cfg, batch_size, seq_len) if not c.matmul)
 
 
@@ -189,29 +271,38 @@ def estimates(cfg: ModelConfig, batch_size: int, seq_len: int) -> dict[str, Esti
     """Every named estimate, per step of batch_size x seq_len tokens.
 
     - `2N`, `6N`, `8N` — the seed: forward ≈ 2N per token, training ≈ 6NT, with activation
-      recomputation ≈ 8NT, with N = N_matmul (attention scores are not in it).
+      recomputation ≈ 8NT, with N = N_matmul (attention scores are not in it). N_matmul is the
+      config's own, so these follow GQA (smaller K/V) and SwiGLU (three MLP matrices).
     - `palm` — Chowdhery et al. 2022 (PaLM), App. B: 6N + 12·L·H·Q·T FLOPs per token for training
-      (H heads of size Q), with N = N_matmul.
-    - `megatron` — Narayanan et al. 2021, Eq. 3 (training with full recomputation, 4·h MLP):
-      96·B·s·l·h²·(1 + s/(6h) + V/(16·l·h)).
-    - `korthikanti` — Korthikanti et al. 2022, model FLOPs (no recomputation, 4·h MLP):
-      72·B·s·l·h²·(1 + s/(6h) + V/(12·l·h)).
+      (H query heads of size Q), with N = N_matmul: exact for every config here.
+    - `megatron` — Narayanan et al. 2021, Eq. 3 (training with full recomputation, multi-head
+      attention, 4·h GELU MLP): 96·B·s·l·h²·(1 + s/(6h) + V/(16·l·h)).
+    - `korthikanti` — Korthikanti et al. 2022, model FLOPs (no recomputation, multi-head attention,
+      4·h GELU MLP): 72·B·s·l·h²·(1 + s/(6h) + V/(12·l·h)).
     - `kaplan` — Kaplan et al. 2020, Table 1: C_forward = 2N + 2·n_layer·n_ctx·d_attn per token with
-      N the non-embedding parameters (LM head excluded), training = 3 x forward (section 2.1).
-    - `chinchilla` — Hoffmann et al. 2022, App. F: embeddings (2·T·V·d, counted as a matmul), QKV,
-      QK^T logits, softmax (3·H·T²), AV, output projection, MLP, final logits; training = 3 x forward.
+      N = 2·d_model·n_layer·(2·d_attn + d_ff) the non-embedding parameters of their block (multi-head
+      attention, two-matrix MLP, `gpt_block_matmul_params`; LM head excluded), training = 3 x forward
+      (section 2.1).
+    - `chinchilla` — Hoffmann et al. 2022, App. F: embeddings (2·T·V·d, counted as a matmul), QKV
+      (2·3·T·d²), QK^T logits, softmax (3·H·T²), AV, output projection (2·T·d²), MLP (2·T·2·d·d_ff),
+      final logits; training = 3 x forward. Its block is the same as Kaplan's.
     - `causal` — the exact training count with attention scores halved for the causal mask
       (Megatron-LM's convention since 2025), reported beside the full-attention default.
+
+    The published formulas are kept as published: for a GQA or SwiGLU config, `megatron`,
+    `korthikanti`, `kaplan` and `chinchilla` describe a GPT block of the same d_model (and d_ff), and
+    the reconciliation states the exact difference (`reconcile.py`).
     """
     B, T, L, d, f, H, V = (batch_size, seq_len, cfg.n_layer, cfg.d_model, cfg.d_ff, cfg.n_head,
                            cfg.vocab_size)
     tokens = B * T
     n = param_counts(cfg)
-    kaplan_n = 2 * d * L * (2 * d + f)  # Kaplan's N = 2·d_model·n_layer·(2·d_attn + d_ff)
+    kaplan_n = L * gpt_block_matmul_params(d, f)  # Kaplan's N = 2·d_model·n_layer·(2·d_attn + d_ff)
     chinchilla_forward = B * (
-        2 * T * V * d
-        + L * (2 * 3 * T * d * d + 2 * T * T * d + 3 * H * T * T + 2 * T * T * d + 2 * T * d * d + 4 * T * d * f)
-        + 2 * T * d * V
+        2 * T * V * d  # embeddings
+        # QKV + output projection + MLP = 2·T·(3·d² + d² + 2·d·d_ff); QK^T, softmax, AV.
+        + L * (2 * T * gpt_block_matmul_params(d, f) + 2 * T * T * d + 3 * H * T * T + 2 * T * T * d)
+        + 2 * T * d * V  # final logits
     )
     attention_scores = sum(c.total for c in components(cfg, B, T) if c.name in ATTENTION_SCORE_ROWS)
     E = Estimate

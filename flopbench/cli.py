@@ -14,6 +14,7 @@ import sys
 from . import textreport
 from .config import OVERRIDABLE, PRESETS, resolve_config
 from .errors import UsageError
+from .hf_config import MAPPERS as HF_MODEL_TYPES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,10 +35,12 @@ def _positive_int(text: str) -> int:
 
 
 def _add_model_args(p: argparse.ArgumentParser, default_model: str, batch_size: bool = True) -> None:
-    p.add_argument("--model", default=default_model, help=f"preset: {', '.join(PRESETS)} (default {default_model})")
+    p.add_argument("--model", default=default_model,
+                   help=f"preset ({', '.join(PRESETS)}; default {default_model}) or the path of a Hugging Face "
+                        f"config.json (model_type {', '.join(HF_MODEL_TYPES)}), read offline")
     for field in OVERRIDABLE:
         p.add_argument(f"--{field.replace('_', '-')}", type=_positive_int, default=None,
-                       help=f"override the preset's {field}")
+                       help=f"override the model's {field}")
     if batch_size:
         p.add_argument("--batch-size", type=_positive_int, default=1, help="sequences per step (default 1)")
     p.add_argument("--seq-len", type=_positive_int, default=None,

@@ -9,6 +9,9 @@ Two traps are closed here rather than left to the user:
 - On the CPU, SDPA dispatches to `_scaled_dot_product_flash_attention_for_cpu`, for which torch has no
   FLOP formula, so attention would count 0. `flop_counter()` registers the flash-attention formulas
   for it (forward 2 bmm, backward 5 bmm, as torch counts the CUDA flash kernels).
+- Grouped-query attention hands SDPA fewer K/V heads than query heads; torch's SDPA formula has
+  asserted equal heads in some versions. `flop_counter()` counts every fused kernel with K/V broadcast
+  to the query heads, so QK^T and AV cost 2·B·T²·d each whatever n_kv_head is.
 - fvcore reports multiply-adds and has no handle for `aten::scaled_dot_product_attention`;
   `count_fvcore` adds one and doubles every matmul count into FLOPs.
 """
@@ -29,19 +32,42 @@ from .model import build_model, lm_loss
 aten = torch.ops.aten
 
 
-def _cpu_flash_forward(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
+def _kv_as_query_heads(query_shape, key_shape, value_shape) -> tuple[tuple, tuple, tuple]:
+    """q, k, v shapes (B, heads, T, head_dim) with K/V given the query's head count.
+
+    With grouped-query attention (Ainslie et al. 2023) each K/V head serves a group of query heads, so
+    QK^T and AV still run once per query head: 2·B·T²·d each, whatever n_kv_head is. torch 2.13's
+    `sdpa_flop_count` broadcasts K/V heads itself; older versions assert equal head counts. Broadcasting
+    here first gives the same count on every torch version (torch's formula is unchanged for MHA).
+    """
+    heads = query_shape[1]
+    return (tuple(query_shape), (key_shape[0], heads, *key_shape[2:]), (value_shape[0], heads, *value_shape[2:]))
 
 
-def _cpu_flash_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+def _sdpa_forward(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(*_kv_as_query_heads(query_shape, key_shape, value_shape))
 
 
-#: FLOP formulas torch lacks: the CPU flash-attention kernels (torch counts them as 0 otherwise).
-EXTRA_FLOP_FORMULAS: dict = {
-    aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_forward,
-    aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_backward,
-}
+def _sdpa_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, *_kv_as_query_heads(query_shape, key_shape, value_shape))
+
+
+def _sdpa_kernels() -> dict:
+    """The fused SDPA kernels (forward, backward) that exist in this torch, by name."""
+    names = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+             "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
+    mapping = {}
+    for name in names:
+        for suffix, formula in (("", _sdpa_forward), ("_backward", _sdpa_backward)):
+            if hasattr(aten, name + suffix):
+                mapping[getattr(aten, name + suffix)] = formula
+    return mapping
+
+
+#: FLOP formulas flopbench puts in front of torch's: the CPU flash-attention kernels (torch has none and
+#: counts them as 0; forward 2 bmm, backward 5 bmm, as torch counts the CUDA flash kernels), and every
+#: fused SDPA kernel made safe for fewer K/V heads than query heads (`_kv_as_query_heads`).
+EXTRA_FLOP_FORMULAS: dict = _sdpa_kernels()
 
 
 def flop_counter(display: bool = False, depth: int | None = None) -> FlopCounterMode:
@@ -82,10 +108,10 @@ def _count_step(cfg: ModelConfig, batch_size: int, seq_len: int, checkpointing: 
 
 def _by_layer_extrapolation(cfg: ModelConfig, measure: Callable[[ModelConfig], dict[str, int]]) -> dict[str, int]:
     """measure(cfg) for L layers from measuring 1 and 2 layers: every block is identical, so each
-    count is affine in the number of layers."""
+    count is affine in the number of layers. Models of 1 or 2 layers are measured as they are."""
+    if cfg.n_layer <= 2:
+        return measure(cfg)
     one = measure(cfg.replace(n_layer=1))
-    if cfg.n_layer == 1:
-        return one
     two = measure(cfg.replace(n_layer=2))
     return {k: one.get(k, 0) + (cfg.n_layer - 1) * (two.get(k, 0) - one.get(k, 0)) for k in one | two}
 
@@ -129,7 +155,8 @@ FVCORE_MATMUL_OPS = ("linear", "addmm", "mm", "matmul", "bmm", "einsum", "scaled
 
 def _fvcore_sdpa_handle(inputs, outputs) -> int:
     """Multiply-adds of `aten::scaled_dot_product_attention`: QK^T and AV over all positions (no causal
-    halving, as torch's `sdpa_flop_count`)."""
+    halving, as torch's `sdpa_flop_count`), once per *query* head: the batch and head dimensions are the
+    query's, so K/V with fewer heads (grouped-query attention, `enable_gqa=True`) count the same."""
     from fvcore.nn.jit_handles import get_shape
 
     q, k, v = (get_shape(x) for x in inputs[:3])
@@ -144,7 +171,7 @@ def _fvcore_sdpa_handle(inputs, outputs) -> int:
 @dataclass
 class FvcoreCount:
     forward: int  # matmul FLOPs = 2 x fvcore's multiply-adds on the operators in FVCORE_MATMUL_OPS
-    non_matmul: int  # 2 x fvcore's counts on other operators (LayerNorm), out of the headline
+    non_matmul: int  # 2 x fvcore's counts on other operators (LayerNorm; fvcore has no RMSNorm handle)
     by_operator: dict[str, int] = field(default_factory=dict)  # fvcore's raw counts (multiply-adds)
     unsupported: dict[str, int] = field(default_factory=dict)  # ops fvcore skipped -> calls per forward
 

@@ -14,9 +14,9 @@ from .reconcile import reconcile
 
 CONVENTIONS = (
     "FLOPs are operation counts per step of batch_size x seq_len tokens; 1 multiply-add = 2 FLOPs; "
-    "matmul FLOPs only (norms, softmax, GELU, adds and lookups are listed apart); attention counted over "
-    "the full T x T square; backward = 2 x forward; train_recompute = full activation checkpointing, "
-    "with torch's early stop"
+    "matmul FLOPs only (norms, softmax, GELU / SwiGLU, RoPE, adds and lookups are listed apart); attention "
+    "counted over the full T x T square for every query head (GQA shrinks only the K/V projections); "
+    "backward = 2 x forward; train_recompute = full activation checkpointing, with torch's early stop"
 )
 
 

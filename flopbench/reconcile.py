@@ -48,9 +48,30 @@ def reconcile(cfg: ModelConfig, batch_size: int, seq_len: int, torch_counts: dic
     recompute = analytic.train_recompute_flops(cfg, B, T, early_stop=True)
     recompute_all = analytic.train_recompute_flops(cfg, B, T, early_stop=False)
     est = analytic.estimates(cfg, B, T)
-    attention = 4 * B * T * T * d * L  # QK^T + AV, full square, forward
-    mlp_down = 2 * B * T * f * d * L
-    mlp_gap = 4 * B * T * d * (4 * d - f) * L  # what a 4·d MLP adds over d_ff, forward
+    rows = analytic.components(cfg, B, T)
+
+    def forward_of(names) -> int:
+        return sum(c.total for c in rows if c.name in names)
+
+    attention = forward_of(analytic.ATTENTION_SCORE_ROWS)  # QK^T + AV, full square: 4·B·T²·d·L
+    not_rerun = forward_of(analytic.NOT_RECOMPUTED_WITH_EARLY_STOP)  # MLP down-projections: 2·B·T·d_ff·d·L
+    lm_head = forward_of(("lm_head",))
+    block_weights = analytic.block_matmul_params(cfg)
+
+    def block_gap(published_block_weights: int) -> int:
+        """Forward FLOPs a formula written for blocks of `published_block_weights` matmul weights adds
+        over this config's blocks: 2·B·T·L·(published − actual)."""
+        return 2 * B * T * L * (published_block_weights - block_weights)
+
+    gpt_4d = analytic.gpt_block_matmul_params(d, 4 * d)  # 12·d²: Megatron / Korthikanti's block
+    gpt_f = analytic.gpt_block_matmul_params(d, f)  # 4·d² + 2·d·d_ff: Kaplan / Chinchilla's block
+    arch = _architecture(cfg)
+
+    def assumes(block: str, published: int) -> str:
+        if published == block_weights:
+            return ""
+        return f"; they assume {block} ({published:,} matmul weights per block; this {arch} block has {block_weights:,})"
+
     checks: list[Check] = []
     if torch_counts is not None:
         checks += [
@@ -68,33 +89,46 @@ def reconcile(cfg: ModelConfig, batch_size: int, seq_len: int, torch_counts: dic
         if fvcore_non_matmul is not None:
             checks.append(Check("fvcore incl. non-matmul", fvcore_forward + fvcore_non_matmul,
                                 "analytic.forward", fwd, fvcore_non_matmul,
-                                f"fvcore also counts LayerNorm ({fvcore_non_matmul:,} FLOPs), kept out of the "
-                                f"headline; it skips {skipped}"))
+                                f"fvcore also counts LayerNorm ({fvcore_non_matmul:,} FLOPs; it has no RMSNorm "
+                                f"handle), kept out of the headline; it skips {skipped}"))
     checks += [
         Check("analytic.train", train, "estimate 6N", est["6N"].flops, 3 * attention,
               "6N leaves out attention scores (QK^T, AV): 12·L·d·T FLOPs per token"),
         Check("analytic.train_recompute", recompute, "estimate 8N", est["8N"].flops,
-              4 * attention - mlp_down - 2 * B * T * d * V,
+              4 * attention - not_rerun - lm_head,
               "8N leaves out attention and assumes the LM head and every MLP down-projection are re-run"),
         Check("analytic.train_recompute", recompute, "analytic.train_recompute_no_early_stop", recompute_all,
-              -mlp_down, "torch's early stop skips re-running each block's MLP down-projection (2·B·T·d_ff·d)"),
+              -not_rerun, "torch's early stop skips re-running each block's MLP down-projection (2·B·T·d_ff·d)"),
         Check("estimate palm", est["palm"].flops, "analytic.train", train, 0,
               "PaLM's 6N + 12·L·H·Q·T per token is the exact full-attention count, N = N_matmul"),
-        Check("estimate korthikanti", est["korthikanti"].flops, "analytic.train", train, 3 * mlp_gap,
-              "Korthikanti et al. assume a 4·d MLP" if f != 4 * d else "exact for a 4·d MLP"),
+        Check("estimate korthikanti", est["korthikanti"].flops, "analytic.train", train, 3 * block_gap(gpt_4d),
+              "Korthikanti et al.'s model FLOPs" + (assumes("multi-head attention and a 4·d two-matrix MLP", gpt_4d)
+                                                    or ": exact for multi-head attention and a 4·d MLP")),
         Check("estimate megatron", est["megatron"].flops, "analytic.train_recompute_no_early_stop",
-              recompute_all, 4 * mlp_gap,
-              "Narayanan et al. Eq. 3 re-runs every block in full" + (" and assumes a 4·d MLP" if f != 4 * d else "")),
+              recompute_all, 4 * block_gap(gpt_4d),
+              "Narayanan et al. Eq. 3 re-runs every block in full"
+              + assumes("multi-head attention and a 4·d two-matrix MLP", gpt_4d)),
         Check("estimate kaplan", est["kaplan"].flops, "analytic.train", train,
-              -3 * (2 * B * T * d * V + attention // 2),
-              "Kaplan's N leaves out the LM head, and 2·n_layer·n_ctx·d_attn is half of QK^T + AV"),
+              3 * block_gap(gpt_f) - 3 * (lm_head + attention // 2),
+              "Kaplan's N leaves out the LM head, and 2·n_layer·n_ctx·d_attn is half of QK^T + AV"
+              + assumes("multi-head attention and a two-matrix MLP", gpt_f)),
         Check("estimate chinchilla", est["chinchilla"].flops, "analytic.train", train,
-              3 * B * (2 * T * V * d + 3 * L * H * T * T),
-              "Chinchilla counts the embedding as a 2·T·V·d matmul and softmax as 3·H·T² per layer"),
+              3 * B * (2 * T * V * d + 3 * L * H * T * T) + 3 * block_gap(gpt_f),
+              "Chinchilla counts the embedding as a 2·T·V·d matmul and softmax as 3·H·T² per layer"
+              + assumes("multi-head attention and a two-matrix MLP", gpt_f)),
         Check("estimate causal", est["causal"].flops, "analytic.train", train, -3 * attention // 2,
               "causal attention halved: only the lower triangle of QK^T and AV"),
     ]
     return checks
+
+
+def _architecture(cfg: ModelConfig) -> str:
+    """A short name of the block's shape for the reasons: 'GQA 32/8 SwiGLU', 'MHA GELU', ..."""
+    if cfg.kv_heads == cfg.n_head:
+        attention = "MHA"
+    else:
+        attention = f"{'MQA' if cfg.kv_heads == 1 else 'GQA'} {cfg.n_head}/{cfg.kv_heads} heads"
+    return f"{attention} {'SwiGLU' if cfg.mlp == 'swiglu' else 'GELU'} d_ff={cfg.d_ff}"
 
 
 def explained_hardware_gap(cfg: ModelConfig, batch_size: int, seq_len: int, mode: str, gap: int) -> int:

@@ -28,11 +28,18 @@ def _section(title: str, body: str) -> str:
     return f"\n{title}\n{'-' * len(title)}\n{body}\n"
 
 
+def architecture(cfg: dict) -> str:
+    """The architecture fields of a config document in one phrase: 'mlp=swiglu norm=rmsnorm ...'."""
+    kv = cfg.get("n_kv_head") or cfg["n_head"]
+    return (f"n_kv_head={kv} mlp={cfg.get('mlp', 'gelu')} norm={cfg.get('norm', 'layernorm')} "
+            f"positions={cfg.get('positions', 'learned')} bias={cfg['bias']} tied={cfg['tie_embeddings']}")
+
+
 def render_count(doc: dict) -> str:
     cfg, p, a = doc["config"], doc["params"], doc["analytic"]
     out = [
         f"flopbench count: {cfg['name']}  n_layer={cfg['n_layer']} d_model={cfg['d_model']} "
-        f"n_head={cfg['n_head']} d_ff={cfg['d_ff']} vocab={cfg['vocab_size']}  "
+        f"n_head={cfg['n_head']} d_ff={cfg['d_ff']} vocab={cfg['vocab_size']}  {architecture(cfg)}  "
         f"batch={doc['batch_size']} x seq={doc['seq_len']} = {doc['tokens']:,} tokens per step\n",
         f"conventions: {doc['conventions']}\n",
         _section("Parameters", f"total {p['total']:,}   non-embedding {p['non_embedding']:,}   "
@@ -89,7 +96,7 @@ def render_run(doc: dict) -> str:
              else f"CPU ({env['cpu_count']} cores)")
     out = [
         f"flopbench run: {cfg['name']}  n_layer={cfg['n_layer']} d_model={cfg['d_model']} n_head={cfg['n_head']} "
-        f"vocab={cfg['vocab_size']}  batch={doc['batch_size']} x seq={doc['seq_len']}  "
+        f"vocab={cfg['vocab_size']}  {architecture(cfg)}  batch={doc['batch_size']} x seq={doc['seq_len']}  "
         f"{doc['dtype']}{' compiled' if doc['compile'] else ''}\n",
         f"device: {doc['device']} = {where}; torch {env['torch']}, CUDA {env['cuda_runtime']}\n",
         f"peak: {peak['tflops'] if peak['tflops'] else '-'} TFLOP/s ({peak['source']})\n",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU validation in one call (single-GPU machine, about 6-8 minutes on an H100):
 #   the test suite (GPU tests included), the peak table and detected GPU, then `flopbench run` for
-#   gpt2 .. gpt2-xl at T=1024, bf16, checkpointing none and full (eager), and gpt2-xl compiled.
+#   gpt2 .. gpt2-xl at T=1024, bf16, checkpointing none and full (eager), gpt2-xl compiled, and a
+#   Llama-shaped run (llama3-8b cut to 4 layers: GQA, SwiGLU, RMSNorm, RoPE; T=4096, B=1).
 #
 #   bash scripts/gpu_check.sh OUT_DIR
 #
@@ -13,7 +14,8 @@
 # machine with the registry:  pip wheel --no-deps fvcore iopath yacs termcolor -w .whl
 # If .whl/ exists and fvcore is missing, they are installed into a private folder first.
 #
-# For a CPU smoke test of this script: GPU_CHECK_DEVICE=cpu GPU_CHECK_MODELS=tiny bash scripts/gpu_check.sh /tmp/gc
+# For a CPU smoke test of this script:
+#   GPU_CHECK_DEVICE=cpu GPU_CHECK_MODELS=tiny GPU_CHECK_LLAMA_ARGS= bash scripts/gpu_check.sh /tmp/gc
 set -uo pipefail
 out=${1:?usage: gpu_check.sh OUT_DIR}
 device=${GPU_CHECK_DEVICE:-cuda}
@@ -21,6 +23,7 @@ models=${GPU_CHECK_MODELS:-gpt2 gpt2-medium gpt2-large gpt2-xl}
 compile_model=${GPU_CHECK_COMPILE_MODEL-gpt2-xl}
 seq=${GPU_CHECK_SEQ_LEN:-1024}
 batch=${GPU_CHECK_BATCH:-8}
+llama_args=${GPU_CHECK_LLAMA_ARGS-"--model llama3-8b --n-layer 4 --seq-len 4096 --batch-size 1"}
 cd "$(dirname "$0")/.."
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -57,6 +60,10 @@ done
 if [ -n "$compile_model" ]; then
   step "run $compile_model compiled" python3 -m flopbench run --model "$compile_model" --device "$device" \
     --seq-len "$seq" --batch-size "$batch" --checkpointing none --pad-vocab 64 --compile --no-gemm --out "$out"
+fi
+if [ -n "$llama_args" ]; then
+  # shellcheck disable=SC2086  # word splitting of the argument string is intended
+  step "run $llama_args" python3 -m flopbench run $llama_args --device "$device" --checkpointing both --no-gemm --out "$out"
 fi
 
 python3 - "$out" <<'PY' > "$out/summary.md"
