@@ -366,11 +366,11 @@ def _fmt(v) -> str:
 
 
 def markdown_table(rows: list[dict], columns: dict[str, str]) -> str:
-    """A GitHub Markdown table of `rows`; `columns` maps keys to headers."""
-    head = "| " + " | ".join(columns.values()) + " |"
-    rule = "|" + "|".join("---" for _ in columns) + "|"
-    body = ["| " + " | ".join(_fmt(r.get(k)) for k in columns) + " |" for r in rows]
-    return "\n".join([head, rule, *body])
+    """A GitHub Markdown table of `rows` (tabulate's "github" format); `columns` maps keys to headers."""
+    from tabulate import tabulate
+
+    body = [[_fmt(r.get(k)) for k in columns] for r in rows]
+    return tabulate(body, headers=list(columns.values()), tablefmt="github", disable_numparse=True)
 
 
 def _eng(v):

@@ -354,7 +354,7 @@ def run_sweep(spec: Spec, out: str | Path = "results", resume: bool = False, std
 
 def render(doc: dict) -> str:
     """The sweep's new rows as a terminal table."""
-    from .textreport import _table
+    from .textreport import table
 
     def pct(v):
         return "-" if v is None else f"{100 * v:.1f}%"
@@ -367,4 +367,4 @@ def render(doc: dict) -> str:
     head = (f"flopbench sweep {doc['name']}: {doc['grid_points_run']} of {doc['grid_points']} grid points run, "
             f"{len(doc['rows'])} new rows ({doc['rows_skipped']} already present), {doc['rows_total']} in "
             f"{doc['files']['rows.jsonl']}\n")
-    return head + (_table(rows) + "\n" if rows else "")
+    return head + (table(rows) + "\n" if rows else "")

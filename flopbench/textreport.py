@@ -13,15 +13,11 @@ def flops(n: int | float | None) -> str:
     return f"{n:.0f} FLOPs"
 
 
-def _table(rows: list[dict], **kwargs) -> str:
-    import pandas as pd
+def table(rows: list[dict]) -> str:
+    """A plain-text table of dict rows (keys are the headers), text left-aligned, via tabulate."""
+    from tabulate import tabulate
 
-    df = pd.DataFrame(rows)
-    left = {  # pandas right-aligns cells; text columns read better left-aligned
-        col: (lambda width: lambda s: f"{s:<{width}}")(df[col].astype(str).str.len().max())
-        for col in df.columns if df[col].dtype == object
-    }
-    return df.to_string(index=False, formatters=left, justify="left", **kwargs)
+    return tabulate(rows, headers="keys", tablefmt="simple", disable_numparse=True)
 
 
 def _section(title: str, body: str) -> str:
@@ -51,7 +47,7 @@ def render_count(doc: dict) -> str:
          "kind": "matmul" if c["matmul"] else "non-matmul (approx.)"}
         for c in a["components"]
     ]
-    out.append(_section("Forward FLOPs per component (per step)", _table(comp_rows)))
+    out.append(_section("Forward FLOPs per component (per step)", table(comp_rows)))
     headline = [
         {"quantity": "forward", "analytic": flops(a["forward"])},
         {"quantity": "train (fwd + bwd)", "analytic": flops(a["train"])},
@@ -65,19 +61,19 @@ def render_count(doc: dict) -> str:
     if "fvcore" in counted:
         for row, key in zip(headline, ("forward", None, None, None)):
             row["fvcore x2"] = flops(counted["fvcore"][key]) if key else "(forward only)"
-    out.append(_section("Totals (matmul FLOPs per step)", _table(headline)))
+    out.append(_section("Totals (matmul FLOPs per step)", table(headline)))
     est_rows = [
         {"estimate": name, "FLOPs": flops(v), "phase": a["estimate_details"][name]["phase"],
          "source": a["estimate_details"][name]["source"]}
         for name, v in a["estimates"].items()
     ]
-    out.append(_section("Named estimates (per step)", _table(est_rows)))
+    out.append(_section("Named estimates (per step)", table(est_rows)))
     rec_rows = [
         {"left": c["left"], "right": c["right"], "ratio": f"{c['ratio']:.4f}", "status": c["status"],
          "why": c["reason"]}
         for c in doc["reconciliation"]
     ]
-    out.append(_section("Reconciliation", _table(rec_rows)))
+    out.append(_section("Reconciliation", table(rec_rows)))
     if "fvcore" in counted and counted["fvcore"]["unsupported"]:
         skipped = ", ".join(f"{op} x{n}" for op, n in counted["fvcore"]["unsupported"].items())
         out.append(f"\nfvcore skipped (no FLOP handle, none of them a matmul): {skipped}\n")
@@ -127,7 +123,7 @@ def render_run(doc: dict) -> str:
             d = r["distributed"]
             rows[-1]["all ranks tokens/s"] = f"{d['aggregate_tokens_per_s']:,.0f}"
             rows[-1]["slowest"] = f"rank {d['slowest_rank']}"
-    out.append(_section("Measured (per step)", _table(rows)))
+    out.append(_section("Measured (per step)", table(rows)))
     notes = sorted({f"{r['mode']}/{r['checkpointing']}: {r['hardware_flops_note']}" for r in doc["rows"]
                     if r["hardware_flops_note"] not in ("", "equal")})
     if notes:
