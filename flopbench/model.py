@@ -9,8 +9,7 @@ attention (Ainslie et al. 2023); an LM head tied to the token embedding or not. 
 the published GPT-2, Llama 2 / 3 and Mistral checkpoints (tests).
 
 Grouped-query attention goes to SDPA with `enable_gqa=True` (torch >= 2.5): the kernel broadcasts each
-K/V head over its group of query heads, and torch counts QK^T and AV over all query heads either way.
-Where torch lacks `enable_gqa`, K and V are expanded with `repeat_interleave` first (no matmul FLOPs).
+K/V head over its group of query heads, and torch counts QK^T and AV over all query heads.
 
 Activation checkpointing (`checkpointing="full"`) wraps every block in torch's non-reentrant
 `checkpoint`. Its `early_stop` flag is explicit because it changes the hardware FLOPs: with early stop
@@ -32,9 +31,6 @@ from .config import ModelConfig
 from .errors import UsageError
 
 CHECKPOINTING_MODES = ("none", "full")
-
-#: SDPA broadcasts K/V heads itself (`enable_gqa`, torch >= 2.5); else K/V are expanded first.
-SDPA_ENABLE_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (T, head_dim)
 
@@ -91,14 +87,7 @@ class CausalSelfAttention(nn.Module):
         k, v = (t.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2) for t in (k, v))
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
-        if self.n_kv_head == self.n_head:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        elif SDPA_ENABLE_GQA:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-        else:
-            group = self.n_head // self.n_kv_head
-            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv_head != self.n_head)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
 

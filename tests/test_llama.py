@@ -224,17 +224,7 @@ def test_sdpa_formulas_broadcast_kv_heads():
         assert EXTRA_FLOP_FORMULAS[op](q, kv, kv) == forward(q, q, q)  # same as with K/V expanded
 
 
-@pytest.fixture(params=[True, False], ids=["enable_gqa", "repeat_interleave"])
-def gqa_path(request, monkeypatch):
-    if request.param and not model_module.SDPA_ENABLE_GQA:
-        pytest.skip("this torch has no enable_gqa")
-    monkeypatch.setattr(model_module, "SDPA_ENABLE_GQA", request.param)
-    counted._count_step.cache_clear()
-    yield request.param
-    counted._count_step.cache_clear()
-
-
-def test_gqa_counted_on_meta(gqa_path):
+def test_gqa_counted_on_meta():
     B, T, d, L = 2, 32, 64, 2
     c = counted.count_torch(GQA, B, T)
     assert c == phases(GQA, B, T)
@@ -243,7 +233,7 @@ def test_gqa_counted_on_meta(gqa_path):
     assert counted.count_fvcore(GQA, B, T).forward == c["forward"]
 
 
-def test_gqa_counted_on_a_real_cpu_model(gqa_path):
+def test_gqa_counted_on_a_real_cpu_model():
     B, T, d, L = 2, 32, 64, 2
     torch.manual_seed(0)
     model = build_model(GQA, "cpu")
@@ -259,17 +249,23 @@ def test_gqa_counted_on_a_real_cpu_model(gqa_path):
         == "attention backward re-forms QK^T (fused kernel: 5 bmm instead of 4)"
 
 
-def test_enable_gqa_and_repeat_interleave_compute_the_same(monkeypatch):
-    if not model_module.SDPA_ENABLE_GQA:
-        pytest.skip("this torch has no enable_gqa")
+def test_gqa_equals_mha_with_each_kv_head_repeated_over_its_group():
+    # A GQA model and an MHA model whose K/V projections repeat each GQA K/V head over its group of
+    # query heads compute the same function (Ainslie et al. 2023, section 2).
     torch.manual_seed(0)
-    model = build_model(GQA, "cpu")
-    idx = torch.randint(0, 50, (2, 32))
+    gqa = build_model(GQA, "cpu")
+    mha = build_model(GQA.replace(n_kv_head=None), "cpu")
+    state = gqa.state_dict()
+    d, hd, kv, group = GQA.d_model, GQA.head_dim, GQA.kv_heads, GQA.n_head // GQA.kv_heads
+    for name, value in list(state.items()):
+        if name.endswith("attn.c_attn.weight") or name.endswith("attn.c_attn.bias"):
+            q, k, v = value.split((d, kv * hd, kv * hd), dim=0)
+            expand = lambda t: t.reshape(kv, hd, *t.shape[1:]).repeat_interleave(group, dim=0).reshape(d, *t.shape[1:])
+            state[name] = torch.cat((q, expand(k), expand(v)), dim=0)
+    mha.load_state_dict(state)
+    idx = torch.randint(0, GQA.vocab_size, (2, 32))
     with torch.no_grad():
-        native = model(idx)
-        monkeypatch.setattr(model_module, "SDPA_ENABLE_GQA", False)
-        expanded = model(idx)
-    torch.testing.assert_close(native, expanded)
+        torch.testing.assert_close(gqa(idx), mha(idx))
 
 
 # --------------------------------------------------------------------------------------------------
