@@ -1,10 +1,8 @@
-"""`flopbench count`: the JSON contract of DESIGN.md section 4, the terminal report, and bad input."""
+"""`flopbench count`: the JSON contract of DESIGN.md section 4, the terminal report (bad input: test_bad_input.py)."""
 
 import json
 import subprocess
 import sys
-
-import pytest
 
 from flopbench.cli import main
 

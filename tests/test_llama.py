@@ -4,9 +4,8 @@ import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from flopbench import analytic, counted, model as model_module
+from flopbench import analytic, counted
 from flopbench.bench import RunOptions, run
 from flopbench.config import PRESETS, ModelConfig, resolve_config
 from flopbench.counted import EXTRA_FLOP_FORMULAS
