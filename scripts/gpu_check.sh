@@ -14,6 +14,11 @@
 # machine with the registry:  pip wheel --no-deps fvcore iopath yacs termcolor -w .whl
 # If .whl/ exists and fvcore is missing, they are installed into a private folder first.
 #
+# Through this workplace's device tool (it returns at most 8 files from $OUT, so pack the folder):
+#   scripts/build_gpu_wheels.sh   # here, once
+#   run(command="bash scripts/gpu_check.sh /tmp/gc; tar czf $OUT/gpu_check.tgz -C /tmp gc", carry=[".whl"], timeout_s=540)
+# then unpack the tarball into results/<gpu-name>/ and commit it.
+#
 # For a CPU smoke test of this script:
 #   GPU_CHECK_DEVICE=cpu GPU_CHECK_MODELS=tiny GPU_CHECK_LLAMA_ARGS= bash scripts/gpu_check.sh /tmp/gc
 set -uo pipefail
