@@ -136,17 +136,13 @@ def resolve_peak(gpu_name: str | None, dtype: str, override_tflops: float | None
 
 def format_peak_table() -> str:
     """The peak table as plain text, for ``flopbench gpus``."""
-    header = ("GPU", *DTYPES)
+    from tabulate import tabulate
+
     rows = [(e.display_name, *("-" if e.tflops[d] is None else f"{e.tflops[d]:g}" for d in DTYPES))
             for e in _peak_table()]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def fmt(row):
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-
-    lines = [fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, rows)]
-    lines.append("dense peak TFLOP/s (no 2:4 sparsity); bf16/fp16 = tensor cores, FP32 accumulate; - = none")
-    return "\n".join(lines)
+    text = tabulate(rows, headers=("GPU", *DTYPES), tablefmt="simple", disable_numparse=True,
+                    colalign=("left", *("right",) * len(DTYPES)))
+    return text + "\ndense peak TFLOP/s (no 2:4 sparsity); bf16/fp16 = tensor cores, FP32 accumulate; - = none"
 
 
 # --------------------------------------------------------------------------------------------------
