@@ -334,8 +334,7 @@ def run_sweep(spec: Spec, out: str | Path = "results", resume: bool = False, std
                 bar.write(f"{point.label}: {e}; recorded as oom", file=stderr)
                 for row in _oom_rows(point, modes, spec, str(e)):
                     keep(row)
-            if spec.device == "cuda":  # hand the finished model's memory back before the next point
-                bench._free_memory(bench.resolve_device(spec.device))
+            bench.free_memory(bench.resolve_device(spec.device))  # the finished model's memory, before the next
             bar.update(_weight(spec, point, modes))
     except KeyboardInterrupt:
         bar.close()
