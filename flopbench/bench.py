@@ -212,6 +212,19 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def oom_safe(fn: Callable[[], object], module: torch.nn.Module, device: torch.device):
+    """`(fn(), None)`, or `(None, error)` when `fn` runs out of memory: then the module's gradients are
+    cleared and the cache freed, so the next step can still run. Any other error propagates."""
+    try:
+        return fn(), None
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not is_oom(e):
+            raise
+        module.zero_grad(set_to_none=True)
+        free_memory(device)
+        return None, e
+
+
 def measure_row(stepper: _Stepper, cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: str,
                 options: RunOptions, peak: float | None, dist_info: distributed.DistInfo | None = None) -> Row:
     """Count and time one mode; a CUDA out-of-memory error gives a row with status "oom".
@@ -222,15 +235,14 @@ def measure_row(stepper: _Stepper, cfg: ModelConfig, B: int, T: int, mode: str, 
     row = Row(mode, checkpointing, model_flops=model_flops, hardware_flops_analytic=hw_analytic,
               simple_formula=simple_name, simple_flops=simple)
     stepper.eager.checkpointing = checkpointing
-    try:
+
+    def count_and_time():
         row.hardware_flops_counted = stepper.counted_flops(mode)
-        stats = time_step(lambda i: stepper.step(mode), stepper.device, options.warmup, options.iters)
-    except (torch.OutOfMemoryError, RuntimeError) as e:
-        if not is_oom(e):
-            raise
-        row.status, row.error = "oom", str(e).splitlines()[0][:300]
-        stepper.eager.zero_grad(set_to_none=True)
-        free_memory(stepper.device)
+        return time_step(lambda i: stepper.step(mode), stepper.device, options.warmup, options.iters)
+
+    stats, error = oom_safe(count_and_time, stepper.eager, stepper.device)
+    if error:
+        row.status, row.error = "oom", str(error).splitlines()[0][:300]
         return row
     row.hardware_flops_note = explain_hardware_gap(cfg, B, T, mode, row.hardware_flops_counted, hw_analytic)
     row.time_ms = stats.as_dict()

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .bench import free_memory, is_oom, precision, resolve_dtype
+from .bench import oom_safe, precision, resolve_dtype
 from .errors import UsageError
 from .modulecount import count_module, fvcore_module
 from .results import environment, to_dataframe
@@ -124,14 +124,9 @@ def _check_options(checkpointing: str | None, warmup: int, iters: int) -> str:
 def _timed_row(row: ProfileRow, step: Callable[[int], object], module: torch.nn.Module, device: torch.device,
                warmup: int, iters: int, peak: float | None) -> ProfileRow:
     """Time `step` into `row`; an out-of-memory error marks the row "oom" instead of raising."""
-    try:
-        stats = time_step(step, device, warmup, iters)
-    except (torch.OutOfMemoryError, RuntimeError) as e:
-        if not is_oom(e):
-            raise
-        row.status, row.error = "oom", describe_error(e)
-        module.zero_grad(set_to_none=True)
-        free_memory(device)
+    stats, error = oom_safe(lambda: time_step(step, device, warmup, iters), module, device)
+    if error:
+        row.status, row.error = "oom", describe_error(error)
         return row
     seconds = stats.median_ms / 1e3
     row.time_ms = stats.as_dict()
