@@ -46,7 +46,8 @@ from .errors import UsageError
 from .hardware import DTYPES
 from .results import to_dataframe
 from .timing import Clock, TimingStats, tflops_per_s, utilization
-from .usermodule import autocast_dtype, check_module, module_device, parameter_dtype, peak_column, resolve_module_peak
+from .usermodule import (autocast_dtype, check_int, check_module, module_device, parameter_dtype, peak_column,
+                         resolve_module_peak)
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,7 @@ class Measurement:
             raise UsageError(f"model_flops={model_flops!r}: pass a positive integer (FLOPs per step) or None")
         if dtype is not None and dtype not in DTYPES:
             raise UsageError(f"dtype={dtype!r}: choose one of None, {', '.join(DTYPES)}")
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-            raise UsageError(f"warmup={warmup!r}: warmup must be an integer >= 0")
+        check_int("warmup", warmup, 0)
         self.device = module_device(model, device)
         if peak_tflops is not None:
             resolve_module_peak(self.device, "fp32", peak_tflops)  # raises on a bad value, before the loop

@@ -38,7 +38,7 @@ from .errors import UsageError
 from .modulecount import count_module, fvcore_module
 from .results import environment, to_dataframe
 from .timing import time_step, tflops_per_s, utilization
-from .usermodule import (Inputs, autocast_dtype, check_module, describe_error, loss_of, module_device,
+from .usermodule import (Inputs, autocast_dtype, check_int, check_module, describe_error, loss_of, module_device,
                          parameter_dtype, peak_column, resolve_module_peak)
 
 CHECKPOINTING = ("none", "full")
@@ -115,9 +115,8 @@ def _check_options(checkpointing: str | None, warmup: int, iters: int) -> str:
     checkpointing = "none" if checkpointing is None else checkpointing
     if checkpointing not in CHECKPOINTING:
         raise UsageError(f"checkpointing={checkpointing!r}: choose one of None, {', '.join(map(repr, CHECKPOINTING))}")
-    for name, value, low in (("warmup", warmup, 0), ("iters", iters, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise UsageError(f"{name}={value!r}: {name} must be an integer >= {low}")
+    check_int("warmup", warmup, 0)
+    check_int("iters", iters, 1)
     return checkpointing
 
 

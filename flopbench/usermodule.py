@@ -32,6 +32,13 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0][:300] if lines else ''}".rstrip(": ")
 
 
+def check_int(name: str, value, minimum: int) -> int:
+    """`value` if it is an integer >= `minimum` (bools excluded), else a `UsageError` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"{name}={value!r}: {name} must be an integer >= {minimum}")
+    return value
+
+
 def check_module(module, name: str = "module") -> torch.nn.Module:
     """`module`, if it is an `nn.Module`; else a UsageError naming the argument `name`."""
     if not isinstance(module, torch.nn.Module):
