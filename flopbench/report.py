@@ -32,6 +32,7 @@ from . import analytic
 from .config import ModelConfig
 from .errors import UsageError
 from .results import read_rows
+from .textreport import si
 
 SEED_DISCOUNT = 0.5  # the seed: efficient frameworks reach roughly half of peak
 PLOTS = ("flops_per_token", "counted_over_6n", "mfu_hfu", "step_time")
@@ -374,12 +375,7 @@ def markdown_table(rows: list[dict], columns: dict[str, str]) -> str:
 
 
 def _eng(v):
-    if v is None:
-        return None
-    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= scale:
-            return f"{v / scale:.4g} {prefix}"
-    return f"{v:.4g}"
+    return None if v is None else si(v, ".4g")
 
 
 def _environments(path: Path) -> list[dict]:

@@ -1,16 +1,24 @@
-"""Terminal rendering of the documents the API returns (tables through pandas). Formatting only."""
+"""Terminal rendering of the documents the API returns (tables through tabulate). Formatting only."""
 
 from __future__ import annotations
+
+_SI = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def si(value: int | float, fmt: str) -> str:
+    """`value` scaled to its SI prefix, formatted with `fmt`: si(3.5e12, ".3f") == "3.500 T"; below 1000
+    there is no prefix (and no trailing space)."""
+    for scale, prefix in _SI:
+        if abs(value) >= scale:
+            return f"{value / scale:{fmt}} {prefix}"
+    return f"{value:{fmt}}"
 
 
 def flops(n: int | float | None) -> str:
     """A FLOPs count with an SI prefix: 3.51 TFLOPs (a count, never a rate)."""
     if n is None:
         return "-"
-    for scale, prefix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= scale:
-            return f"{n / scale:.3f} {prefix}FLOPs"
-    return f"{n:.0f} FLOPs"
+    return f"{n:.0f} FLOPs" if abs(n) < 1e3 else f"{si(n, '.3f')}FLOPs"
 
 
 def table(rows: list[dict]) -> str:
