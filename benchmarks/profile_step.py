@@ -1,8 +1,8 @@
 """Where the time of a training step goes: torch.profiler's operator / kernel table for one config.
 
-Prepared for issue 9 (pushing gpt2-xl past 50 % MFU on an H100): when a target is missed, this gives the
-profile-based account — top kernels by device time (CUDA) or operators by CPU time — for the same
-step `flopbench run` times (same model, autocast, fused AdamW, checkpointing mode; `bench._Stepper`).
+When an MFU target is missed (e.g. gpt2-xl past 50 % MFU on an H100), this gives the profile-based
+account — top kernels by device time (CUDA) or operators by CPU time — for the same step `flopbench run`
+times (same model, autocast, fused AdamW, checkpointing mode; `flopbench.api.run.Stepper`).
 
     python benchmarks/profile_step.py --model gpt2-xl --device cuda --batch-size 8 --seq-len 1024 \
         --pad-vocab 64 --compile --out results/<gpu>/profile_gpt2-xl.txt
@@ -16,9 +16,11 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from flopbench.bench import _Stepper, padded_config, resolve_device, resolve_dtype
-from flopbench.config import resolve_config
-from flopbench.model import build_model
+from flopbench.api.run import Stepper
+from flopbench.model.config import pad_vocab
+from flopbench.model.gpt import build_model
+from flopbench.model.presets import resolve_config
+from flopbench.timing.device import resolve_device, resolve_dtype
 
 
 def main() -> None:
@@ -40,10 +42,10 @@ def main() -> None:
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    cfg = padded_config(resolve_config(args.model), args.pad_vocab)
+    cfg = pad_vocab(resolve_config(args.model), args.pad_vocab)
     T = args.seq_len or cfg.max_seq_len
     model = build_model(cfg, device, checkpointing=args.checkpointing)
-    stepper = _Stepper(model, cfg, args.batch_size, T, device, dtype, args.compile)
+    stepper = Stepper(model, cfg, args.batch_size, T, device, dtype, args.compile)
     for _ in range(args.warmup):
         stepper.step(args.mode)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

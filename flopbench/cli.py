@@ -1,8 +1,9 @@
-"""Command line: parse, call the Python API, print. No logic lives only here.
+"""Command line: parse, call the Python API, render. No logic lives only here.
 
 Every command that prints numbers has `--json` (one JSON document on stdout, nothing else there);
 human output is a table on stdout; progress and warnings go to stderr. Bad input is one line on stderr
-and exit code 2 (`UsageError`), never a traceback.
+and exit code 2 (`UsageError`), never a traceback. `--help`, `estimate` and `count --no-torch` never
+import torch: the API modules are imported by the command that needs them.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import argparse
 import json
 import sys
 
-from . import textreport
-from .config import OVERRIDABLE, PRESETS, resolve_config
 from .errors import UsageError
-from .hf_config import MAPPERS as HF_MODEL_TYPES
+from .model.config import CHECKPOINTING_CHOICES, DEVICES, DTYPES, OVERRIDABLE
+from .model.hf import MAPPERS as HF_MODEL_TYPES
+from .model.presets import PRESETS, resolve_config
+from .output import text
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,25 +26,49 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(value: str) -> int:
     try:
-        value = int(text)
+        number = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
-    return value
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be a positive integer")
+    return number
 
 
-def _add_model_args(p: argparse.ArgumentParser, default_model: str, batch_size: bool = True) -> None:
+def _non_negative_int(value: str) -> int:
+    return 0 if value.strip() == "0" else _positive_int(value)
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} must be a positive number")
+    return number
+
+
+def _tokens(value: str) -> int:
+    from .api.estimate import parse_tokens
+
+    try:
+        return parse_tokens(value)
+    except UsageError as e:  # argparse would swallow a ValueError's message
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_model_args(p: argparse.ArgumentParser, default_model: str, batch_size: int | None = 1) -> None:
     p.add_argument("--model", default=default_model,
                    help=f"preset ({', '.join(PRESETS)}; default {default_model}) or the path of a Hugging Face "
                         f"config.json (model_type {', '.join(HF_MODEL_TYPES)}), read offline")
     for field in OVERRIDABLE:
         p.add_argument(f"--{field.replace('_', '-')}", type=_positive_int, default=None,
                        help=f"override the model's {field}")
-    if batch_size:
-        p.add_argument("--batch-size", type=_positive_int, default=1, help="sequences per step (default 1)")
+    if batch_size is not None:
+        p.add_argument("--batch-size", type=_positive_int, default=batch_size,
+                       help=f"sequences per step (default {batch_size})")
     p.add_argument("--seq-len", type=_positive_int, default=None,
                    help="tokens per sequence (default: the model's max positions)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
@@ -61,106 +87,68 @@ def _emit(args: argparse.Namespace, doc: dict, render) -> None:
 
 
 def cmd_count(args: argparse.Namespace) -> int:
-    from .counting import count
+    from .api.count import count
 
-    doc = count(_config_from(args), args.batch_size, args.seq_len, fvcore=not args.no_fvcore)
-    _emit(args, doc, textreport.render_count)
+    doc = count(_config_from(args), args.batch_size, args.seq_len, torch_counter=not args.no_torch,
+                fvcore=not (args.no_fvcore or args.no_torch))
+    _emit(args, doc, text.render_count)
     return 0
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    return 0 if text.strip() == "0" else _positive_int(text)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from .bench import RunOptions, run
-    from .checks import load_baseline_rows, parse_baseline, run_checks
-
-    if args.max_vs_baseline:  # a bad baseline is a usage error before anything is measured
-        load_baseline_rows(parse_baseline(args.max_vs_baseline)[0])
+    from .api.run import RunOptions, run
+    from .timing.thresholds import Thresholds
 
     options = RunOptions(
         batch_size=args.batch_size, seq_len=args.seq_len, device=args.device, dtype=args.dtype,
         checkpointing=args.checkpointing, warmup=args.warmup, iters=args.iters, peak_tflops=args.peak_tflops,
-        compile=args.compile, pad_vocab_multiple=args.pad_vocab, gemm=not args.no_gemm,
+        compile=args.compile, pad_vocab=args.pad_vocab, gemm=not args.no_gemm,
         out=None if args.no_save else args.out, dist=args.dist,
     )
+    checks = Thresholds(args.min_mfu, args.max_counted_vs_analytic, args.max_vs_baseline)
     try:
-        doc = run(_config_from(args), options)
+        doc = run(_config_from(args), options, checks=checks)
     finally:
         if args.dist:
-            from . import distributed
+            from .timing import distributed
 
             distributed.finish()
     if not doc["is_main"]:  # under torchrun only rank 0 prints
         return 0
-    checks = run_checks(doc, args.min_mfu, args.max_counted_vs_analytic, args.max_vs_baseline)
-    doc["checks"] = [c.as_dict() for c in checks]
-    _emit(args, doc, textreport.render_run)
-    for c in checks:
-        print(f"check: {c.line()}", file=sys.stderr)
-    return 1 if any(not c.ok for c in checks) else 0
+    _emit(args, doc, text.render_run)
+    for c in doc["checks"]:
+        print(f"check: {text.check_line(c)}", file=sys.stderr)
+    return 1 if any(not c["ok"] for c in doc["checks"]) else 0
 
 
 def cmd_gpus(args: argparse.Namespace) -> int:
-    from .hardware import format_peak_table, gpu_report
+    from .api.gpus import gpus
 
-    doc = gpu_report()
-
-    def render(doc):
-        gpu, key = doc["detected"], doc["table_entry"]
-        entry = next((e["name"] for e in doc["table"] if e["key"] == key), "not in table")
-        found = (f"detected: {gpu['name']} (via {gpu['source']}) -> {entry}" if gpu
-                 else "detected: no CUDA GPU (NVML and torch.cuda found none)")
-        return f"{format_peak_table()}\n\n{found}\n"
-
-    _emit(args, doc, render)
+    _emit(args, gpus(), text.render_gpus)
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweeping import load_spec, render, run_sweep
+    from .api.sweep import sweep
 
-    doc = run_sweep(load_spec(args.spec), out=args.out, resume=args.resume)
-    _emit(args, doc, render)
+    _emit(args, sweep(args.spec, out=args.out, resume=args.resume), text.render_sweep)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import render, write_report
+    from .api.report import report
 
-    doc = write_report(args.results, args.out)
-    _emit(args, doc, render)
+    _emit(args, report(args.results, args.out), text.render_report)
     return 0
 
 
-def _tokens(text: str) -> int:
-    from .estimating import parse_tokens
-
-    try:
-        return parse_tokens(text)
-    except UsageError as e:  # argparse would swallow a ValueError's message
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from .estimating import estimate, method_of, render, resolve_mfu
+    from .api.estimate import estimate
 
-    mfu, source = resolve_mfu(args.mfu, args.mfu_from, args.recompute)
-    doc = estimate(_config_from(args), args.tokens, args.gpus, seq_len=args.seq_len,
-                   method=method_of(args.recompute, args.exact), gpu=args.gpu, dtype=args.dtype,
-                   peak_tflops=args.peak_tflops, mfu=mfu, mfu_source=source)
-    _emit(args, doc, render)
+    doc = estimate(_config_from(args), args.tokens, args.gpus, seq_len=args.seq_len, recompute=args.recompute,
+                   exact=args.exact, gpu=args.gpu, dtype=args.dtype, peak_tflops=args.peak_tflops, mfu=args.mfu,
+                   mfu_from=args.mfu_from)
+    _emit(args, doc, text.render_estimate)
     return 0
 
 
@@ -172,13 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("count", help="analytic vs counted FLOPs of one step (no GPU needed)")
     _add_model_args(p, default_model="gpt2")
     p.add_argument("--no-fvcore", action="store_true", help="skip the fvcore count")
+    p.add_argument("--no-torch", action="store_true", help="analytic only: no counting, torch is not imported")
     p.set_defaults(func=cmd_count)
 
-    from .bench import CHECKPOINTING_CHOICES, DEVICES, DTYPES
-
     p = sub.add_parser("run", help="time real steps and report MFU / HFU (default: a small model that runs on a CPU)")
-    _add_model_args(p, default_model="tiny")
-    p.set_defaults(batch_size=8)
+    _add_model_args(p, default_model="tiny", batch_size=8)
     p.add_argument("--device", default="auto", choices=DEVICES, help="auto = cuda if available, else cpu")
     p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="auto = bf16 on CUDA, fp32 on CPU")
     p.add_argument("--checkpointing", default="both", choices=CHECKPOINTING_CHOICES,
@@ -221,20 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.set_defaults(func=cmd_report)
 
-    from .hardware import DTYPES as PEAK_DTYPES
-
     p = sub.add_parser("estimate", help="training time for T tokens on G GPUs: C = 6NT / (G x peak x MFU)")
-    _add_model_args(p, default_model="gpt2", batch_size=False)
+    _add_model_args(p, default_model="gpt2", batch_size=None)
     p.add_argument("--tokens", type=_tokens, required=True, help="training tokens: 300e9, 300B, 1.4T, 2.5M, 1000000")
     p.add_argument("--gpus", type=_positive_int, default=1, help="number of GPUs (default 1)")
     p.add_argument("--gpu", default="h100", help="peak-table GPU: h100, h100-pcie, a100, h200, l4, \"H100 SXM\", "
                                                  "an NVML name ... (default h100 = H100 SXM; see `flopbench gpus`)")
-    p.add_argument("--dtype", default="bf16", choices=PEAK_DTYPES, help="peak-table column (default bf16)")
+    p.add_argument("--dtype", default="bf16", choices=DTYPES, help="peak-table column (default bf16)")
     p.add_argument("--peak-tflops", type=_positive_float, default=None, help="peak TFLOP/s per GPU (overrides --gpu)")
-    p.add_argument("--mfu", type=_positive_float, default=None, help="fraction of peak reached (default 0.5, the seed's)")
+    p.add_argument("--mfu", type=_positive_float, default=None,
+                   help="fraction of peak reached (default 0.5: about half of peak in practice, PaLM 46.2%%)")
     p.add_argument("--mfu-from", default=None, metavar="RESULTS",
                    help="use the median MFU of the train_step rows in these results instead")
-    p.add_argument("--recompute", action="store_true", help="activation recomputation: C = 8NT (the seed)")
+    p.add_argument("--recompute", action="store_true",
+                   help="full activation recomputation: C = 8NT (Narayanan et al. 2021, Eq. 3)")
     p.add_argument("--exact", action="store_true", help="C = exact analytic matmul FLOPs incl. attention, "
                                                         "at --seq-len (default: the model's positions)")
     p.set_defaults(func=cmd_estimate)

@@ -73,7 +73,7 @@ fi
 
 python3 - "$out" <<'PY' > "$out/summary.md"
 import sys
-from flopbench.results import read_rows
+from flopbench.output.records import read_rows
 df = read_rows(sys.argv[1])
 cols = ["model", "compile", "mode", "checkpointing", "status", "time_ms.median_ms", "time_ms.iqr_ms", "tokens_per_s",
         "achieved_tflops", "mfu", "hfu", "mfu_simple", "gemm_tflops", "peak_tflops", "hardware_flops_note"]

@@ -1,0 +1,158 @@
+"""`flopbench.estimate`: how long does training on T tokens take on G GPUs?
+
+Training on T tokens costs C ≈ 6·N·T FLOPs (Kaplan et al. 2020, §2.1), ≈ 8·N·T with full activation
+recomputation (forward + backward + a recomputed forward: the factor 4 of Narayanan et al. 2021,
+Eq. 3), N = N_matmul (README, "Which N"). The GPUs do at most G x peak FLOP/s; efficient frameworks
+reach about half of that in practice (PaLM's 46.2 % MFU, Chowdhery et al. 2022, Table 3), so
+
+    time = C / (G x peak x MFU),    GPU-hours = C / (peak x MFU) / 3600.
+
+C comes from `flopbench.flops`, never from a formula written here: the registered estimates "6N" /
+"8N", or with `exact` the full matmul count including the attention scores the 6N rule leaves out
+(`analytic.train_flops`, `train_recompute_flops`), per sequence of `seq_len` tokens, scaled to the token
+count. The peak is the dense rate of the GPU's entry in the peak table for the compute dtype. The MFU is
+given (default `timing.rates.PRACTICAL_MFU`, 0.5) or the median of measured `train_step` rows
+(`mfu_from_results`). This ignores communication, data loading, the optimizer step and logging; they
+only lower the MFU you should assume. No torch is imported.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+
+from ..errors import UsageError
+from ..flops import analytic, estimates
+from ..hardware.peaks import lookup_gpu, resolve_peak
+from ..model.config import DTYPES, ModelConfig, validate_shapes
+from ..model.presets import as_config
+from ..timing.rates import PRACTICAL_MFU, utilization
+
+#: Suffixes `parse_tokens` accepts (case-insensitive): K, M, B (= G), T.
+TOKEN_SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
+
+#: How C is computed; see `flops_per_sequence`.
+METHODS = {
+    "6N": "Kaplan et al. 2020, §2.1: C = 6·N_matmul·T",
+    "8N": "with full recomputation (Narayanan et al. 2021, Eq. 3): C = 8·N_matmul·T",
+    "exact": "exact matmul FLOPs incl. attention scores (analytic.train_flops), per token x T",
+    "exact_recompute": "exact, full checkpointing with torch's early stop (analytic.train_recompute_flops), per token x T",
+}
+
+def parse_tokens(text: str) -> int:
+    """A token count from "300e9", "300B", "1.4T", "2.5M", "64k" or "1000000" (whole numbers >= 1)."""
+    s = str(text).strip().replace("_", "")
+    scale = 1
+    if s and s[-1].lower() in TOKEN_SUFFIXES and not s[-1].isdigit():
+        scale, s = TOKEN_SUFFIXES[s[-1].lower()], s[:-1].strip()
+    allowed = "write e.g. 300e9, 300B, 1.4T, 2.5M or 1000000"
+    if not re.fullmatch(r"[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+\.", s):
+        raise UsageError(f"{text!r} is not a token count; {allowed}")
+    try:
+        value = Decimal(s) * scale
+    except InvalidOperation:
+        raise UsageError(f"{text!r} is not a token count; {allowed}") from None
+    if value != value.to_integral_value():
+        raise UsageError(f"{text!r} is not a whole number of tokens ({value})")
+    if value < 1:
+        raise UsageError(f"{text!r} is not allowed: the token count must be at least 1")
+    return int(value)
+
+
+def method_of(recompute: bool, exact: bool) -> str:
+    return ("exact_recompute" if recompute else "exact") if exact else ("8N" if recompute else "6N")
+
+
+def flops_per_sequence(cfg: ModelConfig, seq_len: int, method: str) -> int:
+    """Training FLOPs of one sequence of `seq_len` tokens by `method` (a key of METHODS)."""
+    if method in ("6N", "8N"):
+        return estimates.REGISTRY[method].formula(cfg, 1, seq_len)
+    if method == "exact":
+        return analytic.train_flops(cfg, 1, seq_len)
+    if method == "exact_recompute":
+        return analytic.train_recompute_flops(cfg, 1, seq_len)
+    raise UsageError(f"method {method!r}: choose one of {', '.join(METHODS)}")
+
+
+def gpu_peak(gpu: str | None, dtype: str, peak_tflops: float | None) -> tuple[float, str]:
+    """(dense peak TFLOP/s of one GPU for `dtype`, where it came from); `peak_tflops` wins."""
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    name = None if peak_tflops is not None else lookup_gpu(gpu or "h100").display_name
+    peak, source = resolve_peak(name, dtype, peak_tflops)
+    if peak is None:
+        raise UsageError(f"--gpu {gpu!r} --dtype {dtype}: {source} (or choose a --dtype it has)")
+    return peak, source
+
+
+def mfu_from_results(path: str, recompute: bool) -> tuple[float, str]:
+    """The median utilisation of the measured `train_step` rows in `path` that match the estimate.
+
+    Without recomputation: the rows' MFU (model FLOPs / (time x peak)), checkpointing "none". With it
+    (C counts the recomputed forward, like 8N): the rows with checkpointing "full", utilisation =
+    analytic hardware FLOPs / (time x peak), so that C / utilisation gives back the measured time.
+    """
+    from ..output.records import read_rows
+
+    df = read_rows(path)
+    need = {"mode", "status", "checkpointing", "peak_tflops", "time_ms.median_ms", "model_flops"}
+    if not need <= set(df.columns):
+        raise UsageError(f"--mfu-from {path}: not flopbench run rows (missing {', '.join(sorted(need - set(df.columns)))})")
+    ckpt = "full" if recompute else "none"
+    rows = df[(df["mode"] == "train_step") & (df["status"] == "ok") & (df["checkpointing"] == ckpt)
+              & df["peak_tflops"].notna()]
+    if rows.empty:
+        raise UsageError(f"--mfu-from {path}: no train_step rows with checkpointing {ckpt} and a known peak "
+                         f"(rows measured without a peak, e.g. on a CPU, have no MFU; pass --mfu)")
+    flops = rows["hardware_flops_analytic" if recompute else "model_flops"].astype(float)
+    util = [utilization(f, t / 1e3, p) for f, t, p in zip(flops, rows["time_ms.median_ms"].astype(float),
+                                                         rows["peak_tflops"].astype(float))]
+    kind = "HFU (analytic hardware FLOPs)" if recompute else "MFU"
+    return float(statistics.median(util)), f"median {kind} of {len(rows)} train_step rows (checkpointing {ckpt}) in {path}"
+
+
+def resolve_mfu(mfu: float | None, mfu_from: str | None, recompute: bool) -> tuple[float, str]:
+    """The MFU to divide by and where it came from: given, measured in a results file, or `PRACTICAL_MFU`."""
+    if mfu is not None and mfu_from is not None:
+        raise UsageError("--mfu and --mfu-from: give one of them")
+    if mfu_from is not None:
+        return mfu_from_results(mfu_from, recompute)
+    return (mfu, "--mfu") if mfu is not None else (PRACTICAL_MFU, "about half of peak in practice (PaLM: 46.2 %)")
+
+
+def estimate(config: ModelConfig | str, tokens: int | str, gpus: int = 1, *, seq_len: int | None = None,
+             recompute: bool = False, exact: bool = False, gpu: str | None = "h100", dtype: str = "bf16",
+             peak_tflops: float | None = None, mfu: float | None = None, mfu_from: str | None = None) -> dict:
+    """Training compute and time for `tokens` (an int or "300B", "1.4T", ...) on `gpus` GPUs: the
+    `flopbench estimate --json` document (see the module docstring). C = 6NT, 8NT with `recompute`, the
+    exact count with `exact`; MFU given (`mfu`), the median of measured rows (`mfu_from`, a results
+    path) or `PRACTICAL_MFU`."""
+    cfg = as_config(config)
+    tokens = parse_tokens(tokens) if isinstance(tokens, str) else tokens
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise UsageError(f"tokens={tokens!r}: pass a positive integer or a count like \"300B\"")
+    method = method_of(recompute, exact)
+    mfu, mfu_source = resolve_mfu(mfu, mfu_from, recompute)
+    if not (isinstance(gpus, int) and gpus >= 1):
+        raise UsageError(f"--gpus {gpus!r}: must be a positive integer")
+    if not (0 < mfu <= 1) or math.isnan(mfu):
+        raise UsageError(f"--mfu {mfu!r}: must be in (0, 1], a fraction of peak")
+    T = cfg.max_seq_len if seq_len is None else seq_len
+    validate_shapes(cfg, 1, T)
+    peak, peak_source = gpu_peak(gpu, dtype, peak_tflops)
+    per_token = Fraction(flops_per_sequence(cfg, T, method), T)
+    flops = per_token * tokens
+    gpu_seconds = float(flops) / (peak * 1e12 * mfu)
+    wall_seconds = gpu_seconds / gpus
+    return {
+        "model": cfg.name, "config": cfg.as_dict(), "n_matmul": analytic.param_counts(cfg).matmul,
+        "seq_len": T, "tokens": tokens, "method": method, "method_formula": METHODS[method],
+        "flops_per_token": float(per_token), "flops": round(flops),
+        "gpus": gpus, "gpu": None if peak_tflops is not None else lookup_gpu(gpu or "h100").key, "dtype": dtype,
+        "peak_tflops": peak, "peak_source": peak_source, "mfu": mfu, "mfu_source": mfu_source,
+        "gpu_hours": gpu_seconds / 3600, "wall_seconds": wall_seconds, "wall_hours": wall_seconds / 3600,
+        "wall_days": wall_seconds / 86400,
+    }

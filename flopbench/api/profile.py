@@ -1,0 +1,215 @@
+"""`flopbench.profile`: counted FLOPs, timed steps and MFU of any `nn.Module` (not only flopbench's GPT).
+
+One call does what `run` does for the built-in model, for a user's module and example inputs:
+
+1. **count** one step with FlopCounterMode on a meta copy, or on the module itself where the meta copy
+   cannot run (`flops.counter.count_module`; the record says which and why), and the forward with fvcore
+   where torch.jit can trace it (`flops.fvcore.fvcore_module`);
+2. **time** two steps with `timing.clock.time_step` (CUDA events on a GPU, perf_counter on the CPU), on the
+   module as it is (its train / eval mode untouched):
+   - `forward`: the module call under `torch.no_grad()`;
+   - `fwd_bwd` (as in `run`): forward, `loss_fn(output)` (default: the first floating tensor of the output
+     `.float().pow(2).mean()`, see `model.inputs.default_loss`), backward; gradients set to None first.
+     With `checkpointing="full"` the module call goes through torch's non-reentrant activation checkpoint;
+3. **rate** each step: achieved TFLOP/s = model FLOPs / median time; MFU = model FLOPs / (median time x
+   peak); HFU = hardware FLOPs (the recomputed forward included) / (median time x peak)
+   (`timing.rates`). Model FLOPs of `fwd_bwd` are the counted forward + backward without checkpointing.
+   The peak is `peak_tflops` if given, else the dense table entry for the GPU NVML names and the
+   compute dtype (`hardware.detect.device_peak`); the CPU has none, so MFU is None there unless
+   `peak_tflops` is given.
+
+`dtype` ("fp32", "tf32", "bf16", "fp16", "auto") applies the same autocast / TF32 setting as `run`
+(`timing.device.precision`); None (default) runs the module as it is, and the compute dtype is read from the
+autocast state or the parameters. A CUDA out-of-memory error in one step gives that row `status="oom"`.
+Side effects on the module: it is moved to `device` if one is given, its gradients are cleared, and
+stateful layers (BatchNorm running statistics) update as in any forward in training mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ..errors import UsageError, check_int, describe_error
+from ..flops.counter import count_module
+from ..flops.fvcore import fvcore_module
+from ..hardware.detect import device_peak, environment
+from ..model.config import CHECKPOINTING
+from ..model.inputs import Inputs, check_module, loss_of
+from ..output.records import to_dataframe
+from ..timing.clock import time_step
+from ..timing.device import (
+    autocast_dtype,
+    module_device,
+    oom_safe,
+    parameter_dtype,
+    peak_column,
+    precision,
+    resolve_dtype,
+)
+from ..timing.rates import rates
+
+
+@dataclass
+class ProfileRow:
+    """One timed step of the module: how long it took and what that means in FLOP/s."""
+
+    mode: str  # forward | fwd_bwd (the names of `run`'s modes)
+    checkpointing: str
+    status: str = "ok"  # ok | oom | skipped
+    error: str | None = None
+    time_ms: dict = field(default_factory=dict)  # TimingStats.as_dict(): median, min, max, IQR, n, times
+    model_flops: int | None = None  # counted, never including recomputation
+    hardware_flops: int | None = None  # counted, recomputation included (checkpointing="full")
+    achieved_tflops: float | None = None  # model FLOPs / median time
+    mfu: float | None = None
+    hfu: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Profile:
+    """What `profile` found: the counts, one row per timed step, the peak, and notes on anything partial."""
+
+    module: str  # class name
+    parameters: int  # distinct parameters (tied ones once)
+    device: str
+    dtype: str | None  # the autocast / TF32 setting applied (None: the module ran as it is)
+    compute_dtype: str | None  # the peak-table column used
+    checkpointing: str
+    counted_on: str  # "meta" or the device the count ran on
+    meta_fallback: str | None  # why the meta copy could not be used (None: it was)
+    forward_flops: int
+    train_flops: int | None  # forward + backward, no recomputation: the MFU numerator of `fwd_bwd`
+    train_hardware_flops: int | None  # with the recomputed forward when checkpointing="full"
+    fvcore_forward: int | None  # 2 x fvcore's matmul multiply-adds
+    fvcore_non_matmul: int | None
+    fvcore_unsupported: dict[str, int]
+    fvcore_note: str | None  # why fvcore gave no count
+    peak_tflops: float | None
+    peak_source: str
+    rows: list[ProfileRow]
+    notes: list[str]
+    by_module: dict[str, dict[str, int]] = field(default_factory=dict)  # {module path: {forward, train}}
+    environment: dict = field(default_factory=dict)
+
+    def row(self, mode: str) -> ProfileRow:
+        """The row of `mode` ("forward" or "fwd_bwd")."""
+        for r in self.rows:
+            if r.mode == mode:
+                return r
+        raise UsageError(f"mode {mode!r}: this profile has {', '.join(r.mode for r in self.rows)}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def records(self) -> list[dict]:
+        """One flat-able dict per timed step: the step's row with the profile's scalar fields."""
+        skip = ("rows", "by_module", "environment", "notes")
+        common = {k: v for k, v in self.as_dict().items() if k not in skip}
+        common["notes"] = "; ".join(self.notes)
+        return [{**common, **r.as_dict()} for r in self.rows]
+
+    def to_dataframe(self):
+        """`records()` as a pandas DataFrame (nested fields as dotted columns)."""
+        return to_dataframe(self)
+
+
+def _check_options(checkpointing: str | None, warmup: int, iters: int) -> str:
+    checkpointing = "none" if checkpointing is None else checkpointing
+    if checkpointing not in CHECKPOINTING:
+        raise UsageError(f"checkpointing={checkpointing!r}: choose one of None, {', '.join(map(repr, CHECKPOINTING))}")
+    check_int("warmup", warmup, 0)
+    check_int("iters", iters, 1)
+    return checkpointing
+
+
+def _timed_row(row: ProfileRow, step: Callable[[int], object], module: torch.nn.Module, device: torch.device,
+               warmup: int, iters: int, peak: float | None) -> ProfileRow:
+    """Time `step` into `row`; an out-of-memory error marks the row "oom" instead of raising."""
+    stats, error = oom_safe(lambda: time_step(step, device, warmup, iters), module, device)
+    if error:
+        row.status, row.error = "oom", describe_error(error)
+        return row
+    row.time_ms = stats.as_dict()
+    r = rates(row.model_flops, row.hardware_flops, stats.median_ms / 1e3, peak)
+    row.achieved_tflops, row.mfu, row.hfu = r.achieved_tflops, r.mfu, r.hfu
+    return row
+
+
+def profile(module: torch.nn.Module, example_inputs, loss_fn: Callable | None = None, *,
+            peak_tflops: float | None = None, checkpointing: str | None = None,
+            device: str | torch.device | None = None, dtype: str | None = None, warmup: int = 3, iters: int = 10,
+            fvcore: bool = True, meta: bool = True) -> Profile:
+    """Count, time and rate one step of `module(example_inputs)`; see the module docstring.
+
+    `example_inputs`: a tensor, a tuple of positional arguments or a dict of keyword arguments (tensors
+    are moved to the module's device). `loss_fn(output) -> scalar` for the train step. `checkpointing`:
+    None / "none", or "full" (the module call is checkpointed in the train step). `device`: where to run
+    (default: where the module's parameters are; a given device moves the module there). `fvcore=False`
+    skips fvcore, `meta=False` counts on the real device without trying a meta copy.
+    """
+    check_module(module)
+    checkpointing = _check_options(checkpointing, warmup, iters)
+    dev = module_device(module, device)
+    if device is not None:
+        module.to(dev)
+    dtype_name = None if dtype is None else resolve_dtype(dtype, dev)
+    context = (lambda: precision(dtype_name, dev)) if dtype_name else contextlib.nullcontext
+    inputs = Inputs.of(example_inputs).map(lambda t: t.to(dev))
+    compute = None if dtype_name else (autocast_dtype(dev) or parameter_dtype(module))
+    column = dtype_name or peak_column(compute)
+    peak, peak_source = device_peak(dev, column, peak_tflops, compute)
+
+    counts = count_module(module, inputs, loss_fn, checkpointing, context, meta=meta)
+    fv, fv_note = (fvcore_module(module, inputs, on_meta=counts.counted_on == "meta") if fvcore
+                   else (None, "fvcore not run (fvcore=False)"))
+
+    def forward_step(i):
+        with context(), torch.no_grad():
+            inputs.call(module)
+
+    def fwd_bwd_step(i):
+        module.zero_grad(set_to_none=True)
+        with context():
+            loss = loss_of(loss_fn, inputs.call(module, checkpointed=checkpointing == "full"))
+        loss.backward()
+
+    rows = [_timed_row(ProfileRow("forward", "none", model_flops=counts.forward, hardware_flops=counts.forward),
+                       forward_step, module, dev, warmup, iters, peak)]
+    train_hw = counts.train_recompute if checkpointing == "full" else counts.train
+    train_row = ProfileRow("fwd_bwd", checkpointing, model_flops=counts.train, hardware_flops=train_hw)
+    if counts.train is None:
+        train_row.status, train_row.error = "skipped", counts.train_note
+        rows.append(train_row)
+    else:
+        rows.append(_timed_row(train_row, fwd_bwd_step, module, dev, warmup, iters, peak))
+    module.zero_grad(set_to_none=True)
+
+    notes = []
+    if counts.meta_fallback:
+        notes.append(f"counted on {counts.counted_on}, not on a meta copy: {counts.meta_fallback}")
+    if peak is None:
+        notes.append(f"{peak_source}; MFU and HFU are None")
+    if fv_note:
+        notes.append(fv_note)
+    elif fv.forward != counts.forward:
+        skipped = ", ".join(fv.unsupported) or "none"
+        notes.append(f"fvcore forward {fv.forward:,} != torch forward {counts.forward:,} "
+                     f"(fvcore skipped: {skipped})")
+    return Profile(
+        module=type(module).__name__,
+        parameters=sum(p.numel() for p in module.parameters()),
+        device=str(dev), dtype=dtype_name, compute_dtype=column, checkpointing=checkpointing,
+        counted_on=counts.counted_on, meta_fallback=counts.meta_fallback,
+        forward_flops=counts.forward, train_flops=counts.train, train_hardware_flops=train_hw,
+        fvcore_forward=fv.forward if fv else None, fvcore_non_matmul=fv.non_matmul if fv else None,
+        fvcore_unsupported=fv.unsupported if fv else {}, fvcore_note=fv_note,
+        peak_tflops=peak, peak_source=peak_source, rows=rows, notes=notes,
+        by_module=counts.by_module, environment=environment(dev),
+    )

@@ -1,0 +1,361 @@
+"""`flopbench.sweep`: run `flopbench.run` over a grid read from a TOML spec, into one results file.
+
+The grid is models x seq_len x batch_size x dtype x checkpointing (in that nesting order); device,
+warm-up, iterations, compile, vocabulary padding, peak and GEMM are one value for the whole sweep.
+Every grid point is one call of `flopbench.run` (nothing here measures anything itself); each
+row it measures is appended to `<out>/<name>/rows.jsonl` (and `rows.csv`) by `output.records.ResultWriter`
+the moment it exists, so a crash or Ctrl-C keeps every finished row. A CUDA out-of-memory error is a
+row with `status: "oom"` (run records it) and the sweep goes on. `--resume` skips the rows the
+file already has, keyed on (model, seq_len, batch_size, checkpointing, dtype, mode); OOM rows count as
+present (on the same machine they would run out of memory again).
+
+The forward pass never checkpoints (run records it with checkpointing "none"), so it is timed
+once per shape, in the first checkpointing mode of the spec's list.
+
+Spec format (see `benchmarks/*.toml`): top-level keys only.
+
+    name = "gpt2_family"                 # optional; default: the file name without .toml
+    description = "..."                  # optional, free text
+    models = ["gpt2", { name = "gpt2-8l", preset = "gpt2", n_layer = 8 }]   # presets or overrides
+    seq_len = [1024]                     # each grid axis: a list (or one value); seq_len omitted:
+                                         # each model's max positions
+    batch_size = [8]
+    checkpointing = ["none", "full"]
+    dtype = ["bf16"]                     # auto, fp32, tf32, bf16, fp16
+    device = "cuda"                      # auto, cuda, cpu
+    warmup = 3
+    iters = 10
+    compile = false
+    pad_vocab = 1
+    peak_tflops = 989.4                  # optional; default: the table entry of the detected GPU
+    gemm = true                          # measure the GEMM ceiling at every grid point
+    modes = ["forward", "fwd_bwd", "train_step"]
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UsageError
+from ..flops import analytic
+from ..hardware.detect import environment
+from ..model.config import CHECKPOINTING, DEVICES, DTYPES, MODES, OVERRIDABLE, ModelConfig, pad_vocab, validate_shapes
+from ..model.presets import resolve_config
+from ..output.records import ResultWriter, read_environment
+from ..timing.device import ModelDoesNotFit, free_memory, resolve_device, resolve_dtype
+from .run import RunOptions, run
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the tomli backport (a dependency there)
+    import tomli as tomllib
+
+#: Keys of a spec and their defaults (grid axes are tuples). `models` has no default.
+DEFAULTS = {
+    "name": None, "description": "",
+    "seq_len": (None,), "batch_size": (8,), "checkpointing": ("none", "full"), "dtype": ("auto",),
+    "device": "auto", "warmup": 3, "iters": 10, "compile": False, "pad_vocab": 1, "peak_tflops": None,
+    "gemm": True, "modes": MODES,
+}
+SPEC_KEYS = ("models", *DEFAULTS)
+MODEL_TABLE_KEYS = ("name", "preset", *OVERRIDABLE)
+
+
+@dataclass(frozen=True)
+class Spec:
+    path: Path
+    name: str
+    models: tuple[ModelConfig, ...]
+    seq_len: tuple[int | None, ...]
+    batch_size: tuple[int, ...]
+    checkpointing: tuple[str, ...]
+    dtype: tuple[str, ...]  # resolved for the device (no "auto")
+    device: str
+    warmup: int
+    iters: int
+    compile: bool
+    pad_vocab: int
+    peak_tflops: float | None
+    gemm: bool
+    modes: tuple[str, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point: one call of `run`, timing `modes` in one checkpointing mode."""
+
+    cfg: ModelConfig  # padded as run pads it, so cfg.name is what the rows record as "model"
+    seq_len: int
+    batch_size: int
+    dtype: str
+    checkpointing: str
+    modes: tuple[str, ...] = field(default=())
+
+    def key(self, mode: str) -> tuple:
+        """The resume key of the row this point measures for `mode` (see `row_key`)."""
+        ckpt = "none" if mode == "forward" else self.checkpointing
+        return (self.cfg.name, self.seq_len, self.batch_size, ckpt, self.dtype, mode)
+
+    @property
+    def label(self) -> str:
+        return f"{self.cfg.name} T={self.seq_len} B={self.batch_size} {self.dtype} ckpt={self.checkpointing}"
+
+
+def row_key(row: dict) -> tuple:
+    """(model, seq_len, batch_size, checkpointing, dtype, mode) of a result row."""
+    return (row["model"], int(row["seq_len"]), int(row["batch_size"]), row["checkpointing"], row["dtype"],
+            row["mode"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading and checking a spec
+# --------------------------------------------------------------------------------------------------
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _positive_int(v) -> bool:
+    return _is_int(v) and v > 0
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and check a sweep spec; any problem is a `UsageError` naming the file, key and value."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"--spec {path}: no such file") from None
+    except OSError as e:
+        raise UsageError(f"--spec {path}: cannot read ({e.strerror or e})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"--spec {path}: not TOML ({e})") from None
+
+    def bad(key: str, value, allowed: str) -> UsageError:
+        return UsageError(f"spec {path}: {key} = {value!r} is not allowed: {allowed}")
+
+    unknown = sorted(set(raw) - set(SPEC_KEYS))
+    if unknown:
+        raise UsageError(f"spec {path}: unknown key {unknown[0]!r}; allowed keys: {', '.join(SPEC_KEYS)}")
+    if "models" not in raw:
+        raise UsageError(f"spec {path}: missing key 'models' (a list of presets or model tables)")
+    get = {**DEFAULTS, **raw}.__getitem__
+
+    def axis(key: str, ok, allowed: str) -> tuple:
+        value = get(key)
+        items = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+        if not items:
+            raise bad(key, value, "give at least one value")
+        for item in items:
+            if not ok(item):
+                raise bad(key, item, allowed)
+        if len(set(items)) != len(items):
+            raise bad(key, value, "values must not repeat")
+        return items
+
+    def scalar(key: str, ok, allowed: str):
+        value = get(key)
+        if not ok(value):
+            raise bad(key, value, allowed)
+        return value
+
+    try:
+        device = resolve_device(scalar("device", lambda v: v in DEVICES, f"one of {', '.join(DEVICES)}"))
+        dtype_names = axis("dtype", lambda v: v in ("auto", *DTYPES), f"auto, {', '.join(DTYPES)}")
+        dtypes = tuple(dict.fromkeys(resolve_dtype(d, device) for d in dtype_names))
+    except UsageError as e:
+        raise UsageError(f"spec {path}: {e}") from None
+    padding = scalar("pad_vocab", _positive_int, "a positive integer (1 = no padding)")
+    models = _models(get("models"), path, padding)
+    peak = scalar("peak_tflops", lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                         and 0 < v < float("inf")), "a positive number")
+    return Spec(
+        path=path,
+        name=scalar("name", lambda v: v is None or (isinstance(v, str) and v.strip() and "/" not in v),
+                    "a non-empty folder name") or path.stem,
+        description=scalar("description", lambda v: isinstance(v, str), "text"),
+        models=models,
+        seq_len=axis("seq_len", lambda v: v is None or _positive_int(v), "positive integers"),
+        batch_size=axis("batch_size", _positive_int, "positive integers"),
+        checkpointing=axis("checkpointing", lambda v: v in CHECKPOINTING, ", ".join(CHECKPOINTING)),
+        dtype=dtypes,
+        device=str(device),
+        warmup=scalar("warmup", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+        iters=scalar("iters", _positive_int, "a positive integer"),
+        compile=scalar("compile", lambda v: isinstance(v, bool), "true or false"),
+        pad_vocab=padding,
+        peak_tflops=None if peak is None else float(peak),
+        gemm=scalar("gemm", lambda v: isinstance(v, bool), "true or false"),
+        modes=axis("modes", lambda v: v in MODES, f"{', '.join(MODES)}"),
+    )
+
+
+def _models(value, path: Path, pad_vocab_multiple: int) -> tuple[ModelConfig, ...]:
+    """The spec's `models`: preset names, or tables {name, preset, overrides...}; padded as run pads."""
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise UsageError(f"spec {path}: models = [] is not allowed: give at least one model")
+    configs = []
+    for item in items:
+        try:
+            if isinstance(item, str):
+                cfg = resolve_config(item)
+            elif isinstance(item, dict):
+                unknown = sorted(set(item) - set(MODEL_TABLE_KEYS))
+                if unknown:
+                    raise UsageError(f"model table key {unknown[0]!r} is unknown; allowed: {', '.join(MODEL_TABLE_KEYS)}")
+                if not isinstance(item.get("name"), str) or not isinstance(item.get("preset"), str):
+                    raise UsageError(f"model table {item!r} needs name = \"...\" and preset = \"...\"")
+                overrides = {k: v for k, v in item.items() if k not in ("name", "preset")}
+                cfg = resolve_config(item["preset"], **overrides).replace(name=item["name"])
+            else:
+                raise UsageError(f"models entry {item!r} is not allowed: give a preset name or a table")
+            configs.append(pad_vocab(cfg, pad_vocab_multiple))
+        except UsageError as e:
+            raise UsageError(f"spec {path}: {e}") from None
+    names = [c.name for c in configs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UsageError(f"spec {path}: model {repeated[0]!r} appears twice; give each model a distinct name")
+    return tuple(configs)
+
+
+def grid(spec: Spec) -> list[Point]:
+    """Every grid point of `spec`, each shape checked (`validate_shapes`) before anything runs."""
+    points = []
+    for cfg in spec.models:
+        for T in spec.seq_len:
+            T = cfg.max_seq_len if T is None else T
+            for B in spec.batch_size:
+                try:
+                    validate_shapes(cfg, B, T)
+                except UsageError as e:
+                    raise UsageError(f"spec {spec.path}: model {cfg.name}: {e}") from None
+                for dtype in spec.dtype:
+                    for i, ckpt in enumerate(spec.checkpointing):
+                        modes = tuple(m for m in spec.modes if m != "forward" or i == 0)
+                        if modes:
+                            points.append(Point(cfg, T, B, dtype, ckpt, modes))
+    return points
+
+
+# --------------------------------------------------------------------------------------------------
+# Running a sweep
+# --------------------------------------------------------------------------------------------------
+
+
+def _options(spec: Spec, point: Point, modes: tuple[str, ...]) -> RunOptions:
+    # pad_vocab=1: point.cfg is already padded (`model.config.pad_vocab` in `_models`).
+    return RunOptions(
+        batch_size=point.batch_size, seq_len=point.seq_len, device=spec.device, dtype=point.dtype,
+        checkpointing=point.checkpointing, warmup=spec.warmup, iters=spec.iters, peak_tflops=spec.peak_tflops,
+        compile=spec.compile, pad_vocab=1, gemm=spec.gemm, out=None, modes=modes,
+    )
+
+
+def _oom_rows(point: Point, modes: tuple[str, ...], spec: Spec, error: str) -> list[dict]:
+    """Rows for a grid point whose model did not fit at all (run stops before timing anything)."""
+    return [{"run_id": None, "model": point.cfg.name, "batch_size": point.batch_size, "seq_len": point.seq_len,
+             "device": spec.device, "dtype": point.dtype, "compile": spec.compile, "peak_tflops": spec.peak_tflops,
+             "gemm_tflops": None, "mode": m, "checkpointing": point.key(m)[3], "status": "oom", "error": error,
+             "config": point.cfg.as_dict()} for m in modes]
+
+
+def _weight(spec: Spec, point: Point, modes: tuple[str, ...]) -> float:
+    """Rough work of a grid point, for the ETA: analytic training FLOPs x steps (counted + warm-up + timed)."""
+    return analytic.train_flops(point.cfg, point.batch_size, point.seq_len) * len(modes) * (spec.warmup + spec.iters + 1)
+
+
+_ENV_FIELDS = ("device", "torch", "cuda_runtime")
+
+
+def _environment_changes(old: dict, new: dict) -> list[str]:
+    pairs = [(k, old.get(k), new.get(k)) for k in _ENV_FIELDS]
+    pairs.append(("gpu", (old.get("gpu") or {}).get("name"), (new.get("gpu") or {}).get("name")))
+    return [f"{k}: {a} -> {b}" for k, a, b in pairs if a != b]
+
+
+def run_sweep(spec: Spec, out: str | Path = "results", resume: bool = False, stderr=None) -> dict:
+    """Run every grid point of `spec` not yet in `<out>/<spec.name>/rows.jsonl` (with `resume`).
+
+    Progress (a tqdm bar with ETA, weighted by each point's FLOPs) and warnings go to `stderr`.
+    Ctrl-C (KeyboardInterrupt) is re-raised after saying what was kept; every finished row is on disk.
+    """
+    from tqdm import tqdm
+
+    stderr = stderr or sys.stderr
+    points = grid(spec)
+    jsonl = Path(out) / spec.name / "rows.jsonl"
+    if not resume and jsonl.exists() and jsonl.stat().st_size > 0:
+        raise UsageError(f"{jsonl} already has rows: pass --resume to continue that sweep, or choose another --out")
+    env_file = jsonl.with_name("environment.json")
+    old_env = next(iter(read_environment(jsonl)), None) if resume else None
+    env = environment(resolve_device(spec.device))
+    writer = ResultWriter(out, spec.name, env, resume=resume)
+    if old_env and _environment_changes(old_env, env):
+        print(f"warning: resuming on another environment ({'; '.join(_environment_changes(old_env, env))}); "
+              f"{env_file} describes the first", file=stderr)
+
+    done = {row_key(r) for r in writer.rows}
+    todo = [(p, tuple(m for m in p.modes if p.key(m) not in done)) for p in points]
+    todo = [(p, modes) for p, modes in todo if modes]
+    skipped = sum(len(p.modes) for p in points) - sum(len(m) for _, m in todo)
+    if skipped:
+        print(f"resume: {skipped} rows already in {jsonl}, {len(todo)} of {len(points)} grid points to run",
+              file=stderr)
+    new_rows: list[dict] = []
+
+    def keep(row: dict) -> None:
+        writer.append(row)
+        new_rows.append(row)
+
+    warned: set[str] = set()
+    bar = tqdm(total=sum(_weight(spec, p, m) for p, m in todo), file=stderr, smoothing=0, dynamic_ncols=True,
+               desc=f"sweep {spec.name}", bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]{postfix}")
+    try:
+        for i, (point, modes) in enumerate(todo, 1):
+            where = f"{i}/{len(todo)} {point.label}"
+            bar.set_postfix_str(where)
+
+            def progress(msg: str, where=where) -> None:
+                if msg.startswith("warning:"):
+                    if msg not in warned:
+                        warned.add(msg)
+                        bar.write(msg, file=stderr)
+                else:
+                    bar.set_postfix_str(f"{where}: {msg.split(':')[0].rstrip(' .')}")
+
+            try:
+                run(point.cfg, _options(spec, point, modes), progress=progress, on_row=keep)
+            except ModelDoesNotFit as e:
+                bar.write(f"{point.label}: {e}; recorded as oom", file=stderr)
+                for row in _oom_rows(point, modes, spec, str(e)):
+                    keep(row)
+            free_memory(resolve_device(spec.device))  # the finished model's memory, before the next
+            bar.update(_weight(spec, point, modes))
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"interrupted: {len(new_rows)} new rows kept in {jsonl} ({len(writer.rows)} in all); "
+              f"run again with --resume to continue", file=stderr)
+        raise
+    bar.close()
+    statuses = [r["status"] for r in new_rows]
+    return {
+        "spec": str(spec.path), "name": spec.name, "description": spec.description, "files": writer.files,
+        "grid_points": len(points), "grid_points_run": len(todo), "rows_skipped": skipped,
+        "rows_total": len(writer.rows), "status_counts": {s: statuses.count(s) for s in sorted(set(statuses))},
+        "rows": new_rows,
+    }
+
+
+def sweep(spec: Spec | str | Path, out: str | Path = "results", resume: bool = False) -> dict:
+    """Run a sweep spec (a TOML path or a loaded `Spec`): the `flopbench sweep --json` document.
+
+    Every row is appended to `<out>/<spec name>/rows.jsonl` as it is measured; `resume=True` skips rows
+    already there. `flopbench.to_dataframe(doc)` gives the new rows as a DataFrame."""
+    return run_sweep(spec if isinstance(spec, Spec) else load_spec(spec), out=out, resume=resume)

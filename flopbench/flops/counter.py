@@ -1,0 +1,270 @@
+"""Counted FLOPs: what the framework dispatches, seen by torch's `FlopCounterMode`.
+
+`flop_counter()` is the counter every count in flopbench runs under, and `count_step` is the one loop
+that counts a forward and then a backward under it, on whatever device the tensors are. It serves
+flopbench's own model (`count_model`, on the **meta** device: no memory, no arithmetic), any user
+module (`count_module`: on a meta copy, else on the module's own device), and one real step of `run`.
+
+Every block of flopbench's model is identical, so a model of L layers is counted as
+``count(1 layer) + (L - 1) * (count(2 layers) - count(1 layer))`` (`extrapolate_layers`): exact, and it
+keeps a 70B-class config within a second (tests check it against counting the whole stack).
+
+Two traps are closed here rather than left to the user:
+- On the CPU, SDPA dispatches to `_scaled_dot_product_flash_attention_for_cpu`, for which torch has no
+  FLOP formula, so attention would count 0. `flop_counter()` registers the flash-attention formulas
+  for it (forward 2 bmm, backward 5 bmm, as torch counts the CUDA flash kernels).
+- Grouped-query attention hands SDPA fewer K/V heads than query heads; torch's SDPA formula has
+  asserted equal heads in some versions. `flop_counter()` counts every fused kernel with K/V broadcast
+  to the query heads, so QK^T and AV cost 2·B·T²·d each whatever n_kv_head is.
+
+**Meta copy** of a user's module: `meta_copy` deep-copies it with every parameter and buffer replaced
+by an empty meta tensor (the copy's memo maps each to its meta twin, so no data is copied and tied
+weights stay tied). Counting runs on that copy, with the inputs as meta tensors and
+`torch.device("meta")` as the default device for tensors the forward creates. Some modules cannot run
+there — a forward that reads values (`.item()`, data-dependent branches), a tensor attribute that is
+not a registered buffer, a module `copy.deepcopy` cannot copy. On any such failure the count runs on
+the module itself, on its device, and the result says why (`meta_fallback`). The FLOPs are the same
+either way for a module whose matmuls do not depend on values (tests check it), except for the
+backward of fused attention: on the device torch counts the flash kernels' backward as 5 bmm (the
+kernel re-forms QK^T: hardware FLOPs), on meta as 4, 2·B·H·T_q·T_k·d_head less per attention call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from ..errors import describe_error
+from ..model.config import ModelConfig
+from ..model.gpt import build_model, lm_loss
+from ..model.inputs import Inputs, loss_of
+
+aten = torch.ops.aten
+
+
+def _kv_as_query_heads(query_shape, key_shape, value_shape) -> tuple[tuple, tuple, tuple]:
+    """q, k, v shapes (B, heads, T, head_dim) with K/V given the query's head count.
+
+    With grouped-query attention (Ainslie et al. 2023) each K/V head serves a group of query heads, so
+    QK^T and AV still run once per query head: 2·B·T²·d each, whatever n_kv_head is. torch 2.13's
+    `sdpa_flop_count` broadcasts K/V heads itself; older versions assert equal head counts. Broadcasting
+    here first gives the same count on every torch version (torch's formula is unchanged for MHA).
+    """
+    heads = query_shape[1]
+    return (tuple(query_shape), (key_shape[0], heads, *key_shape[2:]), (value_shape[0], heads, *value_shape[2:]))
+
+
+def _sdpa_forward(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(*_kv_as_query_heads(query_shape, key_shape, value_shape))
+
+
+def _sdpa_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, *_kv_as_query_heads(query_shape, key_shape, value_shape))
+
+
+def _sdpa_kernels() -> dict:
+    """The fused SDPA kernels (forward, backward) that exist in this torch, by name."""
+    names = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+             "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
+    mapping = {}
+    for name in names:
+        for suffix, formula in (("", _sdpa_forward), ("_backward", _sdpa_backward)):
+            if hasattr(aten, name + suffix):
+                mapping[getattr(aten, name + suffix)] = formula
+    return mapping
+
+
+#: FLOP formulas flopbench puts in front of torch's: the CPU flash-attention kernels (torch has none and
+#: counts them as 0; forward 2 bmm, backward 5 bmm, as torch counts the CUDA flash kernels), and every
+#: fused SDPA kernel made safe for fewer K/V heads than query heads (`_kv_as_query_heads`).
+EXTRA_FLOP_FORMULAS: dict = _sdpa_kernels()
+
+
+def flop_counter(display: bool = False, depth: int | None = None) -> FlopCounterMode:
+    """A `FlopCounterMode` that also counts the CPU flash-attention kernels."""
+    return FlopCounterMode(display=display, depth=depth, custom_mapping=EXTRA_FLOP_FORMULAS)
+
+
+# --------------------------------------------------------------------------------------------------
+# The one counting loop
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepCount:
+    """FlopCounterMode's view of one step: the forward alone, then forward + backward."""
+
+    forward: int
+    train: int | None  # forward + backward (+ any recomputed forward); None when nothing needed a gradient
+    forward_by_module: dict[str, int]
+    train_by_module: dict[str, int]
+
+
+def by_module(counter: FlopCounterMode) -> dict[str, int]:
+    """The counter's FLOPs per module path (every op under a module counts for it and its parents)."""
+    return {module: sum(by_op.values()) for module, by_op in counter.get_flop_counts().items()}
+
+
+def count_step(forward: Callable[[], object], loss: Callable[[object], torch.Tensor] | None = None) -> StepCount:
+    """Count `output = forward()`, then `loss(output).backward()`, under one `flop_counter()`, reading the
+    counter between the two. `train` is None without `loss`, or when the loss needs no gradient."""
+    train = None
+    with flop_counter() as counter:
+        output = forward()
+        forward_flops, forward_by_module = counter.get_total_flops(), by_module(counter)
+        if loss is not None:
+            value = loss(output)
+            if value.requires_grad:
+                value.backward()
+                train = counter.get_total_flops()
+    return StepCount(forward_flops, train, forward_by_module, by_module(counter))
+
+
+# --------------------------------------------------------------------------------------------------
+# flopbench's model, on meta
+# --------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _count_model_step(cfg: ModelConfig, batch_size: int, seq_len: int, checkpointing: str,
+                      early_stop: bool) -> StepCount:
+    model = build_model(cfg, "meta", checkpointing=checkpointing, early_stop=early_stop)
+    idx = torch.zeros(batch_size, seq_len, dtype=torch.long, device="meta")
+    return count_step(lambda: model(idx), lambda logits: lm_loss(logits, idx))
+
+
+def extrapolate_layers(cfg: ModelConfig, measure: Callable[[ModelConfig], dict[str, int]]) -> dict[str, int]:
+    """measure(cfg) for L layers from measuring 1 and 2 layers: every block is identical, so each
+    count is affine in the number of layers. Models of 1 or 2 layers are measured as they are."""
+    if cfg.n_layer <= 2:
+        return measure(cfg)
+    one = measure(cfg.replace(n_layer=1))
+    two = measure(cfg.replace(n_layer=2))
+    return {k: one.get(k, 0) + (cfg.n_layer - 1) * (two.get(k, 0) - one.get(k, 0)) for k in one | two}
+
+
+def count_model(cfg: ModelConfig, batch_size: int, seq_len: int, early_stop: bool = True) -> dict[str, int]:
+    """FlopCounterMode totals per step for forward, train (fwd + bwd) and train with full checkpointing."""
+
+    def measure(c: ModelConfig) -> dict[str, int]:
+        plain = _count_model_step(c, batch_size, seq_len, "none", early_stop)
+        checkpointed = _count_model_step(c, batch_size, seq_len, "full", early_stop)
+        return {"forward": plain.forward, "train": plain.train, "train_recompute": checkpointed.train}
+
+    return extrapolate_layers(cfg, measure)
+
+
+def module_breakdown(cfg: ModelConfig, batch_size: int, seq_len: int) -> dict[str, dict[str, int]]:
+    """Counted FLOPs per module of one representative block (`h.*`) and the modules outside the blocks.
+
+    Keys are module paths with the block index replaced by `*`; values hold "forward" and "train"
+    (forward + backward, no checkpointing). Block rows are for one block; multiply by n_layer.
+    """
+    step = _count_model_step(cfg.replace(n_layer=1), batch_size, seq_len, "none", True)
+    return {
+        module.removeprefix("GPT.").replace("h.0", "h.*"): {"forward": step.forward_by_module.get(module, 0),
+                                                             "train": flops}
+        for module, flops in step.train_by_module.items()
+        if module not in ("Global", "GPT")
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Any nn.Module: on a meta copy, else on its own device
+# --------------------------------------------------------------------------------------------------
+
+
+def meta_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of `module` whose parameters and buffers are empty meta tensors (see the module docstring).
+
+    Raises whatever `copy.deepcopy` raises for a module it cannot copy.
+    """
+    memo: dict[int, object] = {}
+    for p in module.parameters():
+        memo[id(p)] = torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in module.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(module, memo)
+
+
+def meta_tensor(t: torch.Tensor) -> torch.Tensor:
+    """An empty meta tensor like `t` (requiring grad where `t` does)."""
+    meta = torch.empty_like(t, device="meta")
+    return meta.requires_grad_(t.requires_grad) if t.is_floating_point() or t.is_complex() else meta
+
+
+@dataclass
+class ModuleCount:
+    """FlopCounterMode's view of one step of a module.
+
+    `forward` = the module call alone; `train` = forward + loss + backward (the loss adds no matmul
+    FLOPs unless `loss_fn` has matmuls of its own); `train_recompute` = the same with the module call
+    wrapped in torch's non-reentrant activation checkpoint (hardware FLOPs: the recomputed forward is
+    counted, minus what torch's early stop skips). Backward through a first layer whose input needs no
+    gradient has no input-gradient matmul, so `train` is a little under 3 x `forward` for such models.
+    """
+
+    forward: int
+    train: int | None  # None when the loss needs no gradient (nothing requires grad)
+    train_recompute: int | None  # only with checkpointing="full"
+    counted_on: str  # "meta" or the device the module itself ran on
+    meta_fallback: str | None = None  # why the meta copy could not be used
+    train_note: str | None = None  # why train is None
+    by_module: dict[str, dict[str, int]] = field(default_factory=dict)  # {module path: {forward, train}}
+
+
+def _count_module_step(module: torch.nn.Module, inputs: Inputs, loss_fn: Callable | None, checkpointing: str,
+                       context: Callable[[], contextlib.AbstractContextManager]) -> ModuleCount:
+    def forward(checkpointed: bool = False):
+        with context():
+            return inputs.call(module, checkpointed=checkpointed)
+
+    def loss(output):
+        with context():
+            return loss_of(loss_fn, output)
+
+    step = count_step(forward, loss)
+    note = None if step.train is not None else (
+        "the loss needs no gradient (no parameter and no input requires grad): no backward to count")
+    recompute = None
+    if step.train is not None and checkpointing == "full":
+        recompute = count_step(lambda: forward(checkpointed=True), loss).train
+    by_module_flops = {name: {"forward": step.forward_by_module.get(name, 0), "train": flops}
+                       for name, flops in step.train_by_module.items() if name != "Global"}
+    return ModuleCount(step.forward, step.train, recompute, counted_on="", train_note=note, by_module=by_module_flops)
+
+
+def count_module(module: torch.nn.Module, inputs: Inputs, loss_fn: Callable | None = None,
+                 checkpointing: str = "none",
+                 context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                 meta: bool = True) -> ModuleCount:
+    """Count one step of `module(inputs)` on a meta copy, or on the module itself where that fails.
+
+    `context()` wraps the calls on the real device (the autocast / TF32 setting of the timed steps);
+    on meta it is not needed (FLOPs do not depend on the dtype). `meta=False` skips the meta attempt.
+    Counting on the real device leaves the module's gradients cleared (set to None).
+    """
+    reason = "meta copy not tried (meta=False)"
+    if meta:
+        try:
+            copied = meta_copy(module)
+            with torch.device("meta"):
+                result = _count_module_step(copied, inputs.map(meta_tensor), loss_fn, checkpointing,
+                                            contextlib.nullcontext)
+            result.counted_on = "meta"
+            return result
+        except Exception as e:  # anything the meta copy cannot do: count on the real device instead
+            reason = describe_error(e)
+    try:
+        result = _count_module_step(module, inputs, loss_fn, checkpointing, context)
+    finally:
+        module.zero_grad(set_to_none=True)
+    device = next((str(t.device) for t in (*module.parameters(), *module.buffers())), "cpu")
+    result.counted_on, result.meta_fallback = device, reason
+    return result

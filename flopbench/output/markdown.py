@@ -1,0 +1,154 @@
+"""The Markdown report (`report.md`) and its tables (tabulate's "github" format).
+
+Rendering only: every number arrives computed (`api.report` derives them); here they are formatted
+(SI prefixes through `text.si`, percentages through `text.percent`) and laid out in four sections, one
+per plot, plus the rows that did not run.
+"""
+
+from __future__ import annotations
+
+from .text import percent, si
+
+#: Column headers of the counted and exact per-token series; an estimate's header is its name.
+SERIES_HEADERS = {
+    "counted_forward": "counted fwd", "fvcore_forward": "fvcore fwd", "exact_forward": "exact fwd",
+    "exact_train": "exact train", "counted_train": "counted fwd+bwd",
+    "exact_train_recompute": "exact ckpt full", "counted_train_recompute": "counted ckpt full",
+}
+
+
+def _fmt(v) -> str:
+    """One table cell: "–" for None, thousands separators for integers and large floats, else 4 digits."""
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v).replace("|", "/").replace("\n", " ")
+
+
+def markdown_table(rows: list[dict], columns: dict[str, str]) -> str:
+    """A GitHub Markdown table of `rows` (tabulate's "github" format); `columns` maps keys to headers."""
+    from tabulate import tabulate
+
+    body = [[_fmt(r.get(k)) for k in columns] for r in rows]
+    return tabulate(body, headers=list(columns.values()), tablefmt="github", disable_numparse=True)
+
+
+def _eng(v):
+    return None if v is None else si(v, ".4g")
+
+
+def _pct(v):
+    return None if v is None else percent(v, space=" ")
+
+
+def report_markdown(*, results: str, n_rows: int, status_counts: dict[str, int], models: list[str],
+                    environments: list[dict], series: list[dict], per_token: list[dict],
+                    ratio_table: dict[str, tuple[list[int], list[float], int]], ratios: list[dict],
+                    rows: list[dict], noisy: int, noisy_factor: float, predictions: list[dict],
+                    failed: list[dict], discount: float, plots: dict[str, str], notes: dict[str, str]) -> str:
+    """The text of report.md.
+
+    `series`: the per-token columns in order ({"key", "kind", "name", "source"}: an estimate's header is its
+    name, its `source` is cited under the table);
+    `per_token`: `api.report.flops_per_token`; `ratio_table`: {model: (seq_lens, exact ÷ 6N, max_seq_len)};
+    `ratios`: exact and counted training FLOPs ÷ 6N per measured (model, seq_len); `rows`: the measured rows
+    (`api.report.measured_rows`); `noisy`: how many of them are noisy (max > `noisy_factor` x min);
+    `predictions`: the rows with a predicted time and their `ratio`; `failed`: the rows that did not run;
+    `discount`: the fraction of peak of the discounted prediction; `plots`: the PNGs drawn (by name);
+    `notes`: by plot name, a sentence under its section.
+    """
+    def image(name, alt):
+        return f"![{alt}]({name}.png)\n\n" if name in plots else ""
+
+    statuses = ", ".join(f"{v} {k}" for k, v in status_counts.items())
+    lines = [
+        "# flopbench report",
+        "",
+        f"Source: `{results}` — {n_rows} rows ({statuses}); models: {', '.join(models)}.",
+        "",
+    ]
+    for env in environments:
+        gpu = (env.get("gpu") or {}).get("name") or "no GPU"
+        lines.append(f"- measured on `{env.get('hostname')}`: {env.get('device')}, {gpu}, {env.get('cpu_count')} CPUs, "
+                     f"torch {env.get('torch')}, CUDA {env.get('cuda_runtime')}, flopbench {env.get('flopbench')} "
+                     f"({env.get('flopbench_git')}), {env.get('timestamp')}")
+    if not plots:
+        lines += ["", "**matplotlib is not installed, so this report has tables only** "
+                      "(`pip install 'flopbench[plot]'` for the plots)."]
+    columns = {"model": "model", "seq_len": "T", "N_matmul": "N_matmul",
+               **{s["key"]: s["name"] if s["kind"] == "estimate" else SERIES_HEADERS.get(s["key"], s["key"])
+                  for s in series}}
+    lines += [
+        "",
+        "Conventions: FLOPs are matmul FLOPs (1 multiply-add = 2 FLOPs), attention over the full T×T square, "
+        "backward = 2 × forward, N = N_matmul (see the flopbench README, \"Conventions\").",
+        "*Counted torch* is FlopCounterMode over one real step on the run's device: fused attention kernels (the "
+        "CPU flash kernel, flash / cuDNN on CUDA) re-form QKᵀ in backward (5 bmm, not 4), so there counted "
+        "fwd+bwd sits 2·L·d·T FLOPs per token above the exact analytic count (each row's `hardware_flops_note` "
+        "says which). *fvcore* is its forward count on the meta device, doubled.",
+        "",
+        "## 1. FLOPs per token: published estimates vs counted",
+        "",
+        image("flops_per_token", "FLOPs per token by model"),
+        markdown_table([{k: (_eng(v) if isinstance(v, float) else v) for k, v in r.items()} for r in per_token],
+                       columns),
+        "",
+        "FLOPs per token, by phase: forward, training (fwd+bwd), training with full activation recomputation; "
+        "each phase's published estimates first. " + "".join(f"*{s['name']}*: {s['source']}. " for s in series
+                                                             if s["kind"] == "estimate")
+        + "*exact* = `analytic.forward_flops` / `train_flops` / `train_recompute_flops` (torch's checkpoint early "
+        "stop: the MLP down-projection is not recomputed, so *exact ckpt full* is below 8N).",
+        "",
+        "## 2. What 6N leaves out: training FLOPs ÷ 6N against sequence length",
+        "",
+        image("counted_over_6n", "counted / 6N against seq_len"),
+    ]
+    seq_lens = next(iter(ratio_table.values()))[0] if ratio_table else []
+    ratio_rows = [{"model": m, **{f"T={T}": f"{r:.3f}" + ("†" if T > max_seq_len else "")
+                                  for T, r in zip(lens, curve)}}
+                  for m, (lens, curve, max_seq_len) in ratio_table.items()]
+    lines += [markdown_table(ratio_rows, {"model": "model", **{f"T={T}": f"T={T}" for T in seq_lens}}), "",
+              "Exact ÷ 6N = 1 + 12·L·d·T / (6·N_matmul) per token (PaLM's 6N + 12·L·H·Q·T gives the same ratio for "
+              "full attention); it grows linearly with T. † = beyond the model's positions (the same shape with a "
+              "longer context). Measured:", ""]
+    measured_ratio = [{"model": r["model"], "T": r["seq_len"], "exact": f"{r['exact']:.4f}",
+                       "counted": None if r["counted"] is None else f"{r['counted']:.4f}"} for r in ratios]
+    lines += [markdown_table(measured_ratio, {"model": "model", "T": "T", "exact": "exact ÷ 6N",
+                                              "counted": "counted torch fwd+bwd ÷ 6N"}), ""]
+    lines += ["## 3. Measured utilisation: MFU and HFU", "", image("mfu_hfu", "MFU and HFU by model and checkpointing")]
+    if "mfu_hfu" in notes:
+        lines += [f"Note: {notes['mfu_hfu']}.", ""]
+    if noisy:
+        lines += [f"Note: in {noisy} of {len(rows)} rows the slowest timed step took more than {noisy_factor} x the "
+                  f"fastest: the machine was noisy while they ran; read their medians with the spread.", ""]
+    table_rows = [{**r, "mfu": _pct(r["mfu"]), "hfu": _pct(r["hfu"]), "gemm_fraction": _pct(r["gemm_fraction"]),
+                   "spread": f"{r['min_ms']:.4g}–{r['max_ms']:.4g}" if r["min_ms"] and r["max_ms"] else None}
+                  for r in rows]
+    lines += [markdown_table(table_rows, {
+        "model": "model", "seq_len": "T", "batch_size": "B", "dtype": "dtype", "mode": "mode",
+        "checkpointing": "ckpt", "status": "status", "median_ms": "median ms", "spread": "min–max ms",
+        "tokens_per_s": "tokens/s",
+        "achieved_tflops": "model TFLOP/s", "hardware_tflops": "hardware TFLOP/s", "mfu": "MFU", "hfu": "HFU",
+        "peak_tflops": "peak TFLOP/s", "gemm_tflops": "GEMM TFLOP/s", "gemm_fraction": "GEMM ÷ peak"}), ""]
+    lines += ["## 4. Time per step: measured vs 2N / 6N (Kaplan et al. 2020) and 8N (Narayanan et al. 2021)", "",
+              image("step_time", "step time")]
+    if "step_time" in notes:
+        lines += [f"Note: {notes['step_time']}.", ""]
+    lines += [f"Predicted = the row's rule (2N forward and 6N training per token, Kaplan et al. 2020, §2.1; 8N with "
+              f"full recomputation, Narayanan et al. 2021, Eq. 3) x tokens, at the rate in the *at* column (the dense "
+              f"peak, or the GEMM ceiling where no peak is known); *at {discount}*: at {discount} of that rate, "
+              f"about half of peak in practice (PaLM: 46.2 % MFU, Chowdhery et al. 2022, Table 3).", ""]
+    lines += [markdown_table(predictions, {
+        "model": "model", "seq_len": "T", "batch_size": "B", "mode": "mode", "checkpointing": "ckpt",
+        "median_ms": "measured ms", "simple_formula": "rule", "predicted_basis": "at", "predicted_ms": "predicted ms",
+        "predicted_ms_discounted": f"predicted ms at {discount}", "ratio": "measured ÷ predicted"}), ""]
+    if failed:
+        lines += ["## Rows that did not run", "", markdown_table(failed, {
+            "model": "model", "seq_len": "T", "batch_size": "B", "dtype": "dtype", "mode": "mode",
+            "checkpointing": "ckpt", "status": "status"}), ""]
+    return "\n".join(lines).rstrip() + "\n"

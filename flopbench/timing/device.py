@@ -1,0 +1,136 @@
+"""Where and in what precision a step runs, and what to do when it runs out of memory.
+
+- `resolve_device` / `resolve_dtype`: the `--device` / `--dtype` choices (`model.config.DEVICES`,
+  `DTYPES`) made concrete; `module_device`, `parameter_dtype`, `autocast_dtype` read a user's module;
+- `precision`: autocast for bf16 / fp16 (weights stay fp32, as in nanoGPT); TF32 on or off for fp32;
+- `peak_column`: the peak-table column a compute `torch.dtype` uses;
+- `oom_safe`: run a step, and turn an out-of-memory error into a value, with the memory freed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Callable
+
+import torch
+
+from ..errors import UsageError
+from ..model.config import DEVICES, DTYPES
+
+#: The torch dtype each compute dtype runs in (tf32 is float32 with TF32 matmuls allowed).
+TORCH_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class ModelDoesNotFit(UsageError):
+    """Out of memory building the model: `run` stops (exit 2); a sweep records OOM rows and goes on."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name not in DEVICES:
+        raise UsageError(f"--device {name!r}: choose one of {', '.join(DEVICES)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise UsageError(f"--device cuda: CUDA is not available (torch {torch.__version__}, {build}, no usable GPU); "
+                         f"use --device cpu or auto")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> str:
+    if name == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if name not in DTYPES:
+        raise UsageError(f"--dtype {name!r}: choose one of auto, {', '.join(DTYPES)}")
+    if name == "tf32" and device.type != "cuda":
+        raise UsageError("--dtype tf32 needs a CUDA device (TF32 is a tensor-core mode); use fp32 on the CPU")
+    return name
+
+
+@contextlib.contextmanager
+def precision(dtype: str, device: torch.device):
+    """Autocast for bf16 / fp16 (weights stay fp32, as in nanoGPT); TF32 on or off for fp32 matmuls."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high" if dtype == "tf32" else "highest")
+    try:
+        if dtype in ("bf16", "fp16"):
+            with torch.autocast(device.type, dtype=TORCH_DTYPES[dtype]):
+                yield
+        else:
+            yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def peak_column(dtype: torch.dtype) -> str | None:
+    """The peak-table column of a compute ``torch.dtype``: bf16, fp16, and for float32 ``"tf32"`` when
+    PyTorch may use TF32 for matmuls (``torch.set_float32_matmul_precision("high")`` or lower), else
+    ``"fp32"``; None for a dtype the table has no column for (e.g. float64)."""
+    if dtype == torch.bfloat16:
+        return "bf16"
+    if dtype == torch.float16:
+        return "fp16"
+    if dtype == torch.float32:
+        return "fp32" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+    return None
+
+
+def module_device(module: torch.nn.Module, device: str | torch.device | None = None) -> torch.device:
+    """The device to run on: `device` if given (checked), else where the module's first parameter (or
+    buffer) is; the CPU for a module with neither."""
+    if device is None:
+        tensor = next(module.parameters(), None)
+        if tensor is None:
+            tensor = next(module.buffers(), None)
+        found = tensor.device if tensor is not None else torch.device("cpu")
+        if found.type == "meta":
+            raise UsageError(f"{type(module).__name__} lives on the meta device: profile and measure time real "
+                             f"steps; build it on cpu or cuda (flopbench counts on a meta copy by itself)")
+        return found
+    try:
+        found = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"device={device!r}: use 'cpu', 'cuda' or 'cuda:N'") from None
+    if found.type not in ("cpu", "cuda"):
+        raise UsageError(f"device={device!r}: use 'cpu', 'cuda' or 'cuda:N'")
+    if found.type == "cuda" and not torch.cuda.is_available():
+        resolve_device("cuda")  # raises the one message for "no CUDA here"
+    return found
+
+
+def parameter_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The dtype of the module's first floating-point parameter (float32 if it has none)."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype in force now for `device`'s type, or None when autocast is off."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return None
+
+
+def is_oom(error: BaseException) -> bool:
+    """True if `error` is an out-of-memory error (torch's own type, or a RuntimeError that says so)."""
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def free_memory(device: torch.device) -> None:
+    """Drop what an interrupted step left behind, so the next one starts from a clean cache."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def oom_safe(fn: Callable[[], object], module: torch.nn.Module, device: torch.device):
+    """`(fn(), None)`, or `(None, error)` when `fn` runs out of memory: then the module's gradients are
+    cleared and the cache freed, so the next step can still run. Any other error propagates."""
+    try:
+        return fn(), None
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not is_oom(e):
+            raise
+        module.zero_grad(set_to_none=True)
+        free_memory(device)
+        return None, e

@@ -1,0 +1,48 @@
+"""The one place where a time becomes a rate: achieved TFLOP/s, MFU and HFU.
+
+- achieved TFLOP/s = FLOPs / seconds / 10^12 (a rate, FLOP/s, never "FLOPS");
+- **MFU** = model FLOPs / (seconds x peak): model FLOPs never include recomputation (Chowdhery et al.
+  2022, PaLM, App. B);
+- **HFU** = hardware FLOPs / (seconds x peak): every FLOP executed, recomputed forwards included
+  (Korthikanti et al. 2022, §6; Chowdhery et al. 2022, App. B).
+
+`PRACTICAL_MFU` is the fraction of peak efficient training reaches in practice: PaLM's 46.2 % MFU
+(Chowdhery et al. 2022, Table 3) and Narayanan et al. 2021's 52 % of peak, rounded to one half.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: About half of peak in practice: PaLM 46.2 % MFU (Chowdhery et al. 2022, Table 3); Narayanan et al. 2021, 52 %.
+PRACTICAL_MFU = 0.5
+
+
+def tflops_per_s(flops: int | float, seconds: float) -> float:
+    """The rate a count of FLOPs over `seconds` amounts to, in TFLOP/s (10^12 FLOP/s)."""
+    return flops / seconds / 1e12
+
+
+def utilization(flops: int | float | None, seconds: float, peak_tflops: float | None) -> float | None:
+    """FLOPs / (seconds x peak): MFU with model FLOPs, HFU with hardware FLOPs. None when the peak or the
+    FLOPs are unknown."""
+    if not peak_tflops or flops is None:
+        return None
+    return tflops_per_s(flops, seconds) / peak_tflops
+
+
+@dataclass(frozen=True)
+class Rates:
+    """What one step time means: achieved TFLOP/s (model FLOPs / time), MFU and HFU."""
+
+    achieved_tflops: float | None
+    mfu: float | None
+    hfu: float | None
+
+
+def rates(model_flops: int | float | None, hardware_flops: int | float | None, seconds: float,
+          peak_tflops: float | None) -> Rates:
+    """Achieved TFLOP/s, MFU and HFU of a step of `seconds` (see the module docstring)."""
+    achieved = None if model_flops is None else tflops_per_s(model_flops, seconds)
+    return Rates(achieved, utilization(model_flops, seconds, peak_tflops),
+                 utilization(hardware_flops, seconds, peak_tflops))

@@ -1,0 +1,142 @@
+"""`flopbench estimate`: C = 6NT (Kaplan et al. 2020) / (G x peak x MFU), checked against hand calculations."""
+
+import json
+
+import pytest
+
+from flopbench.api.estimate import estimate, gpu_peak, mfu_from_results, parse_tokens
+from flopbench.cli import main
+from flopbench.errors import UsageError
+from flopbench.model.presets import PRESETS
+
+# gpt2-xl: N_matmul = 12·d²·L + d·V (the LM head counted: README, "Which N")
+N_XL = 12 * 1600**2 * 48 + 1600 * 50257
+assert N_XL == 1_554_971_200
+
+
+def run_cli(argv, capsys):
+    code = main(["estimate", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_gpt2_xl_300b_tokens_on_8_h100_by_hand(capsys):
+    code, out, _ = run_cli(["--model", "gpt2-xl", "--tokens", "300B", "--gpus", "8", "--gpu", "h100", "--json"], capsys)
+    doc = json.loads(out)
+    C = 6 * N_XL * 300e9  # Kaplan et al. 2020, §2.1: 6·N·T = 2.799e21 FLOPs
+    seconds = C / (8 * 989.4e12 * 0.5)  # G x H100 SXM dense bf16 peak x 0.5 (about half of peak in practice)
+    assert code == 0 and doc["n_matmul"] == N_XL and doc["flops"] == 6 * N_XL * 300 * 10**9
+    assert doc["peak_tflops"] == 989.4 and doc["mfu"] == 0.5 and doc["method"] == "6N"
+    assert doc["wall_seconds"] == pytest.approx(seconds) and doc["wall_days"] == pytest.approx(8.1856, abs=1e-4)
+    assert doc["gpu_hours"] == pytest.approx(8 * seconds / 3600) and doc["gpu_hours"] == pytest.approx(1571.63, abs=0.01)
+
+
+def test_recompute_and_exact_by_hand():
+    cfg, tokens = PRESETS["gpt2-xl"], 10**12
+    assert estimate(cfg, tokens, recompute=True)["flops"] == 8 * N_XL * tokens
+    # exact per token at T=1024: 6N + 12·L·d·T (attention scores, fwd + bwd) = 10,273,545,600, which is
+    # the published train FLOPs of one gpt2-xl 1024-token sequence (3 x 3,506,703,564,800) / 1024
+    per_token = 6 * N_XL + 12 * 48 * 1600 * 1024
+    assert per_token == 3 * 3_506_703_564_800 // 1024 == 10_273_545_600
+    doc = estimate(cfg, tokens, 64, exact=True, gpu="a100", mfu=0.4)
+    assert doc["flops"] == per_token * tokens and doc["peak_tflops"] == 312
+    assert doc["wall_seconds"] == pytest.approx(per_token * tokens / (64 * 312e12 * 0.4))
+    # shorter sequences: less attention per token
+    assert estimate(cfg, tokens, exact=True, seq_len=256)["flops_per_token"] == 6 * N_XL + 12 * 48 * 1600 * 256
+
+
+@pytest.mark.parametrize("text, tokens", [
+    ("300e9", 300 * 10**9), ("300B", 300 * 10**9), ("300b", 300 * 10**9), ("1.4T", 1_400_000_000_000),
+    ("2.5M", 2_500_000), ("64k", 64_000), ("1000000", 1_000_000), ("1_000", 1000), (" 7 ", 7), ("1e3", 1000),
+    ("0.5K", 500), ("15G", 15 * 10**9),
+])
+def test_parse_tokens(text, tokens):
+    assert parse_tokens(text) == tokens
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("lots", "is not a token count"), ("1.4X", "is not a token count"), ("", "is not a token count"),
+    ("-5", "is not a token count"), ("nan", "is not a token count"), ("inf", "is not a token count"),
+    ("0.5", "not a whole number"), ("1.23456K", "not a whole number"), ("0", "must be at least 1"), ("B", "not a token"),
+])
+def test_parse_tokens_rejects(text, fragment):
+    with pytest.raises(UsageError, match=fragment):
+        parse_tokens(text)
+
+
+def test_peak_lookup():
+    assert gpu_peak("h100", "bf16", None) == (989.4, "table: H100 SXM bf16 (NVIDIA H100 whitepaper: H100 SXM5)")
+    assert gpu_peak("h100-pcie", "bf16", None)[0] == 756
+    assert gpu_peak("NVIDIA H100 NVL", "fp16", None)[0] == 835
+    assert gpu_peak("h100", "tf32", None)[0] == 494.7  # the dtype picks the column
+    assert gpu_peak("a100", "bf16", None)[0] == 312  # a key prefix whose entries agree
+    assert gpu_peak("anything", "bf16", 123.0) == (123.0, "--peak-tflops")
+
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_mfu_from_results(tmp_path, capsys):
+    def row(ms, ckpt="none", peak=100.0, mode="train_step", status="ok"):
+        return {"model": "m", "mode": mode, "status": status, "checkpointing": ckpt, "peak_tflops": peak,
+                "time_ms": {"median_ms": ms}, "model_flops": 10**11, "hardware_flops_analytic": 2 * 10**11}
+
+    # MFU = 1e11 / (t x 100e12): 10 ms -> 0.1, 20 ms -> 0.05, 40 ms -> 0.025; median 0.05. The rest must be ignored.
+    path = write_rows(tmp_path / "rows.jsonl", [row(10), row(20), row(40), row(1, mode="fwd_bwd"),
+                                                 row(1, peak=None), row(1, status="oom"), row(50, ckpt="full")])
+    assert mfu_from_results(path, recompute=False)[0] == pytest.approx(0.05)
+    # with recomputation C counts the recomputed forward, so the utilisation does too: 2e11 / (50 ms x 100e12)
+    assert mfu_from_results(path, recompute=True)[0] == pytest.approx(0.04)
+    code, out, _ = run_cli(["--model", "gpt2", "--tokens", "1B", "--mfu-from", path, "--json"], capsys)
+    doc = json.loads(out)
+    assert code == 0 and doc["mfu"] == pytest.approx(0.05) and "median MFU of 3 train_step rows" in doc["mfu_source"]
+    assert doc["wall_seconds"] == pytest.approx(6 * 123_532_032 * 1e9 / (989.4e12 * 0.05))
+
+
+def test_text_output(capsys):
+    code, out, _ = run_cli(["--model", "gpt2-xl", "--tokens", "300B", "--gpus", "8"], capsys)
+    assert code == 0 and "N_matmul = 1,554,971,200" in out and "8.19 days on 8 GPUs" in out and "2.799e+21" in out
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--tokens", "1.4X"], "argument --tokens: '1.4X' is not a token count"),
+    (["--tokens", "0"], "must be at least 1"),
+    ([], "the following arguments are required: --tokens"),
+    (["--tokens", "1B", "--gpus", "0"], "'0' must be a positive integer"),
+    (["--tokens", "1B", "--gpu", "tpu-v5"], "--gpu 'tpu-v5' is not in the peak table"),
+    (["--tokens", "1B", "--gpu", "v100"], "--gpu 'v100' is ambiguous"),
+    (["--tokens", "1B", "--gpu", "t4"], "no dense bf16 peak"),
+    (["--tokens", "1B", "--mfu", "1.5"], "--mfu 1.5: must be in (0, 1]"),
+    (["--tokens", "1B", "--mfu", "0.4", "--mfu-from", "x"], "give one of them"),
+    (["--tokens", "1B", "--mfu-from", "/nonexistent/rows.jsonl"], "no such file"),
+    (["--tokens", "1B", "--model", "gpt5"], "unknown model 'gpt5'"),
+    (["--tokens", "1B", "--exact", "--seq-len", "4096"], "seq_len=4096 exceeds"),
+])
+def test_bad_input(capsys, argv, fragment):
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1 and fragment in err, err
+
+
+def test_mfu_from_cpu_rows_without_peak(tmp_path, capsys):
+    path = write_rows(tmp_path / "rows.jsonl", [{"model": "m", "mode": "train_step", "status": "ok",
+                                                 "checkpointing": "none", "peak_tflops": None,
+                                                 "time_ms": {"median_ms": 5.0}, "model_flops": 10}])
+    code, _, err = run_cli(["--tokens", "1B", "--mfu-from", path], capsys)
+    assert code == 2 and "no train_step rows with checkpointing none and a known peak" in err
+
+
+def test_python_api_estimate_equals_cli(capsys):
+    import json
+
+    import flopbench
+    from flopbench.cli import main
+
+    api = flopbench.estimate("gpt2-xl", "300B", 8, gpu="h100", mfu=0.5)
+    assert main(["estimate", "--model", "gpt2-xl", "--tokens", "300B", "--gpus", "8", "--gpu", "h100", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert api["flops"] == cli["flops"] == 6 * 1_554_971_200 * 300 * 10**9
+    assert api["gpu_hours"] == pytest.approx(cli["gpu_hours"])
+    with pytest.raises(flopbench.UsageError, match="give one of them"):
+        flopbench.estimate("gpt2", 10**9, mfu=0.4, mfu_from="results/cpu")

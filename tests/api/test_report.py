@@ -1,0 +1,130 @@
+"""`flopbench report`: tables and plots from a fixture sweep; degrades without matplotlib or a peak."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from flopbench.api.report import PLOTS, config_of, ratio_curve, report
+from flopbench.cli import main
+from flopbench.model.config import ModelConfig
+from flopbench.output.records import read_rows
+
+PNG = b"\x89PNG\r\n\x1a\n"
+GRID = 'seq_len = [16]\ncheckpointing = ["none", "full"]\ngemm = true'  # 4 grid points, 10 rows
+
+
+def make_sweep(tmp_path, grid: str = GRID) -> str:
+    """A tiny real sweep of models m1 (1 layer) and m2 (2 layers); rows in tmp/out/fx/rows.jsonl."""
+    model = '{{ name = "{}", preset = "tiny", n_layer = {}, d_model = 32, n_head = 2, vocab_size = 64, max_seq_len = 16 }}'
+    spec = tmp_path / "fx.toml"
+    spec.write_text(f"""
+models = [{model.format("m1", 1)}, {model.format("m2", 2)}]
+batch_size = [2]
+dtype = ["fp32"]
+device = "cpu"
+warmup = 0
+iters = 1
+{grid}
+""")
+    assert main(["sweep", "--spec", str(spec), "--out", str(tmp_path / "out")]) == 0
+    return str(tmp_path / "out" / "fx")
+
+
+@pytest.fixture(scope="module")
+def cpu_sweep(tmp_path_factory):
+    return make_sweep(tmp_path_factory.mktemp("cpu"))
+
+
+def test_report_files_and_numbers(cpu_sweep, tmp_path, capsys):
+    capsys.readouterr()
+    code = main(["report", cpu_sweep, "--out", str(tmp_path / "rep"), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and doc["matplotlib"] and doc["rows"] == 10
+    for name in PLOTS:
+        png = tmp_path / "rep" / f"{name}.png"
+        assert doc["plots"][name] == str(png) and png.stat().st_size > 10_000 and png.read_bytes()[:8] == PNG
+    md = (tmp_path / "rep" / "report.md").read_text()
+    for name in PLOTS:
+        assert f"]({name}.png)" in md
+    # m1: L=1, d=32, d_ff=128, V=64: N_matmul = 4·32² + 2·32·128 + 32·64 = 14,336; per token at T=16:
+    # 6N = 86,016, exact train = 6N + 12·L·d·T = 86,016 + 6,144 = 92,160, ratio 1.0714.
+    assert re.search(r"\|\s*m1\s*\|\s*16\s*\|\s*14,336\s*\|", md) and re.search(r"\|\s*1\.0714\s*\|", md)
+    # counted on the CPU: flash attention's backward re-forms QK^T, +2·L·d·T = 1,024 per token -> 93,184
+    assert "93.18 k" in md
+    assert "MFU and HFU are null" in md  # a CPU has no peak
+    assert "GEMM ceiling" in md
+
+
+def test_report_with_a_peak_plots_mfu(tmp_path):
+    results = make_sweep(tmp_path, 'seq_len = [16]\ncheckpointing = ["none"]\nmodes = ["train_step"]\n'
+                                   'gemm = false\npeak_tflops = 0.5')
+    doc = report(results)  # default --out: RESULTS/report
+    md = (tmp_path / "out" / "fx" / "report" / "report.md").read_text()
+    assert doc["report"].endswith("fx/report/report.md") and "MFU and HFU are null" not in md
+    rows = read_rows(results)
+    train = rows[(rows["mode"] == "train_step") & (rows["checkpointing"] == "none")].iloc[0]
+    # the MFU cell is the row's MFU in percent: model FLOPs / (median time x 0.5 TFLOP/s)
+    mfu = train["model_flops"] / (train["time_ms.median_ms"] / 1e3) / 0.5e12
+    assert train["mfu"] == pytest.approx(mfu) and f"{100 * mfu:.1f} %" in md
+    assert all((tmp_path / "out" / "fx" / "report" / f"{n}.png").stat().st_size > 10_000 for n in PLOTS)
+
+
+def test_report_without_matplotlib_has_tables_only(cpu_sweep, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    doc = report(cpu_sweep, tmp_path / "rep")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert doc["plots"] == {} and not doc["matplotlib"] and not list((tmp_path / "rep").glob("*.png"))
+    assert "matplotlib is not installed" in md and re.search(r"\|\s*m2\s*\|\s*16\s*\|", md) and ".png)" not in md
+
+
+def test_config_rebuilt_from_csv_rows(cpu_sweep):
+    rows = read_rows(f"{cpu_sweep}/rows.csv")
+    assert config_of(rows.iloc[-1]) == ModelConfig("m2", n_layer=2, d_model=32, n_head=2, vocab_size=64,
+                                                   max_seq_len=16)
+
+
+def test_ratio_curve_grows_with_T():
+    cfg = ModelConfig("gpt2", n_layer=12, d_model=768, n_head=12)
+    # 1 + 12·L·d·T / (6·N_matmul), N_matmul(gpt2) = 12·12·768² + 768·50257 = 123,532,032
+    assert ratio_curve(cfg, [1024, 4096]) == pytest.approx(
+        [1 + 12 * 12 * 768 * 1024 / (6 * 123_532_032), 1 + 12 * 12 * 768 * 4096 / (6 * 123_532_032)])
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: p / "nothing", "no such file"),
+    (lambda p: p, "no rows.jsonl below this folder"),
+])
+def test_report_bad_input(tmp_path, capsys, make, fragment):
+    code = main(["report", str(make(tmp_path))])
+    _, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and fragment in err
+
+
+def test_committed_cpu_report_is_what_the_code_writes_today(tmp_path, monkeypatch):
+    """results/cpu/report/report.md is regenerated from the committed cpu_smoke rows, byte for byte: a change
+    to any number, label or table of the report shows up here (regenerate it with
+    `flopbench report results/cpu/cpu_smoke --out results/cpu/report` when the change is meant)."""
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)  # the report names its source by the path given
+    report("results/cpu/cpu_smoke", tmp_path)
+    assert (tmp_path / "report.md").read_text() == (root / "results/cpu/report/report.md").read_text()
+
+
+def test_a_registered_estimate_marked_for_the_report_appears_in_it(cpu_sweep, tmp_path, monkeypatch):
+    """Adding an estimate to the registry is all it takes to put it in the report's table."""
+    import dataclasses
+
+    from flopbench.flops import estimates
+
+    twice = dataclasses.replace(estimates.REGISTRY["6N"], name="12N", formula=lambda cfg, B, T: 12 * 14_336 * B * T)
+    monkeypatch.setattr(estimates, "ESTIMATES", (*estimates.ESTIMATES, twice))
+    report(cpu_sweep, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| model ") and "N_matmul" in line)
+    assert "| 12N " in header
+    # m1: 12 x N_matmul (14,336) per token = 172,032 -> "172 k" in the m1 row
+    m1 = next(line for line in md.splitlines() if re.match(r"\|\s*m1\s*\|\s*16\s*\|\s*14,336", line))
+    assert "172 k" in m1

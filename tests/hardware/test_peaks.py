@@ -1,0 +1,92 @@
+"""The dense peak table: name matching, columns, the one peak lookup."""
+
+import pytest
+import torch
+
+from flopbench.api.gpus import gpus
+from flopbench.errors import UsageError
+from flopbench.hardware import peaks as hardware
+from flopbench.output.text import peak_table
+from flopbench.timing.device import peak_column
+
+
+@pytest.mark.parametrize("name, key, bf16", [
+    ("NVIDIA H100 80GB HBM3", "h100-sxm", 989.4),
+    ("NVIDIA H100 PCIe", "h100-pcie", 756),
+    ("NVIDIA H100 NVL", "h100-nvl", 835),
+    ("NVIDIA H200", "h200-sxm", 989.4),
+    ("NVIDIA H200 NVL", "h200-nvl", 835),
+    ("NVIDIA A100-SXM4-80GB", "a100-sxm4-80gb", 312),
+    ("NVIDIA A100-SXM4-40GB", "a100-sxm4-40gb", 312),
+    ("NVIDIA A100-PCIE-40GB", "a100-pcie-40gb", 312),
+    ("NVIDIA A100 80GB PCIe", "a100-pcie-80gb", 312),
+    ("NVIDIA A10G", "a10g", 125),
+    ("NVIDIA L4", "l4", 121),
+    ("NVIDIA L40S", "l40s", 362),
+    ("NVIDIA GeForce RTX 4090", "rtx-4090", 165.2),
+    ("NVIDIA GeForce RTX 3090", "rtx-3090", 71),
+    ("Tesla V100-SXM2-16GB", "v100-sxm2", None),
+    ("Tesla V100-PCIE-32GB", "v100-pcie", None),
+    ("Tesla T4", "t4", None),
+])
+def test_real_nvml_names_match_their_entry(name, key, bf16):
+    entry = hardware.match_gpu(name)
+    assert entry is not None and entry.key == key
+    assert hardware.peak_tflops(name, "bf16") == bf16
+
+
+@pytest.mark.parametrize("name", [
+    "NVIDIA B999", "NVIDIA GH200 480GB", "NVIDIA GeForce RTX 4090 D", "NVIDIA GeForce RTX 3090 Ti", "",
+])
+def test_unknown_or_different_gpus_match_nothing(name):
+    assert hardware.match_gpu(name) is None
+    assert hardware.peak_tflops(name, "bf16") is None
+
+
+def test_tf32_and_fp32_peaks():
+    assert hardware.peak_tflops("NVIDIA H100 80GB HBM3", "tf32") == 494.7
+    assert hardware.peak_tflops("NVIDIA H100 80GB HBM3", "fp32") == 66.9
+    assert hardware.peak_tflops("NVIDIA A100-SXM4-80GB", "tf32") == 156
+    assert hardware.peak_tflops("NVIDIA A100-SXM4-80GB", "fp32") == 19.5
+    assert hardware.peak_tflops("Tesla V100-SXM2-16GB", "tf32") is None
+    assert hardware.peak_tflops("Tesla V100-SXM2-16GB", "fp16") == 125
+
+
+def test_bad_dtype_is_a_usage_error():
+    with pytest.raises(UsageError, match="fp8"):
+        hardware.peak_tflops("NVIDIA H100 PCIe", "fp8")
+
+
+def test_table_is_well_formed():
+    table = hardware.load_peak_table()
+    assert len({e.key for e in table}) == len(table)
+    for e in table:
+        assert e.source and e.match
+        assert all(v is None or v > 0 for v in e.tflops.values())
+        assert hardware.match_gpu(e.display_name) is e and hardware.match_gpu(e.key) is e
+    assert "H100 SXM" in peak_table(gpus()["table"])
+
+
+def test_peak_dtype_follows_tf32_setting():
+    assert peak_column(torch.bfloat16) == "bf16"
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert peak_column(torch.float32) == "fp32"
+        torch.set_float32_matmul_precision("high")
+        assert peak_column(torch.float32) == "tf32"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def test_resolve_peak():
+    assert hardware.resolve_peak("NVIDIA H100 80GB HBM3", "bf16", 500.0) == (500.0, "--peak-tflops")
+    assert hardware.resolve_peak(None, "bf16", 123) == (123.0, "--peak-tflops")
+    value, source = hardware.resolve_peak("NVIDIA H100 80GB HBM3", "bf16", None)
+    assert value == 989.4 and source.startswith("table: H100 SXM bf16")
+    value, source = hardware.resolve_peak("NVIDIA B999", "bf16", None)
+    assert value is None and "NVIDIA B999" in source and "--peak-tflops" in source
+    assert hardware.resolve_peak("Tesla T4", "bf16", None)[0] is None
+    assert hardware.resolve_peak(None, "bf16", None)[0] is None
+    with pytest.raises(UsageError):
+        hardware.resolve_peak("NVIDIA H100 PCIe", "bf16", -1.0)

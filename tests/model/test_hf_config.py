@@ -1,0 +1,139 @@
+"""`--model path/to/config.json`: Hugging Face configs read offline, and one-line errors for bad files."""
+
+import json
+
+import pytest
+
+from flopbench.cli import main
+from flopbench.errors import UsageError
+from flopbench.flops import analytic
+from flopbench.model.hf import load_hf_config
+from flopbench.model.presets import PRESETS, resolve_config
+
+# The config.json files published with the checkpoints (meta-llama/Llama-2-7b-hf,
+# meta-llama/Meta-Llama-3-8B, mistralai/Mistral-7B-v0.1, openai-community/gpt2), keys as published.
+LLAMA2_7B = {
+    "_name_or_path": "meta-llama/Llama-2-7b-hf", "architectures": ["LlamaForCausalLM"], "bos_token_id": 1,
+    "eos_token_id": 2, "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
+    "intermediate_size": 11008, "max_position_embeddings": 4096, "model_type": "llama",
+    "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32, "pretraining_tp": 1,
+    "rms_norm_eps": 1e-05, "rope_scaling": None, "tie_word_embeddings": False, "torch_dtype": "float16",
+    "transformers_version": "4.31.0.dev0", "use_cache": True, "vocab_size": 32000,
+}
+LLAMA3_8B = {
+    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 128000, "eos_token_id": 128001, "hidden_act": "silu", "hidden_size": 4096,
+    "initializer_range": 0.02, "intermediate_size": 14336, "max_position_embeddings": 8192, "model_type": "llama",
+    "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8, "pretraining_tp": 1,
+    "rms_norm_eps": 1e-05, "rope_scaling": None, "rope_theta": 500000.0, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "transformers_version": "4.40.0.dev0", "use_cache": True, "vocab_size": 128256,
+}
+MISTRAL_7B = {
+    "architectures": ["MistralForCausalLM"], "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
+    "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336, "max_position_embeddings": 32768,
+    "model_type": "mistral", "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 4096, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "transformers_version": "4.34.0.dev0", "use_cache": True, "vocab_size": 32000,
+}
+GPT2 = {
+    "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1,
+    "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256, "initializer_range": 0.02,
+    "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": 1024, "n_embd": 768, "n_head": 12,
+    "n_layer": 12, "n_positions": 1024, "resid_pdrop": 0.1, "summary_type": "cls_index", "vocab_size": 50257,
+}
+TINY_LLAMA = {
+    "model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "intermediate_size": 96, "vocab_size": 100, "max_position_embeddings": 64,
+}
+
+
+def write(tmp_path, content, name="config.json"):
+    path = tmp_path / name
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+@pytest.mark.parametrize("raw, preset, params", [
+    (LLAMA2_7B, "llama2-7b", 6_738_415_616),
+    (LLAMA3_8B, "llama3-8b", 8_030_261_248),
+    (MISTRAL_7B, "mistral-7b", 7_241_732_096),
+    (GPT2, "gpt2", 124_439_808),
+])
+def test_published_configs_reproduce_presets_and_counts(tmp_path, raw, preset, params):
+    cfg = load_hf_config(write(tmp_path, raw))
+    assert cfg.replace(name=preset) == PRESETS[preset]
+    assert analytic.param_counts(cfg).total == params
+
+
+def test_llama2_7b_fields_and_name(tmp_path):
+    cfg = resolve_config(str(write(tmp_path, LLAMA2_7B)))
+    assert cfg.name == "Llama-2-7b-hf"
+    assert (cfg.n_layer, cfg.d_model, cfg.n_head, cfg.kv_heads, cfg.d_ff, cfg.vocab_size, cfg.max_seq_len) == (
+        32, 4096, 32, 32, 11008, 32000, 4096)
+    assert (cfg.mlp, cfg.norm, cfg.positions, cfg.bias, cfg.tie_embeddings) == ("swiglu", "rmsnorm", "rope", False, False)
+
+
+def test_defaults_of_absent_keys(tmp_path):
+    cfg = load_hf_config(write(tmp_path, {k: v for k, v in LLAMA3_8B.items() if k != "num_key_value_heads"}))
+    assert cfg.n_kv_head is None and cfg.kv_heads == 32  # transformers: num_key_value_heads = num_attention_heads
+    gpt2 = load_hf_config(write(tmp_path, {**GPT2, "n_inner": 1000, "tie_word_embeddings": False}))
+    assert (gpt2.d_ff, gpt2.tie_embeddings) == (1000, False)
+    biased = load_hf_config(write(tmp_path, {**TINY_LLAMA, "attention_bias": True, "mlp_bias": True}))
+    assert biased.bias is True
+
+
+def test_a_folder_holding_config_json(tmp_path):
+    write(tmp_path, TINY_LLAMA)
+    assert resolve_config(str(tmp_path)).n_kv_head == 2
+
+
+def test_count_cli_with_a_config_json_and_overrides(tmp_path, capsys):
+    path = write(tmp_path, TINY_LLAMA, "tiny.json")
+    assert main(["count", "--model", str(path), "--seq-len", "16", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    # By hand, B=1, T=16, d=64, kv_dim=2·16=32, d_ff=96, V=100, L=2, untied:
+    # N_matmul = L·(64·(64+64) + 64² + 3·64·96) + 64·100 = 2·(8192 + 4096 + 18432) + 6400 = 67,840
+    assert doc["params"]["matmul"] == 67_840
+    assert doc["analytic"]["forward"] == 2 * 16 * 67_840 + 4 * 16 * 16 * 64 * 2
+    assert doc["counted"]["torch"]["forward"] == doc["analytic"]["forward"] == doc["counted"]["fvcore"]["forward"]
+    assert doc["config"]["mlp"] == "swiglu" and doc["config"]["n_kv_head"] == 2
+    assert main(["count", "--model", str(path), "--n-layer", "3", "--n-kv-head", "4", "--seq-len", "16", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["config"]["n_layer"], doc["config"]["n_kv_head"], doc["config"]["name"]) == (3, 4, "llama:" + tmp_path.name + "+custom")
+
+
+def test_run_cli_accepts_a_config_json(tmp_path, capsys):
+    path = write(tmp_path, TINY_LLAMA)
+    code = main(["run", "--model", str(path), "--device", "cpu", "--batch-size", "1", "--seq-len", "8",
+                 "--warmup", "0", "--iters", "1", "--no-gemm", "--no-save", "--checkpointing", "none", "--json"])
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["config"]["positions"] == "rope" and all(r["status"] == "ok" for r in doc["rows"])
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ({**GPT2, "model_type": "falcon"}, "has model_type 'falcon': supported model types are gpt2, llama, mistral"),
+    ({k: v for k, v in GPT2.items() if k != "model_type"}, "has no model_type: supported model types are gpt2"),
+    ({k: v for k, v in LLAMA3_8B.items() if k not in ("hidden_size", "vocab_size")},
+     "missing key(s) hidden_size, vocab_size (needed for model_type 'llama')"),
+    ("{not json", "not JSON (Expecting property name enclosed in double quotes at line 1 column 2)"),
+    ("[1, 2]", "a JSON list, not an object"),
+    ({**TINY_LLAMA, "num_key_value_heads": 3}, "n_kv_head=3 does not divide n_head=4"),
+    ({**TINY_LLAMA, "hidden_size": "big"}, "d_model='big' is not allowed"),
+    ({**TINY_LLAMA, "attention_bias": True}, "attention_bias=True and mlp_bias=False differ"),
+    ({**TINY_LLAMA, "head_dim": 32}, "head_dim=32 is not hidden_size / num_attention_heads = 64 / 4"),
+])
+def test_bad_config_files_are_one_line_exit_2(tmp_path, capsys, content, fragment):
+    path = write(tmp_path, content)
+    assert main(["count", "--model", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert fragment in err and str(path) in err
+
+
+def test_missing_file_is_one_line(tmp_path, capsys):
+    assert main(["count", "--model", str(tmp_path / "nope.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope.json: no such file" in err
+    with pytest.raises(UsageError, match="unknown model 'llama9'.*or give the path of a Hugging Face config.json"):
+        resolve_config("llama9")
