@@ -46,3 +46,17 @@ def rates(model_flops: int | float | None, hardware_flops: int | float | None, s
     achieved = None if model_flops is None else tflops_per_s(model_flops, seconds)
     return Rates(achieved, utilization(model_flops, seconds, peak_tflops),
                  utilization(hardware_flops, seconds, peak_tflops))
+
+
+def gb_per_s(nbytes: int | float, seconds: float) -> float:
+    """The bandwidth `nbytes` moved in `seconds` amount to, in GB/s (10^9 bytes/s, as datasheets count)."""
+    return nbytes / seconds / 1e9
+
+
+def bandwidth_utilization(nbytes: int | float | None, seconds: float, peak_gbps: float | None) -> float | None:
+    """MBU, model bandwidth utilization = bytes a step must move / (seconds x peak bandwidth): the figure of
+    memory-bound decoding, as MFU is of compute-bound work (Databricks, "LLM Inference Performance
+    Engineering: Best Practices", 2023). None when the peak or the bytes are unknown."""
+    if not peak_gbps or nbytes is None:
+        return None
+    return gb_per_s(nbytes, seconds) / peak_gbps

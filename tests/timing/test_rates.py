@@ -25,3 +25,12 @@ def test_rates_by_hand():
     assert r.achieved_tflops == pytest.approx(300.0)
     assert r.mfu == pytest.approx(0.3) and r.hfu == pytest.approx(0.4)
     assert rates(6 * 10**12, None, 0.02, None) == type(r)(pytest.approx(300.0), None, None)
+
+
+def test_bandwidth_utilization_by_hand():
+    from flopbench.timing.rates import bandwidth_utilization, gb_per_s
+
+    # 3.35e9 bytes in 2 ms = 1675 GB/s; on a 3350 GB/s H100 SXM that is half: MBU 0.5
+    assert gb_per_s(3.35e9, 0.002) == pytest.approx(1675.0)
+    assert bandwidth_utilization(3.35e9, 0.002, 3350.0) == pytest.approx(0.5)
+    assert bandwidth_utilization(3.35e9, 0.002, None) is None
