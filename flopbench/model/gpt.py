@@ -47,8 +47,8 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, seq_len: int) -> Rope:
-        return self.cos[:seq_len], self.sin[:seq_len]
+    def forward(self, seq_len: int, start: int = 0) -> Rope:
+        return self.cos[start:start + seq_len], self.sin[start:start + seq_len]
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -68,6 +68,26 @@ def _norm(cfg: ModelConfig) -> nn.Module:
     return nn.LayerNorm(cfg.d_model, bias=cfg.bias)
 
 
+class KVCache:
+    """A static cache of every layer's keys and values for generation, preallocated to `max_len` positions
+    (as Hugging Face's StaticCache and gpt-fast do): decoding never reallocates, and a step at position p
+    attends to the p + 1 keys written so far. K/V are stored at n_kv_head heads (grouped-query attention
+    shrinks the cache, Ainslie et al. 2023)."""
+
+    def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int, device: str | torch.device,
+                 dtype: torch.dtype):
+        shape = (cfg.n_layer, batch_size, cfg.kv_heads, max_len, cfg.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+
+    def update(self, layer: int, pos: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Write the keys and values of positions pos .. pos + T - 1; return every key and value up to them."""
+        end = pos + k.shape[2]
+        self.k[layer, :, :, pos:end] = k
+        self.v[layer, :, :, pos:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -76,7 +96,8 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(cfg.d_model, cfg.d_model + 2 * cfg.kv_dim, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
 
-    def forward(self, x: torch.Tensor, rope: Rope | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Rope | None = None, cache: KVCache | None = None, layer: int = 0,
+                pos: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         kv_dim = self.n_kv_head * self.head_dim
         q, k, v = self.c_attn(x).split((C, kv_dim, kv_dim), dim=2)
@@ -85,7 +106,11 @@ class CausalSelfAttention(nn.Module):
         k, v = (t.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2) for t in (k, v))
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv_head != self.n_head)
+        if cache is not None:  # generation: a prompt at pos 0 (causal), then one token per step (all keys)
+            k, v = cache.update(layer, pos, k.to(cache.k.dtype), v.to(cache.v.dtype))
+            q = q.to(cache.k.dtype)
+        causal = cache is None or bool(T > 1)  # `cache is None` first: under torch.jit.trace T is a tensor
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=self.n_kv_head != self.n_head)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
 
@@ -124,13 +149,18 @@ class Block(nn.Module):
         self.ln_2 = _norm(cfg)
         self.mlp = SwiGLU(cfg) if cfg.mlp == "swiglu" else MLP(cfg)
 
-    def forward(self, x: torch.Tensor, rope: Rope | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rope)
+    def forward(self, x: torch.Tensor, rope: Rope | None = None, cache: KVCache | None = None, layer: int = 0,
+                pos: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope, cache, layer, pos)
         return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
-    """GPT-2, or a Llama-family model (see `ModelConfig`). `forward(idx)` returns logits (B, T, vocab_size)."""
+    """GPT-2, or a Llama-family model (see `ModelConfig`). `forward(idx)` returns logits (B, T, vocab_size).
+
+    Generation: `forward(idx, cache=KVCache(...), pos=p, last_only=True)` runs the tokens `idx` at positions
+    p, p + 1, ... against the cache and returns the logits of the last position only (B, 1, vocab_size),
+    as `generate` does: a prompt at pos 0 (prefill), then one token per step (decode)."""
 
     def __init__(self, cfg: ModelConfig, checkpointing: str = "none", early_stop: bool = True):
         super().__init__()
@@ -160,12 +190,17 @@ class GPT(nn.Module):
                 std = 0.02 / math.sqrt(2 * self.cfg.n_layer) if name.endswith("c_proj.weight") else 0.02
                 nn.init.normal_(param, mean=0.0, std=std)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, pos: int = 0,
+                last_only: bool = False) -> torch.Tensor:
         _, T = idx.shape
         x = self.wte(idx)
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T, device=idx.device))
-        rope = self.rope(T) if self.rope is not None else None
+            x = x + self.wpe(torch.arange(pos, pos + T, device=idx.device))
+        rope = self.rope(T, pos) if self.rope is not None else None
+        if cache is not None:
+            for layer, block in enumerate(self.h):
+                x = block(x, rope, cache, layer, pos)
+            return self.lm_head(self.ln_f(x[:, -1:] if last_only else x))
         for block in self.h:
             if self.checkpointing == "full" and torch.is_grad_enabled():
                 x = checkpoint(block, x, rope, use_reentrant=False, early_stop=self.early_stop)

@@ -1,0 +1,47 @@
+"""The model's static KV cache: decoding with it gives the logits of a full forward, and what it dispatches
+equals the analytic prefill / decode-step FLOPs (flops.inference)."""
+
+import pytest
+import torch
+
+from flopbench.flops import inference
+from flopbench.flops.counter import count_step
+from flopbench.model.config import LLAMA_ARCH, ModelConfig
+from flopbench.model.gpt import KVCache, build_model
+
+GPT = ModelConfig("g", n_layer=2, d_model=32, n_head=4, vocab_size=64, max_seq_len=24)
+LLAMA = ModelConfig("l", n_layer=2, d_model=32, n_head=4, n_kv_head=2, d_ff=48, vocab_size=64, max_seq_len=24,
+                    **LLAMA_ARCH)
+
+
+@pytest.mark.parametrize("cfg", [GPT, LLAMA], ids=["gpt2", "llama-gqa"])
+def test_cached_decoding_equals_the_full_forward(cfg):
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    B, P, G = 2, 7, 5
+    ids = torch.randint(0, cfg.vocab_size, (B, P + G))
+    cache = KVCache(cfg, B, P + G, "cpu", torch.float32)
+    with torch.no_grad():
+        full = model(ids)
+        logits = [model(ids[:, :P], cache=cache, pos=0, last_only=True)]
+        for i in range(G):
+            logits.append(model(ids[:, P + i:P + i + 1], cache=cache, pos=P + i, last_only=True))
+    for i, step in enumerate(logits):
+        torch.testing.assert_close(step[:, 0], full[:, P - 1 + i], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", [GPT, LLAMA], ids=["gpt2", "llama-gqa"])
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_counted_prefill_and_decode_equal_analytic(cfg, device):
+    B, P = 3, 10
+    model = build_model(cfg, device).eval()
+    cache = KVCache(cfg, B, P + 4, device, torch.float32)
+    prompt = torch.zeros(B, P, dtype=torch.long, device=device)
+    token = torch.zeros(B, 1, dtype=torch.long, device=device)
+    with torch.no_grad():
+        prefill = count_step(lambda: model(prompt, cache=cache, pos=0, last_only=True)).forward
+        steps = [count_step(lambda p=p: model(token, cache=cache, pos=p, last_only=True)).forward for p in (P, P + 1)]
+    assert prefill == inference.prefill_flops(cfg, B, P)
+    # context = P + 1 keys at the first step (the prompt and the new token), P + 2 at the second
+    assert steps == [inference.decode_flops(cfg, B, P + 1), inference.decode_flops(cfg, B, P + 2)]
+    assert steps[1] - steps[0] == 4 * B * cfg.d_model * cfg.n_layer  # one more key: QK^T and AV, every layer
