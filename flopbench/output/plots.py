@@ -236,3 +236,36 @@ def plot_step_time(plt, train: list[dict], path: Path, discount: float) -> str:
                 f"practice (PaLM: 46.2 % MFU, Chowdhery et al. 2022, Table 3)")
     return ("no peak TFLOP/s is known for (some of) these rows: the predictions use the GEMM ceiling the run "
             "measured on the same device as the attainable rate instead, labelled so")
+
+
+def plot_roofline(plt, points: list[dict], roofs: list[dict], path: Path) -> None:
+    """The roofline (Williams et al. 2009): attainable TFLOP/s = min(compute roof, bandwidth x intensity)
+    against arithmetic intensity (FLOPs per byte moved), log-log, with each measured point.
+
+    `points`: {label, intensity (FLOP/byte), tflops (achieved)}; `roofs`: {label, tflops, gbps} (a datasheet
+    peak or a measured ceiling; either may be None)."""
+    fig, ax = plt.subplots(figsize=(8 + _LEGEND_W, 5))
+    xs = [p["intensity"] for p in points if p["intensity"]] or [1.0]
+    lo, hi = min(xs) / 4, max(xs) * 4
+    for r in roofs:
+        if r["tflops"] and r["gbps"]:
+            ridge = r["tflops"] * 1e3 / r["gbps"]  # FLOP/byte where the bandwidth roof meets the compute roof
+            lo, hi = min(lo, ridge / 4), max(hi, ridge * 4)
+    grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
+    for r, style in zip(roofs, ("-", "--", ":", "-.")):
+        if not (r["tflops"] or r["gbps"]):
+            continue
+        ys = [min(r["tflops"] or math.inf, (r["gbps"] or math.inf) * x / 1e3) for x in grid]
+        ax.plot(grid, ys, color="black", linestyle=style, linewidth=1.2, label=r["label"])
+    markers = ("o", "s", "^", "D", "v", "P")
+    for i, p in enumerate(q for q in points if q["intensity"] and q["tflops"]):
+        ax.plot(p["intensity"], p["tflops"], marker=markers[i % len(markers)], markersize=9, linestyle="none",
+                label=f"{p['label']}: {p['tflops']:.3g} TFLOP/s at {p['intensity']:.3g} FLOP/byte")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOPs per byte moved)")
+    ax.set_ylabel("achieved TFLOP/s")
+    ax.set_title("Roofline: prefill (compute-bound) and decode (memory-bound)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, **_OUTSIDE)
+    _save(plt, fig, path)
