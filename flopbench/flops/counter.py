@@ -34,10 +34,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from ..errors import describe_error
@@ -80,15 +82,52 @@ def _sdpa_kernels() -> dict:
     return mapping
 
 
+def _grouped_mm(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """`aten._grouped_mm(a, b, offs)`: one matmul per group (mixture-of-experts experts, transformers 5).
+
+    a (tokens x d) by b (E x d x n) gives tokens x n: 2·tokens·d·n, whatever the split into groups; the
+    batched 3-D x 3-D and 3-D x 2-D forms likewise cost 2 x (output elements) x the shared dimension. The
+    2-D x 2-D form (the weight gradient) splits the shared dimension K into groups and returns G x M x N:
+    2·M·K·N over all groups. torch 2.13 has no formula for it, so plain FlopCounterMode counts experts as 0.
+    """
+    if len(a_shape) == 2 and len(b_shape) == 2:
+        return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+    out = 1
+    for dim in out_shape:
+        out *= dim
+    return 2 * out * a_shape[-1]
+
+
 #: FLOP formulas flopbench puts in front of torch's: the CPU flash-attention kernels (torch has none and
-#: counts them as 0; forward 2 bmm, backward 5 bmm, as torch counts the CUDA flash kernels), and every
-#: fused SDPA kernel made safe for fewer K/V heads than query heads (`_kv_as_query_heads`).
-EXTRA_FLOP_FORMULAS: dict = _sdpa_kernels()
+#: counts them as 0; forward 2 bmm, backward 5 bmm, as torch counts the CUDA flash kernels), every fused
+#: SDPA kernel made safe for fewer K/V heads than query heads (`_kv_as_query_heads`), and the grouped
+#: matmul of mixture-of-experts layers (`_grouped_mm`).
+EXTRA_FLOP_FORMULAS: dict = {**_sdpa_kernels(),
+                             **({aten._grouped_mm: _grouped_mm} if hasattr(aten, "_grouped_mm") else {})}
+
+#: Operator names that do matmul-like work; one dispatched without a FLOP formula is reported, never a silent 0.
+MATMUL_LIKE = re.compile(r"mm|matmul|bmm|conv|linear|einsum|attention|dot|mv\b|tensordot|gemm")
 
 
 def flop_counter(display: bool = False, depth: int | None = None) -> FlopCounterMode:
-    """A `FlopCounterMode` that also counts the CPU flash-attention kernels."""
+    """A `FlopCounterMode` that also counts the CPU flash-attention kernels and grouped matmuls."""
     return FlopCounterMode(display=display, depth=depth, custom_mapping=EXTRA_FLOP_FORMULAS)
+
+
+class UncountedOps(TorchDispatchMode):
+    """Records the matmul-like operators dispatched inside it that `counter` has no FLOP formula for
+    (`uncounted`: name -> calls), so a count that misses work says so."""
+
+    def __init__(self, counter: FlopCounterMode):
+        super().__init__()
+        self.known = set(counter.flop_registry)
+        self.uncounted: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        packet = func._overloadpacket
+        if packet not in self.known and MATMUL_LIKE.search(packet.__name__):
+            self.uncounted[packet.__name__] = self.uncounted.get(packet.__name__, 0) + 1
+        return func(*args, **(kwargs or {}))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -104,6 +143,7 @@ class StepCount:
     train: int | None  # forward + backward (+ any recomputed forward); None when nothing needed a gradient
     forward_by_module: dict[str, int]
     train_by_module: dict[str, int]
+    uncounted: dict[str, int] = field(default_factory=dict)  # matmul-like ops without a formula -> calls
 
 
 def by_module(counter: FlopCounterMode) -> dict[str, int]:
@@ -115,7 +155,7 @@ def count_step(forward: Callable[[], object], loss: Callable[[object], torch.Ten
     """Count `output = forward()`, then `loss(output).backward()`, under one `flop_counter()`, reading the
     counter between the two. `train` is None without `loss`, or when the loss needs no gradient."""
     train = None
-    with flop_counter() as counter:
+    with flop_counter() as counter, UncountedOps(counter) as watcher:
         output = forward()
         forward_flops, forward_by_module = counter.get_total_flops(), by_module(counter)
         if loss is not None:
@@ -123,7 +163,7 @@ def count_step(forward: Callable[[], object], loss: Callable[[object], torch.Ten
             if value.requires_grad:
                 value.backward()
                 train = counter.get_total_flops()
-    return StepCount(forward_flops, train, forward_by_module, by_module(counter))
+    return StepCount(forward_flops, train, forward_by_module, by_module(counter), dict(watcher.uncounted))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,6 +257,7 @@ class ModuleCount:
     meta_fallback: str | None = None  # why the meta copy could not be used
     train_note: str | None = None  # why train is None
     by_module: dict[str, dict[str, int]] = field(default_factory=dict)  # {module path: {forward, train}}
+    uncounted: dict[str, int] = field(default_factory=dict)  # matmul-like ops with no FLOP formula -> calls
 
 
 def _count_module_step(module: torch.nn.Module, inputs: Inputs, loss_fn: Callable | None, checkpointing: str,
@@ -237,7 +278,8 @@ def _count_module_step(module: torch.nn.Module, inputs: Inputs, loss_fn: Callabl
         recompute = count_step(lambda: forward(checkpointed=True), loss).train
     by_module_flops = {name: {"forward": step.forward_by_module.get(name, 0), "train": flops}
                        for name, flops in step.train_by_module.items() if name != "Global"}
-    return ModuleCount(step.forward, step.train, recompute, counted_on="", train_note=note, by_module=by_module_flops)
+    return ModuleCount(step.forward, step.train, recompute, counted_on="", train_note=note, by_module=by_module_flops,
+                       uncounted=step.uncounted)
 
 
 def count_module(module: torch.nn.Module, inputs: Inputs, loss_fn: Callable | None = None,
