@@ -42,7 +42,7 @@ import torch
 from torch.utils._pytree import tree_leaves
 
 from ..errors import UsageError, check_int
-from ..flops.counter import flop_counter
+from ..flops.counter import UncountedOps, flop_counter
 from ..hardware.detect import device_peak
 from ..model.config import DTYPES
 from ..model.inputs import check_module
@@ -82,6 +82,8 @@ class Measurement:
         self._shapes: list[tuple] = []
         self._seen_dtype: torch.dtype | None = None
         self._counter = None
+        self._watcher = None
+        self.uncounted: dict[str, int] = {}  # matmul-like ops the counted steps dispatched without a formula
         self._hook = None
         self._peak: tuple[float | None, str] | None = None
 
@@ -109,11 +111,16 @@ class Measurement:
     def _start_counter(self) -> None:
         self._counter = flop_counter()
         self._counter.__enter__()
+        self._watcher = UncountedOps(self._counter)
+        self._watcher.__enter__()
 
     def _stop_counter(self) -> int | None:
         if self._counter is None:
             return None
         counter, self._counter = self._counter, None
+        self._watcher.__exit__(None, None, None)
+        for name, calls in self._watcher.uncounted.items():
+            self.uncounted[name] = self.uncounted.get(name, 0) + calls
         counter.__exit__(None, None, None)
         return counter.get_total_flops()
 
@@ -187,12 +194,15 @@ class Measurement:
         timed = [r for r in records if not r["counted"] and r["step"] >= self.warmup]
         peak, source = self.peak()
         notes = [] if peak else [f"{source}; MFU is None"]
+        if self.uncounted:
+            ops = ", ".join(f"{name} x{calls}" for name, calls in sorted(self.uncounted.items()))
+            notes.append(f"matmul-like ops without a FLOP formula, not in the FLOPs: {ops}")
         doc = {"steps": len(records), "timed_steps": len(timed), "counted_steps": sum(r["counted"] for r in records),
                "device": str(self.device), "compute_dtype": self.compute_dtype,
                "peak_tflops": peak, "peak_source": source,
                "model_flops_source": "model_flops argument" if self.model_flops else "counted (as dispatched)",
                "time_ms": None, "hardware_flops": None, "model_flops": None, "achieved_tflops": None, "mfu": None,
-               "hfu": None, "notes": notes}
+               "hfu": None, "uncounted": dict(self.uncounted), "notes": notes}
         if not timed:
             notes.append(f"no timed steps: the first {self.warmup} and the counted ones are left out; run more steps")
             return doc

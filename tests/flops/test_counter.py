@@ -49,3 +49,23 @@ def test_mixtral_experts_are_counted():
                  + 2 * (k * T) * 3 * d * f)  # each token through its top-2 experts: gate, up, down
     assert step.forward == L * per_layer + 2 * T * d * V == 19_988_480
     assert step.uncounted == {}
+
+
+def test_measure_lists_uncounted_ops():
+    import flopbench
+
+    class Dots(torch.nn.Module):  # a forward whose only matmul-like work is torch.dot: no FLOP formula
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(8))
+
+        def forward(self, x):
+            return torch.dot(self.w, x)
+
+    model = Dots()
+    with flopbench.measure(model, peak_tflops=1.0) as m:
+        for _ in m.steps(3):
+            model(torch.randn(8)).backward()
+    s = m.summary()
+    assert s["uncounted"]["dot"] >= 1
+    assert any("without a FLOP formula" in n and "dot" in n for n in s["notes"])
