@@ -13,6 +13,8 @@ The Python API (the command line is a thin layer over it; see README "Use from P
 - `sweep(spec, out, resume)` — a TOML grid of runs into one results file (`flopbench sweep`);
 - `report(results, out)` — the Markdown report and plots of result rows (`flopbench report`);
 - `estimate(config, tokens, gpus, ...)` — training FLOPs, GPU-hours and days (`flopbench estimate`);
+- `infer(config, prompt_len=..., gen_len=..., ...)` — prefill and decode FLOPs, bytes, MFU and MBU
+  (`flopbench infer`);
 - `profile(module, example_inputs, loss_fn=None, ...)` — counted FLOPs, timed steps and MFU of any
   `nn.Module`;
 - `measure(model, peak_tflops=None)` — a context manager giving per-step FLOPs, time and MFU of your
@@ -32,14 +34,15 @@ from .model.presets import PRESETS, resolve_config
 __version__ = "0.1.0"
 
 __all__ = ["ModelConfig", "PRESETS", "UsageError", "count", "run", "gpus", "sweep", "report", "estimate", "profile",
-           "measure", "to_dataframe", "read_rows", "resolve_config", "RunOptions", "Thresholds", "Profile",
-           "Measurement"]
+           "measure", "infer", "to_dataframe", "read_rows", "resolve_config", "RunOptions", "InferOptions", "Thresholds",
+           "Profile", "Measurement"]
 
 #: Public names served from a submodule on first use (PEP 562), so `import flopbench` stays cheap.
 _LAZY = {
     "count": "api.count", "run": "api.run", "RunOptions": "api.run", "gpus": "api.gpus", "sweep": "api.sweep",
     "report": "api.report", "estimate": "api.estimate", "profile": "api.profile", "Profile": "api.profile",
-    "measure": "api.measure", "Measurement": "api.measure", "Thresholds": "timing.thresholds",
+    "measure": "api.measure", "Measurement": "api.measure", "Thresholds": "timing.thresholds", "infer": "api.infer",
+    "InferOptions": "api.infer",
     "to_dataframe": "output.records", "read_rows": "output.records",
 }
 

@@ -1,19 +1,23 @@
 """Command line: parse, call the Python API, render. No logic lives only here.
 
 Every command that prints numbers has `--json` (one JSON document on stdout, nothing else there);
-human output is a table on stdout; progress and warnings go to stderr. Bad input is one line on stderr
-and exit code 2 (`UsageError`), never a traceback. `--help`, `estimate` and `count --no-torch` never
-import torch: the API modules are imported by the command that needs them.
+human output is a table on stdout (fitted to the terminal's encoding: an ASCII-only one gets ASCII
+stand-ins, never a UnicodeEncodeError); progress and warnings go to stderr. Bad input is one line on
+stderr and exit code 2 (`UsageError`), never a traceback; Ctrl-C is "flopbench: interrupted" and exit
+code 130. `--help`, `estimate` and `count --no-torch` never import torch: the API modules are imported
+by the command that needs them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 
 from .errors import UsageError
-from .model.config import CHECKPOINTING_CHOICES, DEVICES, DTYPES, OVERRIDABLE
+from .model.config import CHECKPOINTING_CHOICES, DEVICES, DTYPES, MAX_ITERS, MAX_WARMUP, OVERRIDABLE
 from .model.hf import MAPPERS as HF_MODEL_TYPES
 from .model.presets import PRESETS, resolve_config
 from .output import text
@@ -30,6 +34,8 @@ def _positive_int(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
+        if value.strip().isdigit():  # more digits than Python converts (4300)
+            raise argparse.ArgumentTypeError(f"an integer of {len(value.strip())} digits is too large") from None
         raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
     if number <= 0:
         raise argparse.ArgumentTypeError(f"{value!r} must be a positive integer")
@@ -38,6 +44,16 @@ def _positive_int(value: str) -> int:
 
 def _non_negative_int(value: str) -> int:
     return 0 if value.strip() == "0" else _positive_int(value)
+
+
+def _at_most(parse, limit: int, what: str):
+    """An argparse type: `parse`, then refuse a number above `limit` (`what` names the limit)."""
+    def parse_bounded(value: str) -> int:
+        number = parse(value)
+        if number > limit:
+            raise argparse.ArgumentTypeError(f"{value!r} is above the limit of {limit:,} {what}")
+        return number
+    return parse_bounded
 
 
 def _positive_float(value: str) -> float:
@@ -83,7 +99,7 @@ def _emit(args: argparse.Namespace, doc: dict, render) -> None:
         json.dump(doc, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(render(doc))
+        sys.stdout.write(text.for_encoding(render(doc), getattr(sys.stdout, "encoding", None) or "utf-8"))
 
 
 def cmd_count(args: argparse.Namespace) -> int:
@@ -105,7 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         compile=args.compile, pad_vocab=args.pad_vocab, gemm=not args.no_gemm,
         out=None if args.no_save else args.out, dist=args.dist,
     )
-    checks = Thresholds(args.min_mfu, args.max_counted_vs_analytic, args.max_vs_baseline)
+    checks = Thresholds(min_mfu=args.min_mfu, min_hfu=args.min_hfu,
+                        max_counted_vs_analytic=args.max_counted_vs_analytic, max_vs_baseline=args.max_vs_baseline)
     try:
         doc = run(_config_from(args), options, checks=checks)
     finally:
@@ -121,10 +138,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if any(not c["ok"] for c in doc["checks"]) else 0
 
 
+def cmd_infer(args: argparse.Namespace) -> int:
+    from .api.infer import InferOptions, infer
+
+    options = InferOptions(batch_size=args.batch_size, prompt_len=args.prompt_len, gen_len=args.gen_len,
+                           device=args.device, dtype=args.dtype, warmup=args.warmup, iters=args.iters,
+                           peak_tflops=args.peak_tflops, peak_gbps=args.peak_gbps, compile=args.compile,
+                           ceilings=not args.no_ceilings, out=None if args.no_save else args.out)
+    _emit(args, infer(_config_from(args), options), text.render_infer)
+    return 0
+
+
 def cmd_gpus(args: argparse.Namespace) -> int:
     from .api.gpus import gpus
 
-    _emit(args, gpus(), text.render_gpus)
+    doc = gpus(lookup=args.lookup)
+    _emit(args, doc, text.render_gpu_lookup if args.lookup else text.render_gpus)
     return 0
 
 
@@ -166,11 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="time real steps and report MFU / HFU (default: a small model that runs on a CPU)")
     _add_model_args(p, default_model="tiny", batch_size=8)
     p.add_argument("--device", default="auto", choices=DEVICES, help="auto = cuda if available, else cpu")
-    p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="auto = bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
+                   help="auto = bf16 on CUDA (fp16 before compute capability 8.0), fp32 on CPU")
     p.add_argument("--checkpointing", default="both", choices=CHECKPOINTING_CHOICES,
                    help="activation checkpointing of every block; both = time each (default)")
-    p.add_argument("--warmup", type=_non_negative_int, default=3, help="untimed steps first (default 3)")
-    p.add_argument("--iters", type=_positive_int, default=10, help="timed steps (default 10)")
+    p.add_argument("--warmup", type=_at_most(_non_negative_int, MAX_WARMUP, "warm-up steps (MAX_WARMUP)"), default=3,
+                   help=f"untimed steps first (default 3, at most {MAX_WARMUP:,})")
+    p.add_argument("--iters", type=_at_most(_positive_int, MAX_ITERS, "timed steps (MAX_ITERS)"), default=10,
+                   help=f"timed steps (default 10, at most {MAX_ITERS:,})")
     p.add_argument("--peak-tflops", type=_positive_float, default=None,
                    help="peak TFLOP/s to divide by (default: the table entry of the detected GPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -180,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="folder for the results (default results/)")
     p.add_argument("--no-save", action="store_true", help="write no files")
     p.add_argument("--min-mfu", type=_positive_float, default=None, metavar="FRACTION",
-                   help="check: every train_step row reaches this MFU (exit 1 if not)")
+                   help="check: every train_step row without checkpointing reaches this MFU (exit 1 if not)")
+    p.add_argument("--min-hfu", type=_positive_float, default=None, metavar="FRACTION",
+                   help="check: every train_step row with full checkpointing reaches this HFU (exit 1 if not)")
     p.add_argument("--max-counted-vs-analytic", type=_positive_float, default=None, metavar="FRACTION",
                    help="check: unexplained relative gap between counted and analytic FLOPs (exit 1 if above)")
     p.add_argument("--max-vs-baseline", default=None, metavar="FILE:TOLERANCE",
@@ -189,7 +223,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="under torchrun: wrap in DDP or FSDP2 (fully_shard per block); rank 0 reports")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("infer", help="generation: prefill and decode FLOPs, bytes, MFU and MBU (KV cache, greedy)")
+    _add_model_args(p, default_model="tiny", batch_size=1)
+    p.add_argument("--prompt-len", type=_positive_int, default=128, help="prompt tokens P (default 128)")
+    p.add_argument("--gen-len", type=_positive_int, default=32, help="generated tokens G (default 32)")
+    p.add_argument("--device", default="auto", choices=DEVICES, help="auto = cuda if available, else cpu")
+    p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
+                   help="auto = bf16 on CUDA (fp16 before compute capability 8.0), fp32 on CPU")
+    p.add_argument("--warmup", type=_non_negative_int, default=1, help="untimed generations first (default 1)")
+    p.add_argument("--iters", type=_positive_int, default=5, help="timed prefills (default 5)")
+    p.add_argument("--peak-tflops", type=_positive_float, default=None,
+                   help="peak TFLOP/s to divide by (default: the table entry of the detected GPU)")
+    p.add_argument("--peak-gbps", type=_positive_float, default=None,
+                   help="peak memory bandwidth in GB/s for MBU (default: the table entry of the detected GPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (dynamic shapes)")
+    p.add_argument("--no-ceilings", action="store_true", help="skip the GEMM and copy-bandwidth microbenchmarks")
+    p.add_argument("--out", default="results", help="folder for the results (default results/)")
+    p.add_argument("--no-save", action="store_true", help="write no files")
+    p.set_defaults(func=cmd_infer)
+
     p = sub.add_parser("gpus", help="the dense peak table and the GPU detected here")
+    p.add_argument("--lookup", default=None, metavar="NAME",
+                   help="the table entry and peak per dtype a GPU named NAME would get (an NVML name, a MIG "
+                        "slice, a table key such as h100-sxm)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.set_defaults(func=cmd_gpus)
 
@@ -227,7 +283,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted(program: bool) -> int:
+    """Say "interrupted" and give exit code 130. As the program (`program`), first ignore any further Ctrl-C,
+    then end the process at once (`os._exit`) rather than through the interpreter's exit: a second Ctrl-C
+    during that exit interrupts torch's exit handlers (a traceback) or kills the process by SIGINT (-2
+    instead of 130). Nothing is lost: every measured row is fsynced as it is written, and every `finally`
+    (the results files, torchrun's process group) has already run."""
+    if program:
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    print("flopbench: interrupted", file=sys.stderr)
+    if program:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said there
+                pass
+        os._exit(130)
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The `flopbench` program; `argv` None = this process's command line. Only then does Ctrl-C end the
+    process itself (see `_interrupted`): a caller passing `argv` gets 130 back and keeps its own Ctrl-C."""
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
@@ -235,8 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flopbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("flopbench: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted(program=argv is None)
 
 
 if __name__ == "__main__":

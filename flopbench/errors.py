@@ -27,3 +27,18 @@ def describe_error(error: BaseException) -> str:
     """One line for a record: the exception type and the first line of its message."""
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0][:300] if lines else ''}".rstrip(": ")
+
+
+def options_from(cls, options, fields: dict, function: str):
+    """The options of an API call: `options` (an instance of the dataclass `cls`) or `cls(**fields)` from
+    keywords, never both; an unknown keyword is a UsageError listing the allowed ones."""
+    import dataclasses
+
+    if options is not None and fields:
+        raise UsageError(f"{function}(): pass options={cls.__name__}(...) or keyword options, not both "
+                         f"(got {sorted(fields)})")
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(fields) - set(allowed))
+    if unknown:
+        raise UsageError(f"{function}(): unknown option {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    return options or cls(**fields)

@@ -3,7 +3,9 @@
 The document is what `flopbench count --json` prints (its keys are listed in the README, "`flopbench
 count`"). Every FLOPs figure is an integer, per step of batch_size x seq_len tokens. With
 `torch_counter=False` and `fvcore=False` (the CLI's `count --no-torch`) only the analytic part is
-computed, and torch is never imported.
+computed, and torch is never imported. A count that builds tensors (even on the meta device) first checks
+that none would exceed torch's size limit (`model.config.validate_tensor_sizes`); the analytic part has
+no limit beyond `model.config.MAX_SIZE` on each size.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 
 from ..flops import analytic, estimates
 from ..flops.reconcile import reconcile
-from ..model.config import ModelConfig, validate_shapes
+from ..model.config import ModelConfig, validate_shapes, validate_tensor_sizes
 from ..model.presets import as_config
 
 CONVENTIONS = (
@@ -65,6 +67,8 @@ def count(config: ModelConfig | str, batch_size: int = 1, seq_len: int | None = 
     cfg = as_config(config)
     seq_len = cfg.max_seq_len if seq_len is None else seq_len
     validate_shapes(cfg, batch_size, seq_len)
+    if torch_counter or fvcore:
+        validate_tensor_sizes(cfg, batch_size, seq_len, analytic.param_counts(cfg).total)
     started = time.perf_counter()
     doc: dict = {
         "config": cfg.as_dict(),

@@ -27,7 +27,7 @@ from fractions import Fraction
 from ..errors import UsageError
 from ..flops import analytic, estimates
 from ..hardware.peaks import lookup_gpu, resolve_peak
-from ..model.config import DTYPES, ModelConfig, validate_shapes
+from ..model.config import DTYPES, MAX_SIZE, ModelConfig, check_size, validate_shapes
 from ..model.presets import as_config
 from ..timing.rates import PRACTICAL_MFU, utilization
 
@@ -39,7 +39,8 @@ METHODS = {
     "6N": "Kaplan et al. 2020, §2.1: C = 6·N_matmul·T",
     "8N": "with full recomputation (Narayanan et al. 2021, Eq. 3): C = 8·N_matmul·T",
     "exact": "exact matmul FLOPs incl. attention scores (analytic.train_flops), per token x T",
-    "exact_recompute": "exact, full checkpointing with torch's early stop (analytic.train_recompute_flops), per token x T",
+    "exact_recompute": "exact, full checkpointing with torch's early stop (analytic.train_recompute_flops), "
+                       "per token x T",
 }
 
 def parse_tokens(text: str) -> int:
@@ -53,8 +54,10 @@ def parse_tokens(text: str) -> int:
         raise UsageError(f"{text!r} is not a token count; {allowed}")
     try:
         value = Decimal(s) * scale
-    except InvalidOperation:
+    except (InvalidOperation, ArithmeticError):  # ArithmeticError: decimal.Overflow past the exponent limit
         raise UsageError(f"{text!r} is not a token count; {allowed}") from None
+    if value.adjusted() > len(str(MAX_SIZE)):  # before int(): "1e1000000000" would build a billion digits
+        raise UsageError(f"{text!r} is too many tokens: at most {MAX_SIZE:.3e}")
     if value != value.to_integral_value():
         raise UsageError(f"{text!r} is not a whole number of tokens ({value})")
     if value < 1:
@@ -97,21 +100,24 @@ def mfu_from_results(path: str, recompute: bool) -> tuple[float, str]:
     """
     from ..output.records import read_rows
 
-    df = read_rows(path)
-    need = {"mode", "status", "checkpointing", "peak_tflops", "time_ms.median_ms", "model_flops"}
-    if not need <= set(df.columns):
-        raise UsageError(f"--mfu-from {path}: not flopbench run rows (missing {', '.join(sorted(need - set(df.columns)))})")
+    flops_field = "hardware_flops_analytic" if recompute else "model_flops"
+    need = ("mode", "status", "checkpointing", "peak_tflops", "time_ms.median_ms", flops_field)
+    df = read_rows(path, need=need)  # each row checked: a wrong-shaped row is one line naming file and line
+    if not set(need) <= set(df.columns):
+        missing = ", ".join(sorted(set(need) - set(df.columns)))
+        raise UsageError(f"--mfu-from {path}: not flopbench run rows (missing {missing})")
     ckpt = "full" if recompute else "none"
     rows = df[(df["mode"] == "train_step") & (df["status"] == "ok") & (df["checkpointing"] == ckpt)
-              & df["peak_tflops"].notna()]
+              & df["peak_tflops"].notna() & df["time_ms.median_ms"].notna() & df[flops_field].notna()]
     if rows.empty:
         raise UsageError(f"--mfu-from {path}: no train_step rows with checkpointing {ckpt} and a known peak "
                          f"(rows measured without a peak, e.g. on a CPU, have no MFU; pass --mfu)")
-    flops = rows["hardware_flops_analytic" if recompute else "model_flops"].astype(float)
+    flops = rows[flops_field].astype(float)
     util = [utilization(f, t / 1e3, p) for f, t, p in zip(flops, rows["time_ms.median_ms"].astype(float),
                                                          rows["peak_tflops"].astype(float))]
     kind = "HFU (analytic hardware FLOPs)" if recompute else "MFU"
-    return float(statistics.median(util)), f"median {kind} of {len(rows)} train_step rows (checkpointing {ckpt}) in {path}"
+    where = f"{len(rows)} train_step rows (checkpointing {ckpt}) in {path}"
+    return float(statistics.median(util)), f"median {kind} of {where}"
 
 
 def resolve_mfu(mfu: float | None, mfu_from: str | None, recompute: bool) -> tuple[float, str]:
@@ -134,6 +140,9 @@ def estimate(config: ModelConfig | str, tokens: int | str, gpus: int = 1, *, seq
     tokens = parse_tokens(tokens) if isinstance(tokens, str) else tokens
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
         raise UsageError(f"tokens={tokens!r}: pass a positive integer or a count like \"300B\"")
+    check_size("tokens", tokens)
+    if isinstance(gpus, int) and not isinstance(gpus, bool):
+        check_size("gpus", gpus)
     method = method_of(recompute, exact)
     mfu, mfu_source = resolve_mfu(mfu, mfu_from, recompute)
     if not (isinstance(gpus, int) and gpus >= 1):

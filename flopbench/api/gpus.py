@@ -1,20 +1,53 @@
-"""`flopbench.gpus`: the GPU detected here, its peak-table entry and the whole dense peak table."""
+"""`flopbench.gpus`: the GPU detected here, its peak-table entry and the whole dense peak table; or, with
+`lookup=NAME`, the table entry and the peak per dtype a GPU of that name would get, without having one."""
 
 from __future__ import annotations
 
-from ..hardware.detect import detect_gpu
-from ..hardware.peaks import load_peak_table, match_gpu
+from ..errors import UsageError
+from ..hardware.detect import detect_gpu, gpu_peak
+from ..hardware.peaks import is_mig, load_peak_table, lookup_gpu, match_gpu, mig_slice_sms, resolve_peak
+from ..model.config import DTYPES
 
 
-def gpus(index: int = 0) -> dict:
-    """The GPU detected here, its table entry and the whole peak table: the `flopbench gpus --json` document."""
+def lookup_peaks(name: str) -> dict:
+    """The `gpus --lookup NAME --json` document: NAME's table entry and, per dtype, the peak `run` would divide
+    by on that GPU and where it comes from (`hardware.peaks.resolve_peak`, the lookup every command uses).
+
+    NAME is an NVML name ("NVIDIA H100 80GB HBM3"), a MIG slice's ("NVIDIA A100-SXM4-40GB MIG 1g.5gb": the
+    chip's peak x the slice's SMs / the chip's, or None with the reason where the slice's SM count is not
+    known without the device), a table key or display name ("h100-sxm", "H100 SXM") or an unambiguous key
+    prefix ("a100")."""
+    if not isinstance(name, str) or not name.strip():
+        raise UsageError(f"--lookup {name!r}: give a GPU name, e.g. 'NVIDIA H100 80GB HBM3' or h100-sxm")
+    entry = match_gpu(name) or lookup_gpu(name, "--lookup")  # key prefixes, and the one-line error
+    gpu_name = name if match_gpu(name) else entry.display_name
+    mig = is_mig(gpu_name)
+    peaks = {}
+    for dtype in DTYPES:
+        tflops, source = resolve_peak(gpu_name, dtype, None)
+        peaks[dtype] = {"tflops": tflops, "source": source}
+    return {
+        "lookup": name,
+        "table_entry": {"key": entry.key, "name": entry.display_name, "sms": entry.sms, "source": entry.source,
+                        **{f"{d}_tflops": v for d, v in entry.tflops.items()}},
+        "mig": {"slice_sms": mig_slice_sms(entry, gpu_name), "chip_sms": entry.sms} if mig else None,
+        "peaks": peaks,
+    }
+
+
+def gpus(index: int = 0, lookup: str | None = None) -> dict:
+    """The GPU detected here (with the peak per dtype it gets: a MIG slice its share), its table entry and the
+    whole peak table: the `flopbench gpus --json` document. With `lookup=NAME`: only NAME's table entry and
+    peaks (`lookup_peaks`), nothing detected."""
+    if lookup is not None:
+        return lookup_peaks(lookup)
     gpu = detect_gpu(index)
     entry = match_gpu(gpu.name) if gpu else None
     return {
         "detected": gpu.as_dict() if gpu else None,
         "table_entry": entry.key if entry else None,
+        "detected_peaks": ({d: dict(zip(("tflops", "source"), gpu_peak(gpu, d), strict=True)) for d in DTYPES}
+                           if gpu else None),
         "table": [{"key": e.key, "name": e.display_name, **{f"{d}_tflops": v for d, v in e.tflops.items()},
-                   "source": e.source} for e in load_peak_table()],
+                   "sms": e.sms, "mem_gbps": e.mem_gbps, "source": e.source} for e in load_peak_table()],
     }
-
-

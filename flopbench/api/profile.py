@@ -18,9 +18,10 @@ One call does what `run` does for the built-in model, for a user's module and ex
    compute dtype (`hardware.detect.device_peak`); the CPU has none, so MFU is None there unless
    `peak_tflops` is given.
 
-`dtype` ("fp32", "tf32", "bf16", "fp16", "auto") applies the same autocast / TF32 setting as `run`
-(`timing.device.precision`); None (default) runs the module as it is, and the compute dtype is read from the
-autocast state or the parameters. A CUDA out-of-memory error in one step gives that row `status="oom"`.
+`dtype` ("fp32", "tf32", "bf16", "fp16", "auto") applies the same autocast / TF32 setting as `run`: TF32 on
+or off for the whole step, backward included (`timing.device.matmul_precision`), autocast around the module
+call and the loss (`timing.device.autocast`); None (default) runs the module as it is, and the compute dtype
+is read from the autocast state or the parameters. A CUDA out-of-memory error in one step gives that row `status="oom"`.
 Side effects on the module: it is moved to `device` if one is given, its gradients are cleared, and
 stateful layers (BatchNorm running statistics) update as in any forward in training mode.
 """
@@ -42,7 +43,9 @@ from ..model.inputs import Inputs, check_module, loss_of
 from ..output.records import to_dataframe
 from ..timing.clock import time_step
 from ..timing.device import (
+    autocast,
     autocast_dtype,
+    matmul_precision,
     module_device,
     oom_safe,
     parameter_dtype,
@@ -161,6 +164,8 @@ def profile(module: torch.nn.Module, example_inputs, loss_fn: Callable | None = 
         module.to(dev)
     dtype_name = None if dtype is None else resolve_dtype(dtype, dev)
     context = (lambda: precision(dtype_name, dev)) if dtype_name else contextlib.nullcontext
+    step_precision = (lambda: matmul_precision(dtype_name)) if dtype_name else contextlib.nullcontext
+    forward_autocast = (lambda: autocast(dtype_name, dev)) if dtype_name else contextlib.nullcontext
     inputs = Inputs.of(example_inputs).map(lambda t: t.to(dev))
     compute = None if dtype_name else (autocast_dtype(dev) or parameter_dtype(module))
     column = dtype_name or peak_column(compute)
@@ -174,11 +179,12 @@ def profile(module: torch.nn.Module, example_inputs, loss_fn: Callable | None = 
         with context(), torch.no_grad():
             inputs.call(module)
 
-    def fwd_bwd_step(i):
+    def fwd_bwd_step(i):  # the matmul precision holds for backward (and the recompute in it) too
         module.zero_grad(set_to_none=True)
-        with context():
-            loss = loss_of(loss_fn, inputs.call(module, checkpointed=checkpointing == "full"))
-        loss.backward()
+        with step_precision():
+            with forward_autocast():
+                loss = loss_of(loss_fn, inputs.call(module, checkpointed=checkpointing == "full"))
+            loss.backward()
 
     rows = [_timed_row(ProfileRow("forward", "none", model_flops=counts.forward, hardware_flops=counts.forward),
                        forward_step, module, dev, warmup, iters, peak)]

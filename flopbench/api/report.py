@@ -37,7 +37,7 @@ from ..flops import analytic, estimates
 from ..flops.fvcore import count_fvcore
 from ..model.config import ModelConfig
 from ..output import markdown, plots
-from ..output.records import read_environment, read_rows
+from ..output.records import KEY_FIELDS, read_environment, read_rows
 from ..timing.rates import PRACTICAL_MFU
 
 PLOTS = ("flops_per_token", "counted_over_6n", "mfu_hfu", "step_time")
@@ -55,6 +55,11 @@ COUNTED = {
 _COUNTED_ROWS = (("counted_forward", ("forward",), "none"), ("counted_train", TRAIN_MODES, "none"),
                  ("counted_train_recompute", TRAIN_MODES, "full"))
 RATIO_SEQ_LENS = tuple(2**k for k in range(6, 15, 2))  # the columns of the report's exact ÷ 6N table
+#: The row fields the report reads, checked in every row before use (`output.records.FIELD_KINDS`: their types).
+ROW_FIELDS = (*KEY_FIELDS, "status", "device", "simple_formula", "peak_tflops", "gemm_tflops", "simple_flops",
+              "hardware_flops", "tokens_per_s", "achieved_tflops", "mfu", "hfu", "time_ms.median_ms", "time_ms.min_ms",
+              "time_ms.max_ms", "config.n_layer", "config.d_model", "config.n_head", "config.vocab_size",
+              "config.max_seq_len")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -182,7 +187,9 @@ def measured_rows(df) -> list[dict]:
     for _, r in df.iterrows():
         peak, gemm = _value(r.get("peak_tflops")), _value(r.get("gemm_tflops"))
         rate, basis = (peak, "peak") if peak else ((gemm, "GEMM ceiling") if gemm else (None, None))
-        simple = _value(r.get("simple_flops"))
+        # the rule of the work a step does: 8N for checkpointed rows (`simple_hardware_flops`; rows written
+        # before it existed held 8N in `simple_flops`)
+        simple = _value(r.get("simple_hardware_flops")) or _value(r.get("simple_flops"))
         ideal_ms = simple / (rate * 1e12) * 1e3 if rate and simple else None
         seconds = (_value(r.get("time_ms.median_ms")) or 0) / 1e3
         counted = _value(r.get("hardware_flops"))
@@ -196,7 +203,8 @@ def measured_rows(df) -> list[dict]:
             "hardware_tflops": counted / seconds / 1e12 if counted and seconds else None,
             "mfu": _value(r.get("mfu")), "hfu": _value(r.get("hfu")), "peak_tflops": peak, "gemm_tflops": gemm,
             "gemm_fraction": gemm / peak if gemm and peak else None,
-            "simple_formula": _value(r.get("simple_formula")), "predicted_basis": basis,
+            "simple_formula": _value(r.get("simple_hardware_formula")) or _value(r.get("simple_formula")),
+            "predicted_basis": basis,
             "predicted_ms": ideal_ms, "predicted_ms_discounted": ideal_ms / PRACTICAL_MFU if ideal_ms else None,
         })
     return rows
@@ -228,6 +236,28 @@ def predictions(rows: list[dict]) -> list[dict]:
 # --------------------------------------------------------------------------------------------------
 
 
+def roofline(df) -> tuple[list[dict], list[dict]]:
+    """The `infer` rows (prefill, decode) as roofline points {label, intensity, tflops}, and the roofs they
+    were measured under: the datasheet peaks and the measured GEMM / copy ceilings (Williams et al. 2009)."""
+    if "kind" not in df.columns:
+        return [], []
+    rows = df[(df["kind"] == "infer") & (df["status"] == "ok")]
+    points = [{"label": f"{r['model']} {r['mode']} B={int(r['batch_size'])} {r['device']}",
+               "intensity": _value(r.get("intensity")), "tflops": _value(r.get("achieved_tflops"))}
+              for _, r in rows.iterrows()]
+    roofs = []
+    for _, r in rows.drop_duplicates(["device", "dtype"]).iterrows():
+        peak, gbps = _value(r.get("peak_tflops")), _value(r.get("peak_gbps"))
+        gemm, copy = _value(r.get("gemm_tflops")), _value(r.get("copy_gbps"))
+        if peak or gbps:
+            roofs.append({"label": f"datasheet, {r['device']} {r['dtype']}: {peak or '-'} TFLOP/s, {gbps or '-'} GB/s",
+                          "tflops": peak, "gbps": gbps})
+        if gemm or copy:
+            roofs.append({"label": f"measured ceilings, {r['device']} {r['dtype']}: GEMM {gemm or 0:.3g} TFLOP/s, "
+                                   f"copy {copy or 0:.3g} GB/s", "tflops": gemm, "gbps": copy})
+    return points, roofs
+
+
 def report(results: str | Path, out: str | Path | None = None) -> dict:
     """Write `report.md` (+ PNG plots when matplotlib is there) for the rows under `results`.
 
@@ -236,10 +266,15 @@ def report(results: str | Path, out: str | Path | None = None) -> dict:
     rows, status_counts, notes.
     """
     results = Path(results)
-    df = read_rows(results)
+    df = read_rows(results, need=ROW_FIELDS)  # a wrong-shaped row: one line naming its file and line
     need = {"model", "seq_len", "batch_size", "mode", "checkpointing"}
     if df.empty or not need <= set(df.columns):
         raise UsageError(f"{results}: no flopbench result rows there (need columns {', '.join(sorted(need))})")
+    try:
+        configs = {m: config_of(g.iloc[0]) for m, g in df.groupby("model", sort=False)}
+        per_token = flops_per_token(df)
+    except UsageError as e:
+        raise UsageError(f"{results}: a row's config is not a model config ({e})") from None
     out = Path(out) if out else (results if results.is_dir() else results.parent) / "report"
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -247,8 +282,6 @@ def report(results: str | Path, out: str | Path | None = None) -> dict:
         raise UsageError(f"--out {out}: cannot write there ({e.strerror or e})") from None
 
     series = per_token_series()
-    per_token = flops_per_token(df)
-    configs = {m: config_of(g.iloc[0]) for m, g in df.groupby("model", sort=False)}
     ratios = ratios_over_6n(per_token, configs)
     rows = measured_rows(df)
     train = train_rows(rows)
@@ -275,6 +308,12 @@ def report(results: str | Path, out: str | Path | None = None) -> dict:
         ratio_table=ratio_curves(configs, RATIO_SEQ_LENS), ratios=ratios, rows=rows,
         noisy=len(noisy_rows(rows)), noisy_factor=NOISY, predictions=predictions(rows),
         failed=[r for r in rows if r["status"] != "ok"], discount=PRACTICAL_MFU, plots=drawn, notes=notes)
+    points, roofs = roofline(df)
+    if points:
+        if plt is not None:
+            plots.plot_roofline(plt, points, roofs, out / "roofline.png")
+            drawn["roofline"] = str(out / "roofline.png")
+        text += markdown.roofline_section(points, roofs, "roofline" in drawn)
     (out / "report.md").write_text(text, encoding="utf-8")
     return {"results": str(results), "out": str(out), "report": str(out / "report.md"), "plots": drawn,
             "matplotlib": plt is not None, "rows": len(df), "status_counts": status_counts, "notes": notes}

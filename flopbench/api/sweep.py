@@ -3,11 +3,18 @@
 The grid is models x seq_len x batch_size x dtype x checkpointing (in that nesting order); device,
 warm-up, iterations, compile, vocabulary padding, peak and GEMM are one value for the whole sweep.
 Every grid point is one call of `flopbench.run` (nothing here measures anything itself); each
-row it measures is appended to `<out>/<name>/rows.jsonl` (and `rows.csv`) by `output.records.ResultWriter`
-the moment it exists, so a crash or Ctrl-C keeps every finished row. A CUDA out-of-memory error is a
-row with `status: "oom"` (run records it) and the sweep goes on. `--resume` skips the rows the
-file already has, keyed on (model, seq_len, batch_size, checkpointing, dtype, mode); OOM rows count as
-present (on the same machine they would run out of memory again).
+row it measures, with the sweep's timing options added as `timing` ({warmup, iters, compile, gemm,
+peak_tflops}), is appended to `<out>/<name>/rows.jsonl` (and `rows.csv`) by `output.records.ResultWriter`
+the moment it exists, so a crash or Ctrl-C keeps every finished row; the writer holds the folder's lock,
+so a second sweep on it is refused. A CUDA out-of-memory error is a row with `status: "oom"` (run records
+it) and the sweep goes on. `--resume` skips the rows the file already has, keyed on (model, seq_len,
+batch_size, checkpointing, dtype, mode); OOM rows count as present (on the same machine they would run out
+of memory again). Every kept row must have been measured as the spec says now (`stale_row`: a grid point of
+the spec, the same model config and the same timing options); otherwise --resume refuses, naming the first
+difference, rather than mix numbers of two different sweeps in one file.
+
+Limits (checked when the spec is read, before anything is planned): at most `MAX_GRID_POINTS` grid points
+(models x seq_len x batch_size x dtype x checkpointing), `iters` <= `MAX_ITERS`, `warmup` <= `MAX_WARMUP`.
 
 The forward pass never checkpoints (run records it with checkpointing "none"), so it is timed
 once per shape, in the first checkpointing mode of the spec's list.
@@ -34,16 +41,18 @@ Spec format (see `benchmarks/*.toml`): top-level keys only.
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
+from ..files import read_text
 from ..flops import analytic
 from ..hardware.detect import environment
 from ..model.config import CHECKPOINTING, DEVICES, DTYPES, MODES, OVERRIDABLE, ModelConfig, pad_vocab, validate_shapes
 from ..model.presets import resolve_config
-from ..output.records import ResultWriter, read_environment
+from ..output.records import ResultWriter, check_folder_name, row_key
 from ..timing.device import ModelDoesNotFit, free_memory, resolve_device, resolve_dtype
 from .run import RunOptions, run
 
@@ -61,6 +70,12 @@ DEFAULTS = {
 }
 SPEC_KEYS = ("models", *DEFAULTS)
 MODEL_TABLE_KEYS = ("name", "preset", *OVERRIDABLE)
+#: The options every row of one sweep shares, stored in each row as `timing` and compared on --resume.
+TIMING_FIELDS = ("warmup", "iters", "compile", "gemm", "peak_tflops")
+#: Limits of a spec: a larger grid would plan for minutes and run for years; more steps than these add nothing.
+MAX_GRID_POINTS = 10_000
+MAX_ITERS = 10_000
+MAX_WARMUP = 1_000
 
 
 @dataclass(frozen=True)
@@ -104,12 +119,6 @@ class Point:
         return f"{self.cfg.name} T={self.seq_len} B={self.batch_size} {self.dtype} ckpt={self.checkpointing}"
 
 
-def row_key(row: dict) -> tuple:
-    """(model, seq_len, batch_size, checkpointing, dtype, mode) of a result row."""
-    return (row["model"], int(row["seq_len"]), int(row["batch_size"]), row["checkpointing"], row["dtype"],
-            row["mode"])
-
-
 # --------------------------------------------------------------------------------------------------
 # Reading and checking a spec
 # --------------------------------------------------------------------------------------------------
@@ -123,17 +132,24 @@ def _positive_int(v) -> bool:
     return _is_int(v) and v > 0
 
 
+def check_grid_size(path: Path, n_models: int, *axes) -> None:
+    """Refuse a grid of more than `MAX_GRID_POINTS` points (the product of the axes' lengths) before planning."""
+    size = n_models
+    for axis in axes:
+        size *= len(axis)
+    if size > MAX_GRID_POINTS:
+        raise UsageError(f"spec {path}: {size:,} grid points (models x seq_len x batch_size x dtype x "
+                         f"checkpointing), more than the limit of {MAX_GRID_POINTS:,}; split the sweep")
+
+
 def load_spec(path: str | Path) -> Spec:
     """Read and check a sweep spec; any problem is a `UsageError` naming the file, key and value."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise UsageError(f"--spec {path}: no such file") from None
-    except OSError as e:
-        raise UsageError(f"--spec {path}: cannot read ({e.strerror or e})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raw = tomllib.loads(read_text(path))
+    except UsageError as e:
+        raise UsageError(f"--spec {e}") from None
+    except tomllib.TOMLDecodeError as e:
         raise UsageError(f"--spec {path}: not TOML ({e})") from None
 
     def bad(key: str, value, allowed: str) -> UsageError:
@@ -151,6 +167,8 @@ def load_spec(path: str | Path) -> Spec:
         items = tuple(value) if isinstance(value, (list, tuple)) else (value,)
         if not items:
             raise bad(key, value, "give at least one value")
+        if len(items) > MAX_GRID_POINTS:
+            check_grid_size(path, len(items))
         for item in items:
             if not ok(item):
                 raise bad(key, item, allowed)
@@ -164,29 +182,39 @@ def load_spec(path: str | Path) -> Spec:
             raise bad(key, value, allowed)
         return value
 
+    name = scalar("name", lambda v: v is None or (isinstance(v, str) and v.strip()), "a non-empty folder name")
+    name = path.stem if name is None else name
+    if check_folder_name(name):
+        raise UsageError(f"spec {path}: name = {name!r} is not allowed: {check_folder_name(name)} (the results "
+                         f"go to --out/<name>)")
     try:
         device = resolve_device(scalar("device", lambda v: v in DEVICES, f"one of {', '.join(DEVICES)}"))
         dtype_names = axis("dtype", lambda v: v in ("auto", *DTYPES), f"auto, {', '.join(DTYPES)}")
         dtypes = tuple(dict.fromkeys(resolve_dtype(d, device) for d in dtype_names))
     except UsageError as e:
         raise UsageError(f"spec {path}: {e}") from None
+    seq_len = axis("seq_len", lambda v: v is None or _positive_int(v), "positive integers")
+    batch_size = axis("batch_size", _positive_int, "positive integers")
+    checkpointing = axis("checkpointing", lambda v: v in CHECKPOINTING, ", ".join(CHECKPOINTING))
+    raw_models = get("models")
+    check_grid_size(path, len(raw_models) if isinstance(raw_models, list) else 1, seq_len, batch_size, dtypes,
+                    checkpointing)
     padding = scalar("pad_vocab", _positive_int, "a positive integer (1 = no padding)")
-    models = _models(get("models"), path, padding)
+    models = _models(raw_models, path, padding)
     peak = scalar("peak_tflops", lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
                                                          and 0 < v < float("inf")), "a positive number")
     return Spec(
         path=path,
-        name=scalar("name", lambda v: v is None or (isinstance(v, str) and v.strip() and "/" not in v),
-                    "a non-empty folder name") or path.stem,
+        name=name,
         description=scalar("description", lambda v: isinstance(v, str), "text"),
         models=models,
-        seq_len=axis("seq_len", lambda v: v is None or _positive_int(v), "positive integers"),
-        batch_size=axis("batch_size", _positive_int, "positive integers"),
-        checkpointing=axis("checkpointing", lambda v: v in CHECKPOINTING, ", ".join(CHECKPOINTING)),
+        seq_len=seq_len,
+        batch_size=batch_size,
+        checkpointing=checkpointing,
         dtype=dtypes,
         device=str(device),
-        warmup=scalar("warmup", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-        iters=scalar("iters", _positive_int, "a positive integer"),
+        warmup=scalar("warmup", lambda v: _is_int(v) and 0 <= v <= MAX_WARMUP, f"an integer from 0 to {MAX_WARMUP:,}"),
+        iters=scalar("iters", lambda v: _is_int(v) and 1 <= v <= MAX_ITERS, f"an integer from 1 to {MAX_ITERS:,}"),
         compile=scalar("compile", lambda v: isinstance(v, bool), "true or false"),
         pad_vocab=padding,
         peak_tflops=None if peak is None else float(peak),
@@ -208,7 +236,8 @@ def _models(value, path: Path, pad_vocab_multiple: int) -> tuple[ModelConfig, ..
             elif isinstance(item, dict):
                 unknown = sorted(set(item) - set(MODEL_TABLE_KEYS))
                 if unknown:
-                    raise UsageError(f"model table key {unknown[0]!r} is unknown; allowed: {', '.join(MODEL_TABLE_KEYS)}")
+                    raise UsageError(f"model table key {unknown[0]!r} is unknown; allowed: "
+                                     f"{', '.join(MODEL_TABLE_KEYS)}")
                 if not isinstance(item.get("name"), str) or not isinstance(item.get("preset"), str):
                     raise UsageError(f"model table {item!r} needs name = \"...\" and preset = \"...\"")
                 overrides = {k: v for k, v in item.items() if k not in ("name", "preset")}
@@ -227,6 +256,7 @@ def _models(value, path: Path, pad_vocab_multiple: int) -> tuple[ModelConfig, ..
 
 def grid(spec: Spec) -> list[Point]:
     """Every grid point of `spec`, each shape checked (`validate_shapes`) before anything runs."""
+    check_grid_size(spec.path, len(spec.models), spec.seq_len, spec.batch_size, spec.dtype, spec.checkpointing)
     points = []
     for cfg in spec.models:
         for T in spec.seq_len:
@@ -268,7 +298,8 @@ def _oom_rows(point: Point, modes: tuple[str, ...], spec: Spec, error: str) -> l
 
 def _weight(spec: Spec, point: Point, modes: tuple[str, ...]) -> float:
     """Rough work of a grid point, for the ETA: analytic training FLOPs x steps (counted + warm-up + timed)."""
-    return analytic.train_flops(point.cfg, point.batch_size, point.seq_len) * len(modes) * (spec.warmup + spec.iters + 1)
+    steps = spec.warmup + spec.iters + 1
+    return analytic.train_flops(point.cfg, point.batch_size, point.seq_len) * len(modes) * steps
 
 
 _ENV_FIELDS = ("device", "torch", "cuda_runtime")
@@ -280,26 +311,77 @@ def _environment_changes(old: dict, new: dict) -> list[str]:
     return [f"{k}: {a} -> {b}" for k, a, b in pairs if a != b]
 
 
+def timing_of(spec: Spec) -> dict:
+    """The `timing` dict every row of `spec` carries: the options that change its numbers (`TIMING_FIELDS`)."""
+    return {k: getattr(spec, k) for k in TIMING_FIELDS}
+
+
+def stale_row(row: dict, spec: Spec, by_key: dict[tuple, Point]) -> str | None:
+    """How a row already in the results differs from what `spec` would measure now, or None. `by_key`:
+    the spec's grid points by the `row_key` of each row they measure (`Point.key`).
+
+    The row must be a grid point of the spec (its `row_key`), with the same model config (the full
+    `ModelConfig` dict) and the same timing options (`timing_of`); a row without `config` or `timing`
+    (written by an older flopbench) is unknown, which is a difference too."""
+    model = row["model"]
+    cfg = next((c for c in spec.models if c.name == model), None)
+    if cfg is None:
+        return f"model {model!r} is not in the spec (models: {', '.join(c.name for c in spec.models)})"
+    point = by_key.get(row_key(row))
+    if point is None:
+        choices = {"seq_len": [cfg.max_seq_len if t is None else t for t in spec.seq_len],
+                   "batch_size": list(spec.batch_size), "dtype": list(spec.dtype),
+                   "checkpointing": list(spec.checkpointing), "mode": list(spec.modes)}
+        field_ = next((f for f, allowed in choices.items() if row[f] not in allowed), "checkpointing")
+        return f"model {model}: {field_} {row[field_]!r} is not in the spec's {choices[field_]}"
+    old_cfg, new_cfg = row.get("config"), json.loads(json.dumps(point.cfg.as_dict(), default=str))
+    if not isinstance(old_cfg, dict):
+        return f"model {model}: the row has no config (written by an older flopbench), so its config is unknown"
+    for name in new_cfg:
+        if old_cfg.get(name, "missing") != new_cfg[name]:
+            return (f"model {model}: config.{name} {old_cfg.get(name, 'missing')!r} in the file vs "
+                    f"{new_cfg[name]!r} in the spec")
+    timing = row.get("timing")
+    if not isinstance(timing, dict):
+        return (f"model {model}: the row has no timing options ({', '.join(TIMING_FIELDS)}: written by an older "
+                f"flopbench), so they are unknown")
+    for name, value in timing_of(spec).items():
+        if name not in timing:
+            return f"model {model}: the row has no timing.{name}, so it is unknown"
+        if timing[name] != value:
+            return f"model {model}: {name} {timing[name]!r} in the file vs {value!r} in the spec"
+    return None
+
+
 def run_sweep(spec: Spec, out: str | Path = "results", resume: bool = False, stderr=None) -> dict:
     """Run every grid point of `spec` not yet in `<out>/<spec.name>/rows.jsonl` (with `resume`).
 
     Progress (a tqdm bar with ETA, weighted by each point's FLOPs) and warnings go to `stderr`.
     Ctrl-C (KeyboardInterrupt) is re-raised after saying what was kept; every finished row is on disk.
     """
-    from tqdm import tqdm
-
     stderr = stderr or sys.stderr
     points = grid(spec)
-    jsonl = Path(out) / spec.name / "rows.jsonl"
-    if not resume and jsonl.exists() and jsonl.stat().st_size > 0:
-        raise UsageError(f"{jsonl} already has rows: pass --resume to continue that sweep, or choose another --out")
-    env_file = jsonl.with_name("environment.json")
-    old_env = next(iter(read_environment(jsonl)), None) if resume else None
     env = environment(resolve_device(spec.device))
-    writer = ResultWriter(out, spec.name, env, resume=resume)
+    with ResultWriter(out, spec.name, env, resume=resume, fresh=False,
+                      warn=lambda msg: print(msg, file=stderr, flush=True)) as writer:
+        return _run_points(spec, points, writer, env, stderr)
+
+
+def _run_points(spec: Spec, points: list[Point], writer: ResultWriter, env: dict, stderr) -> dict:
+    """The body of `run_sweep`, with the folder's `writer` open (and locked)."""
+    from tqdm import tqdm
+
+    jsonl = Path(writer.files["rows.jsonl"])
+    by_key = {p.key(m): p for p in points for m in p.modes}
+    for line, row in enumerate(writer.rows, 1):
+        problem = stale_row(row, spec, by_key)
+        if problem:
+            raise UsageError(f"--resume: {jsonl} row {line} was not measured as {spec.path} says now: {problem}; "
+                             f"use a new --out, or drop those rows from {jsonl}")
+    old_env = writer.previous_environment
     if old_env and _environment_changes(old_env, env):
         print(f"warning: resuming on another environment ({'; '.join(_environment_changes(old_env, env))}); "
-              f"{env_file} describes the first", file=stderr)
+              f"{writer.files['environment.json']} describes the first", file=stderr)
 
     done = {row_key(r) for r in writer.rows}
     todo = [(p, tuple(m for m in p.modes if p.key(m) not in done)) for p in points]
@@ -308,15 +390,16 @@ def run_sweep(spec: Spec, out: str | Path = "results", resume: bool = False, std
     if skipped:
         print(f"resume: {skipped} rows already in {jsonl}, {len(todo)} of {len(points)} grid points to run",
               file=stderr)
-    new_rows: list[dict] = []
+    first_new = len(writer.rows)
+    timing = timing_of(spec)
 
     def keep(row: dict) -> None:
-        writer.append(row)
-        new_rows.append(row)
+        writer.append({**row, "timing": timing})
 
     warned: set[str] = set()
     bar = tqdm(total=sum(_weight(spec, p, m) for p, m in todo), file=stderr, smoothing=0, dynamic_ncols=True,
-               desc=f"sweep {spec.name}", bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]{postfix}")
+               desc=f"sweep {spec.name}",
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]{postfix}")
     try:
         for i, (point, modes) in enumerate(todo, 1):
             where = f"{i}/{len(todo)} {point.label}"
@@ -340,10 +423,15 @@ def run_sweep(spec: Spec, out: str | Path = "results", resume: bool = False, std
             bar.update(_weight(spec, point, modes))
     except KeyboardInterrupt:
         bar.close()
-        print(f"interrupted: {len(new_rows)} new rows kept in {jsonl} ({len(writer.rows)} in all); "
+        print(f"interrupted: {writer.appended} new rows kept in {jsonl} ({len(writer.rows)} in all); "
               f"run again with --resume to continue", file=stderr)
         raise
+    except BaseException:  # e.g. a full disk: the bar clears its line, so the error is the one line left
+        bar.leave = False
+        bar.close()
+        raise
     bar.close()
+    new_rows = writer.rows[first_new:]
     statuses = [r["status"] for r in new_rows]
     return {
         "spec": str(spec.path), "name": spec.name, "description": spec.description, "files": writer.files,

@@ -1,8 +1,19 @@
 """What GPU this is, and everything else about where a measurement was made.
 
 Detection goes through NVML (``pynvml``, from the nvidia-ml-py package), falling back to ``torch.cuda``
-when NVML is missing or fails. `environment` is the record stored beside every result; `device_peak`
-is the peak of the GPU a device is on, from the one lookup in `hardware.peaks`.
+when NVML is missing or fails. `environment` is the record stored beside every result; `gpu_peak` and
+`device_peak` are the peak of a detected GPU, from the one lookup in `hardware.peaks`.
+
+**Which NVML device.** NVML numbers GPUs by PCI bus order and ignores ``CUDA_VISIBLE_DEVICES``, while
+torch's ``cuda:i`` counts only the visible ones, in CUDA's order: with ``CUDA_VISIBLE_DEVICES=3`` torch's
+device 0 is NVML's device 3. So `nvml_handle` finds torch's device by its UUID
+(``torch.cuda.get_device_properties(i).uuid`` → ``nvmlDeviceGetHandleByUUID``), else by its PCI bus id,
+and only when torch gives neither by the index (`GpuInfo.source` then says so).
+
+**MIG.** A MIG slice is named "<GPU> MIG <profile>" and has only some of the chip's SMs; it is detected by
+its name, by ``nvmlDeviceIsMigDeviceHandle`` or by the parent's ``nvmlDeviceGetMigMode``, and its SM count
+is torch's ``multi_processor_count`` (`GpuInfo.mig`, `GpuInfo.sm_count`), which `hardware.peaks` turns into
+the slice's share of the chip's peak. Clocks and power are the parent GPU's (`physical_handle`).
 """
 
 from __future__ import annotations
@@ -18,7 +29,14 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from .peaks import resolve_peak
+from .peaks import is_mig, resolve_peak
+
+#: NVML's clock domains and temperature sensor (nvml.h: nvmlClockType_t, nvmlTemperatureSensors_t).
+NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
+
+#: `GpuInfo.source` when NVML had to be asked by index.
+BY_INDEX = ("nvml, by index: torch gave no UUID or PCI bus id, so with CUDA_VISIBLE_DEVICES set this may be "
+            "another GPU than the one measured")
 
 
 @dataclass
@@ -32,7 +50,10 @@ class GpuInfo:
     sm_clock_mhz: int | None = None
     sm_clock_max_mhz: int | None = None
     power_limit_w: float | None = None
-    source: str = "none"  # "nvml", "torch" or "none"
+    source: str = "none"  # "nvml" (found by UUID or PCI bus id), `BY_INDEX`, "torch" or "none"
+    uuid: str | None = None
+    sm_count: int | None = None  # SMs this device has (a MIG slice: the slice's), from torch
+    mig: bool = False  # a MIG slice (or a GPU in MIG mode)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -43,7 +64,7 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _optional(fn, *args):
+def optional(fn, *args):
     """``fn(*args)``, or None if it raises (a field this GPU or driver does not report)."""
     try:
         return fn(*args)
@@ -51,52 +72,131 @@ def _optional(fn, *args):
         return None
 
 
+def nvml_call(pynvml, function: str, *args):
+    """``pynvml.<function>(*args)``, or None where this pynvml lacks the function or the GPU refuses it."""
+    fn = getattr(pynvml, function, None)
+    return None if fn is None else optional(fn, *args)
+
+
 def _cuda_version_string(version: int | None) -> str | None:
     """NVML encodes CUDA 12.8 as 12080."""
     return None if version is None else f"{version // 1000}.{version % 1000 // 10}"
 
 
+def torch_properties(index: int):
+    """``torch.cuda.get_device_properties(index)``, or None without CUDA or such a device."""
+    if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+        return None
+    return optional(torch.cuda.get_device_properties, index)
+
+
+def _uuids(props) -> list[str]:
+    """NVML's spellings of the device's UUID: torch prints it bare ("58e5…") or with its prefix; NVML wants
+    "GPU-…" for a GPU and "MIG-…" for a MIG slice."""
+    raw = getattr(props, "uuid", None)
+    text = _text(str(raw)).strip() if raw is not None else ""
+    if not text:
+        return []
+    if text[:4] in ("GPU-", "MIG-"):
+        return [text]
+    return [f"GPU-{text}", f"MIG-{text}"]
+
+
+def _pci_bus_id(props) -> str | None:
+    """"00000000:18:00.0" from torch's PCI domain, bus and device ids (where this torch has them)."""
+    ids = [getattr(props, f"pci_{part}_id", None) for part in ("domain", "bus", "device")]
+    if any(i is None for i in ids):
+        return None
+    return f"{ids[0]:08x}:{ids[1]:02x}:{ids[2]:02x}.0"
+
+
+def nvml_handle(pynvml, index: int, props=None) -> tuple[object, str]:
+    """(NVML handle of torch's CUDA device ``index``, how it was found: "uuid", "pci_bus_id" or "index").
+
+    By UUID first, then PCI bus id; NVML's own index only when torch gives neither (see the module
+    docstring). ``props``: torch's device properties (default: read them)."""
+    props = props if props is not None else torch_properties(index)
+    if props is not None:
+        for uuid in _uuids(props):
+            handle = nvml_call(pynvml, "nvmlDeviceGetHandleByUUID", uuid)
+            if handle is not None:
+                return handle, "uuid"
+        bus_id = _pci_bus_id(props)
+        for function in ("nvmlDeviceGetHandleByPciBusId_v2", "nvmlDeviceGetHandleByPciBusId"):
+            handle = nvml_call(pynvml, function, bus_id) if bus_id else None
+            if handle is not None:
+                return handle, "pci_bus_id"
+    return pynvml.nvmlDeviceGetHandleByIndex(index), "index"
+
+
+def physical_handle(pynvml, handle):
+    """The handle of the GPU itself: a MIG slice's parent (clocks, power and energy are the chip's)."""
+    if nvml_call(pynvml, "nvmlDeviceIsMigDeviceHandle", handle):
+        parent = nvml_call(pynvml, "nvmlDeviceGetDeviceHandleFromMigDeviceHandle", handle)
+        return parent if parent is not None else handle
+    return handle
+
+
+def _is_mig(pynvml, handle, name: str) -> bool:
+    """A MIG slice by its name or NVML handle, or a GPU whose MIG mode is on (NVML_DEVICE_MIG_ENABLE = 1)."""
+    if is_mig(name) or nvml_call(pynvml, "nvmlDeviceIsMigDeviceHandle", handle):
+        return True
+    mode = nvml_call(pynvml, "nvmlDeviceGetMigMode", handle)  # (current, pending)
+    return bool(mode) and mode[0] == 1
+
+
 def _detect_with_nvml(index: int) -> GpuInfo:
-    """Ask NVML about GPU ``index``. Raises (ImportError, ``pynvml.NVMLError``, ...) if it cannot."""
+    """Ask NVML about torch's GPU ``index``. Raises (ImportError, ``pynvml.NVMLError``, ...) if it cannot."""
     import pynvml
 
     pynvml.nvmlInit()
     try:
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        cuda_version = getattr(pynvml, "nvmlSystemGetCudaDriverVersion_v2", None)
-        cuda = _optional(cuda_version) if cuda_version else None
+        props = torch_properties(index)
+        handle, how = nvml_handle(pynvml, index, props)
+        chip = physical_handle(pynvml, handle)
+        name = _text(pynvml.nvmlDeviceGetName(handle))
+        cuda = nvml_call(pynvml, "nvmlSystemGetCudaDriverVersion_v2")
         if cuda is None:
-            cuda = _optional(pynvml.nvmlSystemGetCudaDriverVersion)
-        driver = _optional(pynvml.nvmlSystemGetDriverVersion)
-        memory = _optional(pynvml.nvmlDeviceGetMemoryInfo, handle)
-        power_mw = _optional(pynvml.nvmlDeviceGetEnforcedPowerLimit, handle)
+            cuda = nvml_call(pynvml, "nvmlSystemGetCudaDriverVersion")
+        driver = nvml_call(pynvml, "nvmlSystemGetDriverVersion")
+        memory = nvml_call(pynvml, "nvmlDeviceGetMemoryInfo", handle)
+        power_mw = nvml_call(pynvml, "nvmlDeviceGetEnforcedPowerLimit", chip)
+        uuid = nvml_call(pynvml, "nvmlDeviceGetUUID", handle)
         return GpuInfo(
-            name=_text(pynvml.nvmlDeviceGetName(handle)),
+            name=name,
             memory_total_bytes=None if memory is None else int(memory.total),
             driver_version=None if driver is None else _text(driver),
             cuda_driver_version=_cuda_version_string(cuda),
-            sm_clock_mhz=_optional(pynvml.nvmlDeviceGetClockInfo, handle, pynvml.NVML_CLOCK_SM),
-            sm_clock_max_mhz=_optional(pynvml.nvmlDeviceGetMaxClockInfo, handle, pynvml.NVML_CLOCK_SM),
+            sm_clock_mhz=nvml_call(pynvml, "nvmlDeviceGetClockInfo", chip, NVML_CLOCK_SM),
+            sm_clock_max_mhz=nvml_call(pynvml, "nvmlDeviceGetMaxClockInfo", chip, NVML_CLOCK_SM),
             power_limit_w=None if power_mw is None else power_mw / 1000.0,
-            source="nvml",
+            source=BY_INDEX if how == "index" else "nvml",
+            uuid=None if uuid is None else _text(uuid),
+            sm_count=getattr(props, "multi_processor_count", None),
+            mig=_is_mig(pynvml, handle, name),
         )
     finally:
-        _optional(pynvml.nvmlShutdown)
+        nvml_call(pynvml, "nvmlShutdown")
 
 
 def _detect_with_torch(index: int) -> GpuInfo | None:
-    if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+    props = torch_properties(index)
+    if props is None:
         return None
-    props = _optional(torch.cuda.get_device_properties, index)
+    name = torch.cuda.get_device_name(index)
+    uuids = _uuids(props)
     return GpuInfo(
-        name=torch.cuda.get_device_name(index),
+        name=name,
         memory_total_bytes=getattr(props, "total_memory", None),
         source="torch",
+        uuid=uuids[0] if uuids else None,
+        sm_count=getattr(props, "multi_processor_count", None),
+        mig=is_mig(name),
     )
 
 
 def detect_gpu(index: int = 0) -> GpuInfo | None:
-    """Describe GPU ``index``: through NVML if it works, else through ``torch.cuda``; None if no GPU."""
+    """Describe torch's GPU ``index``: through NVML if it works, else through ``torch.cuda``; None if no GPU."""
     try:
         return _detect_with_nvml(index)
     except Exception:  # no pynvml, no driver library, no such device, ...
@@ -131,12 +231,24 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def gpu_peak(gpu: dict | GpuInfo | None, column: str, peak_tflops: float | None = None) -> tuple[float | None, str]:
+    """(peak TFLOP/s, where it came from) of a detected GPU (a `GpuInfo` or its dict, as `environment`
+    stores it) for peak-table column `column`: `hardware.peaks.resolve_peak` with the GPU's MIG state and
+    SM count, so a MIG slice gets its share of the chip."""
+    if isinstance(gpu, GpuInfo):
+        gpu = gpu.as_dict()
+    if not gpu:
+        return resolve_peak(None, column, peak_tflops)
+    return resolve_peak(gpu.get("name"), column, peak_tflops, sm_count=gpu.get("sm_count"), mig=gpu.get("mig"))
+
+
 def device_peak(device: torch.device, column: str | None, peak_tflops: float | None = None,
                 dtype=None) -> tuple[float | None, str]:
     """(peak TFLOP/s, where it came from) for work in peak-table column `column` on `device`: `peak_tflops`
-    if given, else the table entry of the GPU NVML names; None with the reason otherwise (the CPU has
-    no entry). `dtype` only names a compute dtype that has no column (`column` None) in the reason."""
+    if given, else the table entry of the GPU NVML names (its MIG share on a slice); None with the reason
+    otherwise (the CPU has no entry). `dtype` only names a compute dtype that has no column (`column` None)
+    in the reason."""
     if peak_tflops is None and column is None:
         return None, f"no peak-table column for {dtype}; pass peak_tflops="
     gpu = detect_gpu(device.index or 0) if device.type == "cuda" else None
-    return resolve_peak(gpu.name if gpu else None, column or "fp32", peak_tflops)
+    return gpu_peak(gpu, column or "fp32", peak_tflops)

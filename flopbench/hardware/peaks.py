@@ -7,6 +7,12 @@ half of it and says so. ``bf16``/``fp16`` are tensor-core rates with FP32 accumu
 allowed. An empty cell means "unsupported or unknown" and becomes ``None``: a wrong peak is worse than
 none (llm.c's ``mfu.h`` takes the same line). `resolve_peak` is the one lookup every command uses.
 No torch here: `estimate` and `gpus --lookup` read the table without it.
+
+``sms`` is the full chip's SM count (with its source in ``sms_source``). A MIG slice ("NVIDIA H100 80GB
+HBM3 MIG 1g.10gb") has only some of the SMs, and tensor throughput scales with them, so its peak is the
+chip's x slice SMs / chip SMs (`resolve_peak`); the slice's SMs come from the device (torch's
+``multi_processor_count``) or, without one, from `MIG_SMS_PER_SLICE`. `clock_adjusted_peak` scales a peak
+by the SM clock a run actually held.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ class PeakEntry:
     tflops: dict[str, float | None] = field(hash=False)
     source: str
     match: tuple[re.Pattern[str], ...] = field(default=(), repr=False)
+    sms: int | None = None  # SMs of the full chip (None: not in the table)
+    mem_gbps: float | None = None  # memory bandwidth, GB/s (10^9 bytes/s), from the datasheet
+    mem_source: str = ""
 
     def matches(self, name: str) -> bool:
         """True if ``name`` (an NVML device name) is this GPU, or is its key or display name."""
@@ -45,9 +54,12 @@ def _parse_row(row: dict[str, str]) -> PeakEntry:
     try:
         patterns = tuple(re.compile(p, re.IGNORECASE) for p in row["match"].split("|") if p)
         tflops = {d: float(row[d]) if row[d].strip() else None for d in DTYPES}
+        sms = int(row["sms"]) if row["sms"].strip() else None
+        mem = float(row["mem_gbps"]) if row["mem_gbps"].strip() else None
     except (re.error, ValueError) as e:
         raise ValueError(f"peaks.csv row {key!r}: {e}") from e
-    return PeakEntry(key, row["display_name"].strip(), tflops, row["source"].strip(), patterns)
+    return PeakEntry(key, row["display_name"].strip(), tflops, row["source"].strip(), patterns, sms, mem,
+                     row["mem_source"].strip())
 
 
 @functools.cache
@@ -84,11 +96,44 @@ def peak_tflops(name: str, dtype: str) -> float | None:
     return entry.tflops[_check_dtype(dtype)] if entry else None
 
 
-def resolve_peak(gpu_name: str | None, dtype: str, override_tflops: float | None) -> tuple[float | None, str]:
+#: "NVIDIA H100 80GB HBM3 MIG 1g.10gb", "NVIDIA A100-SXM4-40GB MIG 1c.3g.20gb": the profile after "MIG";
+#: a compute instance ("1c.") runs on c of the GPU instance's g compute slices (NVIDIA MIG User Guide,
+#: "MIG Device Names").
+MIG_NAME = re.compile(r"\bMIG\s+(?:(\d+)c\.)?(\d+)g\.\d+gb\b", re.IGNORECASE)
+
+#: SMs in one MIG compute slice, by table-key prefix, where NVIDIA documents it. A100: seven compute
+#: slices of 14 SMs (98 of the 108 SMs; NVIDIA MIG User Guide, "Supported MIG Profiles": 1g = 1/7 of the
+#: SMs, and a 1g slice reports 14 multiprocessors to CUDA). Hopper slices are uneven (no published
+#: per-profile SM count flopbench could cite), so `resolve_peak` gives None for them without a device.
+MIG_SMS_PER_SLICE = {"a100": 14}
+
+
+def is_mig(name: str | None) -> bool:
+    """True if ``name`` is a MIG device name (NVML and CUDA name a slice "<GPU> MIG <profile>")."""
+    return bool(name) and MIG_NAME.search(name) is not None
+
+
+def mig_slice_sms(entry: PeakEntry, name: str) -> int | None:
+    """SMs of the MIG slice ``name`` names, from `MIG_SMS_PER_SLICE`; None where flopbench does not know."""
+    found = MIG_NAME.search(name)
+    per_slice = next((n for prefix, n in MIG_SMS_PER_SLICE.items() if entry.key.startswith(prefix)), None)
+    if found is None or per_slice is None:
+        return None
+    compute, gpu_slices = found.groups()
+    return per_slice * int(compute or gpu_slices)
+
+
+def resolve_peak(gpu_name: str | None, dtype: str, override_tflops: float | None, sm_count: int | None = None,
+                 mig: bool | None = None) -> tuple[float | None, str]:
     """The peak TFLOP/s to divide by, and where it came from.
 
     An explicit ``override_tflops`` (the ``--peak-tflops`` option) wins. Otherwise the table is looked
     up; an unknown GPU or an empty cell gives ``(None, reason)`` — never a guessed number.
+
+    A MIG slice (``mig`` True, or a MIG device name) gets the chip's peak x slice SMs / chip SMs: tensor
+    throughput is per SM, and a slice owns only its SMs (NVIDIA MIG User Guide, "Supported MIG
+    Profiles", "fraction of SMs"). ``sm_count`` is the slice's SMs as the device reports them (torch's
+    ``multi_processor_count``); without it the profile in the name is looked up (`mig_slice_sms`).
     """
     if override_tflops is not None:
         if not (math.isfinite(override_tflops) and override_tflops > 0):
@@ -104,14 +149,36 @@ def resolve_peak(gpu_name: str | None, dtype: str, override_tflops: float | None
     if value is None:
         return None, (f"{entry.display_name}: no dense {dtype} peak in table; "
                       f"pass --peak-tflops (peak_tflops= in Python)")
-    return value, f"table: {entry.display_name} {dtype} ({entry.source})"
+    if not (mig or is_mig(gpu_name)):
+        return value, f"table: {entry.display_name} {dtype} ({entry.source})"
+    slice_sms = sm_count or mig_slice_sms(entry, gpu_name)
+    if entry.sms is None or slice_sms is None:
+        missing = "the full chip's SM count" if entry.sms is None else "the SM count of this MIG slice"
+        return None, (f"{gpu_name!r} is a MIG slice of {entry.display_name} and {missing} is unknown here (the "
+                      f"device reports it; `flopbench gpus` on it shows it): no peak; pass --peak-tflops")
+    profile = MIG_NAME.search(gpu_name) if gpu_name else None
+    what = f"MIG slice {profile.group(0).split()[-1]}" if profile else "MIG slice"
+    return (value * slice_sms / entry.sms,
+            f"table: {entry.display_name} {dtype} × {slice_sms}/{entry.sms} SMs ({what}) ({entry.source})")
 
 
+def clock_adjusted_peak(peak: float | None, sm_clock_mhz: float | None, max_clock_mhz: float | None) -> float | None:
+    """The peak at the SM clock a run held: ``peak`` x ``sm_clock_mhz`` / ``max_clock_mhz``.
+
+    A tensor core does a fixed number of FLOPs per clock, so the rate is linear in the SM clock; the
+    datasheet rates the chip at its boost clock, and `max_clock_mhz` is the GPU's maximum SM clock as NVML
+    reports it (``nvmlDeviceGetMaxClockInfo``). Where NVIDIA's rated clock sits below that maximum (the
+    H100 SXM5's 989.4 TFLOP/s = 132 SMs x 4096 dense bf16 FLOP/clock x 1830 MHz, while NVML reports 1980
+    MHz) this peak is lower than the chip's true rate at `sm_clock_mhz`. None where any input is unknown."""
+    if not peak or not sm_clock_mhz or not max_clock_mhz:
+        return None
+    return peak * sm_clock_mhz / max_clock_mhz
 
 
-def lookup_gpu(name: str) -> PeakEntry:
+def lookup_gpu(name: str, option: str = "--gpu") -> PeakEntry:
     """The table entry for `name`: an NVML name, a table key or display name ("h100-sxm", "H100 SXM"), or a
-    key prefix ("a100", "h100") whose entries all have the same peaks; else a UsageError listing the keys."""
+    key prefix ("a100", "h100") whose entries all have the same peaks; else a UsageError listing the keys
+    (naming the command-line `option` that gave `name`)."""
     entry = match_gpu(name)
     if entry:
         return entry
@@ -120,4 +187,22 @@ def lookup_gpu(name: str) -> PeakEntry:
         return prefix[0]
     keys = ", ".join(e.key for e in (prefix or _peak_table()))
     what = "is ambiguous (their peaks differ)" if prefix else "is not in the peak table"
-    raise UsageError(f"--gpu {name!r} {what}; choose one of {keys} (or pass --peak-tflops)")
+    raise UsageError(f"{option} {name!r} {what}; choose one of {keys} (or pass --peak-tflops)")
+
+
+def resolve_bandwidth(gpu_name: str | None, override_gbps: float | None) -> tuple[float | None, str]:
+    """The peak memory bandwidth (GB/s) to divide by for MBU, and where it came from: `override_gbps` (the
+    `--peak-gbps` option), else the table's datasheet figure for the GPU; None with the reason otherwise (no
+    GPU, an unknown one, or a MIG slice, whose share of the memory system the table does not hold)."""
+    if override_gbps is not None:
+        if not (math.isfinite(override_gbps) and override_gbps > 0):
+            raise UsageError(f"--peak-gbps must be a positive number, got {override_gbps!r}")
+        return float(override_gbps), "--peak-gbps"
+    if gpu_name is None:
+        return None, "no GPU detected: no peak bandwidth; pass --peak-gbps (peak_gbps= in Python)"
+    entry = match_gpu(gpu_name)
+    if entry is None or entry.mem_gbps is None:
+        return None, f"no memory bandwidth in the table for {gpu_name!r}; pass --peak-gbps (peak_gbps= in Python)"
+    if " MIG " in f" {gpu_name} ":
+        return None, f"{gpu_name}: a MIG slice's share of the memory bandwidth is not in the table; pass --peak-gbps"
+    return entry.mem_gbps, f"table: {entry.display_name} {entry.mem_gbps:g} GB/s ({entry.mem_source})"

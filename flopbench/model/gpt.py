@@ -12,20 +12,24 @@ Grouped-query attention goes to SDPA with `enable_gqa=True` (torch >= 2.5): the 
 K/V head over its group of query heads, and torch counts QK^T and AV over all query heads.
 
 Activation checkpointing (`checkpointing="full"`) wraps every block in torch's non-reentrant
-`checkpoint`. Its `early_stop` flag is explicit because it changes the hardware FLOPs: with early stop
+`checkpoint`. Its early stop is set explicitly because it changes the hardware FLOPs: with early stop
 (torch's default) the recompute ends once every tensor backward needs is rebuilt, so a block's last
 matmul (the MLP down-projection, GELU or SwiGLU alike) is not recomputed; without it the whole block
-runs again.
+runs again. Early stop off is set through the `torch.utils.checkpoint.set_checkpoint_early_stop(False)`
+context manager, which every torch pyproject allows has (the `checkpoint(..., early_stop=)` argument only
+exists from torch 2.9); the flag is read when `checkpoint` runs the forward, so the context covers that
+call. Early stop on is torch's default and needs no context (none in a compiled forward either).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 
 from ..errors import UsageError
 from .config import CHECKPOINTING, ModelConfig
@@ -203,7 +207,8 @@ class GPT(nn.Module):
             return self.lm_head(self.ln_f(x[:, -1:] if last_only else x))
         for block in self.h:
             if self.checkpointing == "full" and torch.is_grad_enabled():
-                x = checkpoint(block, x, rope, use_reentrant=False, early_stop=self.early_stop)
+                with contextlib.nullcontext() if self.early_stop else set_checkpoint_early_stop(False):
+                    x = checkpoint(block, x, rope, use_reentrant=False)
             else:
                 x = block(x, rope)
         return self.lm_head(self.ln_f(x))

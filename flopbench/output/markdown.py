@@ -152,3 +152,16 @@ def report_markdown(*, results: str, n_rows: int, status_counts: dict[str, int],
             "model": "model", "seq_len": "T", "batch_size": "B", "dtype": "dtype", "mode": "mode",
             "checkpointing": "ckpt", "status": "status"}), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def roofline_section(points: list[dict], roofs: list[dict], with_plot: bool) -> str:
+    """The report's generation section: each `infer` point (arithmetic intensity, achieved TFLOP/s) and the
+    roofs it sits under."""
+    lines = ["", "## 5. Generation: the roofline", ""]
+    if with_plot:
+        lines += ["![roofline](roofline.png)", ""]
+    lines += [markdown_table(points, {"label": "phase", "intensity": "FLOP/byte", "tflops": "TFLOP/s"}), ""]
+    lines += [markdown_table(roofs, {"label": "roof", "tflops": "TFLOP/s", "gbps": "GB/s"}), ""]
+    lines += ["Attainable TFLOP/s = min(compute roof, bandwidth × FLOP/byte) (Williams et al. 2009): the prefill "
+              "sits near the compute roof, a decode step far left, under the bandwidth roof (its figure is MBU)."]
+    return "\n".join(lines) + "\n"

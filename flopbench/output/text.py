@@ -1,17 +1,44 @@
 """Terminal rendering of the documents the API returns (tables through tabulate). Formatting only: every
-number shown on a terminal is formatted here (`si`, `flops`, `percent`), and each command's document has
-its `render_*` function."""
+number shown on a terminal is formatted here (`si`, `flops`, `scientific`, `percent`), each command's
+document has its `render_*` function, and `for_encoding` fits the text to a terminal that cannot show
+every character (an ASCII-only one)."""
 
 from __future__ import annotations
+
+import math
 
 from ..model.config import DTYPES
 
 _SI = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+#: From here on `si` writes scientific notation: past 1000 E the largest prefix would only add digits.
+SCIENTIFIC_FROM = 1e21
+
+
+def scientific(value: int | float, fmt: str) -> str:
+    """`value` as mantissa e exponent, the mantissa formatted with `fmt`: scientific(2.7989e21, ".4g") ==
+    "2.799e+21" (what f"{value:.4g}" gives), but exact for integers of any size, where f"{value:e}" raises
+    OverflowError past a float's ~1.8e308. Not finite: "inf", "-inf", "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value == 0:
+        return f"{0:{fmt}}e+00"
+    sign, n = "-" if value < 0 else "", abs(value)
+    exp = math.floor(math.log10(n))  # math.log10 takes integers of any size
+    if isinstance(n, int):  # log10 is a float: correct it near a power of ten
+        exp += 1 if n >= 10 ** (exp + 1) else -1 if n < 10**exp else 0
+    mantissa = n / 10**exp if exp >= 0 else n * 10**-exp
+    text = f"{mantissa:{fmt}}"
+    if float(text) >= 10:  # 9.9996 rounded up to 10.000
+        exp, text = exp + 1, f"{mantissa / 10:{fmt}}"
+    return f"{sign}{text}e{exp:+03d}"
 
 
 def si(value: int | float, fmt: str) -> str:
     """`value` scaled to its SI prefix, formatted with `fmt`: si(3.5e12, ".3f") == "3.500 T"; below 1000
-    there is no prefix (and no trailing space)."""
+    there is no prefix (and no trailing space). From `SCIENTIFIC_FROM` on, or not finite, scientific
+    notation and a space instead of a prefix: si(1.23e305, ".3f") == "1.230e+305 " (any integer works)."""
+    if (isinstance(value, float) and not math.isfinite(value)) or abs(value) >= SCIENTIFIC_FROM:
+        return f"{scientific(value, fmt)} "
     for scale, prefix in _SI:
         if abs(value) >= scale:
             return f"{value / scale:{fmt}} {prefix}"
@@ -19,10 +46,29 @@ def si(value: int | float, fmt: str) -> str:
 
 
 def flops(n: int | float | None) -> str:
-    """A FLOPs count with an SI prefix: 3.51 TFLOPs (a count, never a rate)."""
+    """A FLOPs count with an SI prefix: 3.51 TFLOPs (a count, never a rate); 1.230e+305 FLOPs past 1000 E."""
     if n is None:
         return "-"
     return f"{n:.0f} FLOPs" if abs(n) < 1e3 else f"{si(n, '.3f')}FLOPs"
+
+
+#: ASCII stand-ins for the non-ASCII characters flopbench prints (formulas, citations, ±), used where the
+#: terminal's encoding cannot show them (e.g. PYTHONIOENCODING=ascii, or LANG=C on an older system).
+ASCII_STANDINS = str.maketrans({"·": "*", "²": "^2", "³": "^3", "×": "x", "≈": "~", "÷": "/", "±": "+/-",
+                                "§": "sec. ", "—": "-", "–": "-", "−": "-", "→": "->", "≤": "<=", "≥": ">=",
+                                "…": "..."})
+
+
+def for_encoding(text: str, encoding: str) -> str:
+    """`text` unchanged if `encoding` can encode it; else with `ASCII_STANDINS` swapped in and any character
+    still left over as "?", so printing it cannot raise UnicodeEncodeError."""
+    try:
+        text.encode(encoding)
+        return text
+    except LookupError:  # an encoding Python does not know: the stream would fail to write anything anyway
+        return text
+    except UnicodeEncodeError:
+        return text.translate(ASCII_STANDINS).encode(encoding, "replace").decode(encoding)
 
 
 def percent(x: float | None, digits: int = 1, space: str = "") -> str:
@@ -166,6 +212,51 @@ def check_line(check: dict) -> str:
     return f"{verdict} {check['check']} [{check['row']}]: expected {check['expected']}, measured {check['measured']}"
 
 
+def render_infer(doc: dict) -> str:
+    """`flopbench infer`: the prefill and the decode steps, FLOPs and bytes, time, MFU and MBU."""
+    cfg, peak, p, d = doc["config"], doc["peak"], doc["prefill"], doc["decode"]
+    out = [f"flopbench infer: {cfg['name']}  batch={doc['batch_size']} prompt={doc['prompt_len']} "
+           f"generate={doc['gen_len']}  {doc['dtype']} on {doc['device']}\n",
+           f"peak: {peak['tflops'] or '-'} TFLOP/s ({peak['source']}); {peak['gbps'] or '-'} GB/s "
+           f"({peak['gbps_source']})\n"]
+    c = doc["ceilings"]
+    if c["gemm"]:
+        out.append(f"ceilings: GEMM {c['gemm']['tflops_median']:.3g} TFLOP/s, "
+                   f"copy {c['copy']['gbps_median']:.3g} GB/s\n")
+    rows = [{"phase": "prefill", "context": doc["prompt_len"], "FLOPs": flops(p["flops"]),
+             "bytes": si(p["bytes"], ".3g") + "B", "FLOP/byte": f"{p['intensity']:.3g}",
+             "median ms": f"{p['time_ms']['median_ms']:.3g}", "TFLOP/s": f"{p['achieved_tflops']:.3g}",
+             "MFU": percent(p["mfu"]), "MBU": percent(p["mbu"]), "tokens/s": "-"}]
+    if d["time_ms"]:
+        rows.append({"phase": "decode (median)", "context": d["context"], "FLOPs": flops(d["flops"]),
+                     "bytes": si(d["bytes"], ".3g") + "B", "FLOP/byte": f"{d['intensity']:.3g}",
+                     "median ms": f"{d['time_ms']['median_ms']:.3g}", "TFLOP/s": f"{d['achieved_tflops']:.3g}",
+                     "MFU": percent(d["mfu"]), "MBU": percent(d["mbu"]), "tokens/s": f"{d['tokens_per_s']:,.0f}"})
+    out.append(_section("Generation (per step)", table(rows)))
+    if d["buckets"]:
+        buckets = [{"context": f"{b['context_from']}-{b['context_to']}", "steps": b["steps"],
+                    "median ms": f"{b['median_ms']:.3g}", "MBU": percent(b["mbu"]), "MFU": percent(b["mfu"])}
+                   for b in d["buckets"]]
+        out.append(_section("Decode steps by context", table(buckets)))
+    rec = [{"counted": r["left"], "analytic": r["right"], "status": r["status"]} for r in doc["reconciliation"]]
+    out.append(_section("Counted vs analytic", table(rec)))
+    if doc["files"]:
+        out.append(f"\nsaved: {doc['files']['rows.jsonl']}\n")
+    return "".join(out)
+
+
+def render_gpu_lookup(doc: dict) -> str:
+    """`gpus --lookup NAME`: the table entry NAME matches and the peak per dtype it would get."""
+    e = doc["table_entry"]
+    mig = doc["mig"]
+    head = f"{doc['lookup']} -> {e['name']} ({e['key']}, {e['sms'] or '?'} SMs; {e['source']})\n"
+    if mig:
+        head += f"MIG slice: {mig['slice_sms'] or '?'} of {mig['chip_sms'] or '?'} SMs\n"
+    rows = [{"dtype": d, "peak TFLOP/s": "-" if p["tflops"] is None else f"{p['tflops']:g}", "source": p["source"]}
+            for d, p in doc["peaks"].items()]
+    return head + table(rows) + "\n"
+
+
 def render_gpus(doc: dict) -> str:
     gpu, key = doc["detected"], doc["table_entry"]
     entry = next((e["name"] for e in doc["table"] if e["key"] == key), "not in table")
@@ -189,10 +280,12 @@ def render_sweep(doc: dict) -> str:
 
 def render_estimate(doc: dict) -> str:
     gpu = f"{doc['gpus']} x {doc['gpu'] or 'GPU (--peak-tflops)'}"
+    prefixed = f" ({flops(doc['flops'])})" if doc["flops"] < SCIENTIFIC_FROM else ""  # else flops() repeats it
     return (
         f"flopbench estimate: {doc['model']}, N_matmul = {doc['n_matmul']:,}, {doc['tokens']:,} tokens "
         f"(sequences of {doc['seq_len']})\n"
-        f"  compute   C = {doc['flops']:.4g} FLOPs ({flops(doc['flops'])}); {flops(doc['flops_per_token'])} per token\n"
+        f"  compute   C = {scientific(doc['flops'], '.4g')} FLOPs{prefixed}; "
+        f"{flops(doc['flops_per_token'])} per token\n"
         f"              {doc['method']}: {doc['method_formula']}\n"
         f"  hardware  {gpu}, {doc['dtype']} dense peak {doc['peak_tflops']:g} TFLOP/s ({doc['peak_source']})\n"
         f"  MFU       {doc['mfu']:.3f} ({doc['mfu_source']})\n"

@@ -2,7 +2,9 @@
 
 - `resolve_device` / `resolve_dtype`: the `--device` / `--dtype` choices (`model.config.DEVICES`,
   `DTYPES`) made concrete; `module_device`, `parameter_dtype`, `autocast_dtype` read a user's module;
-- `precision`: autocast for bf16 / fp16 (weights stay fp32, as in nanoGPT); TF32 on or off for fp32;
+- `matmul_precision` (TF32 on or off for float32 matmuls: the whole step, backward and optimizer included),
+  `autocast` (bf16 / fp16 autocast around the forward and the loss; weights stay fp32, as in nanoGPT) and
+  `precision` (both, for code that is all forward);
 - `peak_column`: the peak-table column a compute `torch.dtype` uses;
 - `oom_safe`: run a step, and turn an out-of-memory error into a value, with the memory freed.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import traceback
 from collections.abc import Callable
 
 import torch
@@ -38,9 +41,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+#: The first compute capability with bf16 tensor cores (Ampere, sm_80): older GPUs (V100 7.0, T4 7.5)
+#: only emulate bf16, slowly, and the peak table has no bf16 rate for them.
+BF16_MIN_CAPABILITY = (8, 0)
+
+
 def resolve_dtype(name: str, device: torch.device) -> str:
+    """The compute dtype `--dtype name` means on `device`: auto = bf16 on a GPU with bf16 tensor cores
+    (compute capability >= 8.0), fp16 on an older GPU, fp32 on the CPU."""
     if name == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.get_device_capability(device) >= BF16_MIN_CAPABILITY else "fp16"
     if name not in DTYPES:
         raise UsageError(f"--dtype {name!r}: choose one of auto, {', '.join(DTYPES)}")
     if name == "tf32" and device.type != "cuda":
@@ -49,18 +61,32 @@ def resolve_dtype(name: str, device: torch.device) -> str:
 
 
 @contextlib.contextmanager
-def precision(dtype: str, device: torch.device):
-    """Autocast for bf16 / fp16 (weights stay fp32, as in nanoGPT); TF32 on or off for fp32 matmuls."""
+def matmul_precision(dtype: str):
+    """float32 matmuls in TF32 for "tf32", in full fp32 otherwise, until the block ends. It must cover the
+    whole step: backward (and a checkpoint's recompute inside it) and the optimizer run float32 matmuls
+    too, and PyTorch reads the setting when each runs, not when the forward did."""
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("high" if dtype == "tf32" else "highest")
     try:
-        if dtype in ("bf16", "fp16"):
-            with torch.autocast(device.type, dtype=TORCH_DTYPES[dtype]):
-                yield
-        else:
-            yield
+        yield
     finally:
         torch.set_float32_matmul_precision(previous)
+
+
+def autocast(dtype: str, device: torch.device):
+    """Autocast to bf16 / fp16 (weights stay fp32, as in nanoGPT), or nothing for fp32 / tf32. It wraps the
+    forward and the loss only: backward ops run in the dtype autocast chose for their forward ("Automatic
+    Mixed Precision", PyTorch docs: backward passes under autocast are not recommended)."""
+    if dtype in ("bf16", "fp16"):
+        return torch.autocast(device.type, dtype=TORCH_DTYPES[dtype])
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def precision(dtype: str, device: torch.device):
+    """`matmul_precision` and `autocast` together, for work that is all forward (a GEMM, a no-grad pass)."""
+    with matmul_precision(dtype), autocast(dtype, device):
+        yield
 
 
 def peak_column(dtype: torch.dtype) -> str | None:
@@ -111,26 +137,48 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return None
 
 
+#: How an out-of-memory error reads: torch's CUDA caching allocator ("CUDA out of memory"), and the CPU
+#: allocator ("DefaultCPUAllocator: can't allocate memory: you tried to allocate 282 GB").
+OOM_MESSAGES = ("out of memory", "can't allocate memory")
+
+
 def is_oom(error: BaseException) -> bool:
     """True if `error` is an out-of-memory error (torch's own type, or a RuntimeError that says so)."""
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+    return isinstance(error, torch.OutOfMemoryError) or any(m in str(error).lower() for m in OOM_MESSAGES)
 
 
 def free_memory(device: torch.device) -> None:
-    """Drop what an interrupted step left behind, so the next one starts from a clean cache."""
+    """Drop what an interrupted or finished step left behind, so the next one starts from a clean cache."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
 
+def drop_traceback(error: BaseException) -> BaseException:
+    """`error` without its traceback (and its chained errors'): the frames of a failed step hold its
+    tensors (activations, gradients) for as long as the traceback lives, so memory can only be freed after."""
+    seen, current = set(), error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if current.__traceback__ is not None:
+            traceback.clear_frames(current.__traceback__)
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__
+    return error
+
+
 def oom_safe(fn: Callable[[], object], module: torch.nn.Module, device: torch.device):
-    """`(fn(), None)`, or `(None, error)` when `fn` runs out of memory: then the module's gradients are
-    cleared and the cache freed, so the next step can still run. Any other error propagates."""
+    """`(fn(), None)`, or `(None, error)` when `fn` runs out of memory: then the error's traceback is dropped
+    (it holds the step's tensors), the module's gradients are cleared and the cache freed, so the next step
+    can still run. Any other error propagates."""
+    error = None
     try:
         return fn(), None
     except (torch.OutOfMemoryError, RuntimeError) as e:
         if not is_oom(e):
             raise
-        module.zero_grad(set_to_none=True)
-        free_memory(device)
-        return None, e
+        error = e
+    drop_traceback(error)  # outside the except block, so no frame of the failed step is still referenced
+    module.zero_grad(set_to_none=True)
+    free_memory(device)
+    return None, error

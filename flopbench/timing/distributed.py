@@ -6,6 +6,19 @@ and times its own steps on its own batch of `--batch-size` sequences. Rank 0 gat
 times and reports per-GPU MFU / HFU, the aggregate tokens/s and the slowest rank; only rank 0 prints and
 writes files.
 
+Every rank must reach the same collectives in the same order, or the ones that did wait forever. So a
+rank never leaves a row on its own: before building, after counting and after timing all ranks `agree`
+on the status (an all-reduce of a failure flag, then the failing ranks' messages), and a row one rank
+could not measure — out of memory, say — is an "oom" row on every rank before any time is gathered. A
+rank that fails *inside* a step whose collectives the others are already in (FSDP's all-gathers, DDP's
+gradient all-reduce) cannot be waited out that way: there the process group's timeout
+(`TIMEOUT_ENV`, default `DEFAULT_TIMEOUT_S` seconds) ends the run with an error, and the rows already
+written stay on disk.
+
+Under FSDP2 a bf16 / fp16 run shards with ``MixedPrecisionPolicy(param_dtype=<run dtype>,
+reduce_dtype=torch.float32)``, as torchtitan does: parameters are all-gathered and used in the run's
+dtype, gradients reduced in fp32; the sharded fp32 weights stay the optimizer's.
+
 Model FLOPs per GPU follow torchtitan's and Megatron-LM's convention: each rank is charged the FLOPs of
 its own share of the global batch (here its `batch_size` x `seq_len` tokens), and MFU is computed per
 GPU against one GPU's peak. Communication (all-reduce, all-gather, reduce-scatter) does no matmul FLOPs
@@ -14,6 +27,7 @@ and is not counted; it shows up as time.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import asdict, dataclass
 
@@ -21,8 +35,11 @@ import torch
 import torch.distributed as dist
 
 from ..errors import UsageError
+from .device import TORCH_DTYPES
 
 KINDS = ("ddp", "fsdp")
+#: Seconds a collective may wait for the other ranks before the run fails (environment variable to change it).
+TIMEOUT_ENV, DEFAULT_TIMEOUT_S = "FLOPBENCH_DIST_TIMEOUT_S", 600
 
 
 @dataclass(frozen=True)
@@ -46,13 +63,20 @@ def init(kind: str, device_type: str) -> DistInfo:
     if kind not in KINDS:
         raise UsageError(f"--dist {kind!r}: choose one of {', '.join(KINDS)}")
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise UsageError(f"--dist {kind} needs torchrun: torchrun --nproc_per_node N -m flopbench run ... --dist {kind}")
+        raise UsageError(f"--dist {kind} needs torchrun: torchrun --nproc_per_node N -m flopbench run ... "
+                         f"--dist {kind}")
     backend = "nccl" if device_type == "cuda" else "gloo"
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
+    try:
+        timeout = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+    except ValueError:
+        timeout = -1.0
+    if not timeout > 0:
+        raise UsageError(f"{TIMEOUT_ENV}={os.environ[TIMEOUT_ENV]!r}: give a positive number of seconds")
     if not dist.is_initialized():
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
     return DistInfo(kind, dist.get_rank(), dist.get_world_size(), local_rank, backend)
 
 
@@ -60,17 +84,30 @@ def device_for(info: DistInfo, device_type: str) -> torch.device:
     return torch.device("cuda", info.local_rank) if device_type == "cuda" else torch.device("cpu")
 
 
-def wrap(model: torch.nn.Module, info: DistInfo, device: torch.device) -> torch.nn.Module:
-    """DDP around the model, or FSDP2 `fully_shard` on each block then the root (in place)."""
+def _fsdp2():
+    """(fully_shard, MixedPrecisionPolicy): public in torch.distributed.fsdp from torch 2.6, under
+    torch.distributed._composable.fsdp in 2.5 (the floor pyproject allows)."""
+    try:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    except ImportError:
+        from torch.distributed._composable.fsdp import MixedPrecisionPolicy, fully_shard
+    return fully_shard, MixedPrecisionPolicy
+
+
+def wrap(model: torch.nn.Module, info: DistInfo, device: torch.device, dtype: str = "fp32") -> torch.nn.Module:
+    """DDP around the model, or FSDP2 `fully_shard` on each block then the root (in place), with the
+    mixed-precision policy of `dtype` (see the module docstring)."""
     if info.kind == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    from torch.distributed.fsdp import fully_shard
-
+    fully_shard, MixedPrecisionPolicy = _fsdp2()
+    kwargs = {}
+    if dtype in ("bf16", "fp16"):
+        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=TORCH_DTYPES[dtype], reduce_dtype=torch.float32)
     for block in model.h:
-        fully_shard(block)
-    fully_shard(model)
+        fully_shard(block, **kwargs)
+    fully_shard(model, **kwargs)
     return model
 
 
@@ -80,6 +117,18 @@ def gather(obj) -> list:
     dist.all_gather_object(out, obj)
     return out
 
+
+def agree(failure: tuple[str, str] | None, device: torch.device) -> list[tuple[int, str, str]]:
+    """Every rank's verdict on one phase of a row: [] when all ranks succeeded, else (rank, status, message)
+    of each rank that failed, the same list on every rank. Every rank must call it at the same point.
+
+    An all-reduce (MAX) of a failure flag first — one small tensor, on the GPU for NCCL — and only when a
+    rank failed a gather of the failures."""
+    flag = torch.tensor([0 if failure is None else 1], device=device if device.type == "cuda" else "cpu")
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if not int(flag.item()):
+        return []
+    return [(rank, *f) for rank, f in enumerate(gather(failure)) if f is not None]
 
 
 def aggregate(per_rank: list[dict], tokens_per_rank: int) -> dict:

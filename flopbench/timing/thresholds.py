@@ -2,13 +2,18 @@
 measured; the CLI exits 1 when any check fails (usage errors stay exit 2). From Python:
 `flopbench.run(config, checks=Thresholds(min_mfu=0.35))` puts the results in the document's `checks`.
 
-- `min_mfu`: every `train_step` row reaches this MFU (a row without MFU — no peak known — fails: a
-  threshold that cannot be checked must not pass silently).
+- `min_mfu`: every `train_step` row without checkpointing reaches this MFU (a row without MFU — no peak
+  known — fails: a threshold that cannot be checked must not pass silently). Checkpointed rows are not held
+  to it: their MFU leaves out the recomputed forward by definition.
+- `min_hfu`: every `train_step` row with full checkpointing reaches this HFU (recompute included).
 - `max_counted_vs_analytic`: for every measured row, the relative gap between the FLOPs counted on the
   device and the analytic hardware FLOPs, after the gaps `flops.reconcile.explained_hardware_gap` accounts for
   (fused attention re-forming QK^T in backward), is at most this. The raw gap is reported beside it.
-- `baseline` + `max_regression`: every (mode, checkpointing) row also in the baseline run keeps at least
-  (1 - max_regression) of the baseline's MFU (or of its achieved TFLOP/s where MFU is null on either side).
+- `baseline` + `max_regression`: every row keeps at least (1 - max_regression) of the MFU of the baseline
+  row measured the same way — same model, seq_len, batch_size, dtype, mode and checkpointing
+  (`output.records.KEY_FIELDS`) — or of its achieved TFLOP/s where MFU is null on either side. A row with
+  no such baseline row (or only one that did not run) is a check line that passes but says so. The baseline
+  is read and every row checked (`check_inputs`) before anything is measured.
 """
 
 from __future__ import annotations
@@ -18,9 +23,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import UsageError
+from ..files import read_text
 from ..flops.reconcile import explained_hardware_gap
 from ..model.config import ModelConfig
-from ..output.records import read_records
+from ..output.records import KEY_FIELDS, check_row, read_records, row_key
+
+#: The fields of a baseline row the comparison reads (`output.records.FIELD_KINDS`: their types).
+BASELINE_FIELDS = (*KEY_FIELDS, "status", "mfu", "achieved_tflops")
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,7 @@ class Thresholds:
     `max_vs_baseline` is "FILE:TOLERANCE", e.g. "results/baseline.json:0.05"."""
 
     min_mfu: float | None = None
+    min_hfu: float | None = None
     max_counted_vs_analytic: float | None = None
     max_vs_baseline: str | None = None
 
@@ -65,23 +75,40 @@ def parse_baseline(spec: str) -> tuple[Path, float]:
 
 
 def load_baseline_rows(path: Path) -> list[dict]:
-    """Rows of a baseline: a `run --json` document, or a rows.jsonl file."""
+    """Rows of a baseline: a `run --json` document, or a rows.jsonl file; every row checked
+    (`BASELINE_FIELDS`, and a row that ran has its achieved TFLOP/s), else a one-line `UsageError`."""
     if path.suffix == ".jsonl":
         try:
-            return read_records(path)
+            rows = read_records(path, need=BASELINE_FIELDS)
         except UsageError as e:
             raise UsageError(f"baseline {e}") from None
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise UsageError(f"baseline {path}: cannot read it ({e.strerror or e})") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"baseline {path}: not JSON ({e.msg}, line {e.lineno})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
-        raise UsageError(f"baseline {path}: expected a `flopbench run --json` document with a 'rows' list")
-    return doc["rows"]
+    else:
+        try:
+            text = read_text(path)
+        except UsageError as e:
+            raise UsageError(f"baseline {e}") from None
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError) as e:
+            raise UsageError(f"baseline {path}: not JSON ({getattr(e, 'msg', type(e).__name__)}, line "
+                             f"{getattr(e, 'lineno', '?')})") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
+            raise UsageError(f"baseline {path}: expected a `flopbench run --json` document with a 'rows' list")
+        rows = doc["rows"]
+        for i, row in enumerate(rows):
+            problem = check_row(row, BASELINE_FIELDS)
+            if problem:
+                raise UsageError(f"baseline {path}: rows[{i}]: {problem}")
+    for i, row in enumerate(rows):
+        if row["status"] == "ok" and row.get("achieved_tflops") is None:
+            raise UsageError(f"baseline {path}: row {i + 1} ({_label(row)}) ran (status ok) but has no "
+                             f"achieved_tflops to compare with")
+    return rows
+
+
+def _label(row: dict) -> str:
+    """"model T=.. B=.. dtype mode/checkpointing" of a row."""
+    return f"{row['model']} T={row['seq_len']} B={row['batch_size']} {row['dtype']} {_key(row)}"
 
 
 def _key(row: dict) -> str:
@@ -97,17 +124,19 @@ def run_checks(doc: dict, thresholds: Thresholds) -> list[CheckResult]:
     baseline_rows = None
     if baseline:
         path, tolerance = parse_baseline(baseline)
-        baseline_rows = {_key(r): r for r in load_baseline_rows(path) if r.get("status") == "ok"}
+        baseline_rows = {row_key(r): r for r in load_baseline_rows(path)}
     for row in rows:
         key = _key(row)
         if row["status"] != "ok":
             results.append(CheckResult("status", key, "ok", row["status"], False))
             continue
-        if min_mfu is not None and row["mode"] == "train_step":
-            mfu = row["mfu"]
-            results.append(CheckResult("min-mfu", key, f">= {min_mfu:.3f}",
-                                       "null (no peak known)" if mfu is None else f"{mfu:.3f}",
-                                       mfu is not None and mfu >= min_mfu))
+        for name, floor, field, ckpt in (("min-mfu", min_mfu, "mfu", "none"),
+                                         ("min-hfu", thresholds.min_hfu, "hfu", "full")):
+            if floor is not None and row["mode"] == "train_step" and row["checkpointing"] == ckpt:
+                value = row[field]
+                results.append(CheckResult(name, key, f">= {floor:.3f}",
+                                           "null (no peak known)" if value is None else f"{value:.3f}",
+                                           value is not None and value >= floor))
         if max_counted_vs_analytic is not None and row["hardware_flops"] is not None:
             cfg = ModelConfig(**row["config"])
             analytic = row["hardware_flops_analytic"]
@@ -117,10 +146,19 @@ def run_checks(doc: dict, thresholds: Thresholds) -> list[CheckResult]:
             raw = (row["hardware_flops"] - analytic) / analytic
             results.append(CheckResult("max-counted-vs-analytic", key, f"<= {max_counted_vs_analytic:.4f}",
                                        f"{gap:.4f} unexplained (raw {raw:+.4f})", gap <= max_counted_vs_analytic))
-        if baseline_rows is not None and key in baseline_rows:
-            base = baseline_rows[key]
-            metric = "mfu" if row["mfu"] is not None and base.get("mfu") is not None else "achieved_tflops"
-            floor = (1 - tolerance) * base[metric]
-            results.append(CheckResult(f"vs-baseline {metric}", key, f">= {floor:.4g} ({1 - tolerance:.0%} of "
-                                       f"{base[metric]:.4g})", f"{row[metric]:.4g}", row[metric] >= floor))
+        if baseline_rows is not None:
+            results.append(_vs_baseline(row, baseline_rows.get(row_key(row)), tolerance))
     return results
+
+
+def _vs_baseline(row: dict, base: dict | None, tolerance: float) -> CheckResult:
+    """The baseline check of one row that ran; `base`: the baseline row measured the same way, if any."""
+    key = _key(row)
+    if base is None or base["status"] != "ok":
+        why = "no baseline row" if base is None else f"the baseline row has status {base['status']}"
+        return CheckResult("vs-baseline", key, "a baseline row that ran", f"{why} for {_label(row)}; not compared",
+                           True)
+    metric = "mfu" if row["mfu"] is not None and base.get("mfu") is not None else "achieved_tflops"
+    floor = (1 - tolerance) * base[metric]
+    return CheckResult(f"vs-baseline {metric}", key, f">= {floor:.4g} ({1 - tolerance:.0%} of {base[metric]:.4g})",
+                       f"{row[metric]:.4g}", row[metric] >= floor)

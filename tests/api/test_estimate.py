@@ -140,3 +140,18 @@ def test_python_api_estimate_equals_cli(capsys):
     assert api["gpu_hours"] == pytest.approx(cli["gpu_hours"])
     with pytest.raises(flopbench.UsageError, match="give one of them"):
         flopbench.estimate("gpt2", 10**9, mfu=0.4, mfu_from="results/cpu")
+
+
+@pytest.mark.parametrize("tokens, fragment", [
+    ("1e300", "too many tokens"), ("1e1000000000", "is not a token count"), ("9" * 400, "too many tokens")])
+def test_huge_token_counts_are_refused_in_one_line(capsys, tokens, fragment):
+    from flopbench.cli import main
+
+    assert main(["estimate", "--model", "gpt2", "--tokens", tokens]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err
+
+
+def test_huge_gpu_count_is_refused():
+    with pytest.raises(UsageError, match="gpus=an integer of about 401 digits is above the limit"):
+        estimate(PRESETS["gpt2"], 10**9, 10**400)

@@ -7,6 +7,8 @@ from torch.utils.checkpoint import checkpoint
 
 import flopbench
 from flopbench import UsageError
+from flopbench.hardware.detect import detect_gpu
+from flopbench.hardware.peaks import peak_tflops
 
 A, B, C = 8, 16, 4  # Linear(A, B) -> ReLU -> Linear(B, C)
 
@@ -55,6 +57,24 @@ def test_per_step_records_with_the_first_steps_count():
     assert s["mfu"] == pytest.approx(train_flops(4) / (times[1] / 1e3 * 0.5e12))
     df = m.to_dataframe()
     assert len(df) == 4 and df["hardware_flops"].tolist() == [train_flops(4)] * 4
+
+
+@pytest.mark.parametrize("warmup, timed", [(3, 2), (0, 4), (1, 4)])
+def test_summary_leaves_out_the_warmup_steps_and_the_counted_one(warmup, timed):
+    # The module docstring: summary statistics leave out steps that ran under the counter (step 0 here, the
+    # only shapes) and the first `warmup` steps. Of 5 steps (0..4): warmup=3 leaves 3 and 4; warmup=0 and
+    # warmup=1 leave 1..4 (step 0 is both counted and a warm-up step).
+    model = mlp()
+    with flopbench.measure(model, peak_tflops=0.5, warmup=warmup) as m:
+        train_loop(model, m, [4] * 5)
+    records = m.records
+    s = m.summary()
+    assert (s["steps"], s["timed_steps"], s["counted_steps"]) == (5, timed, 1)
+    kept = sorted(r["time_ms"] for r in records[5 - timed:])
+    # the median of an even count is the mean of the middle two
+    median = (kept[timed // 2 - 1] + kept[timed // 2]) / 2
+    assert s["time_ms"]["n"] == timed and s["time_ms"]["median_ms"] == pytest.approx(median)
+    assert s["mfu"] == pytest.approx(train_flops(4) / (median / 1e3 * 0.5e12))
 
 
 def test_steps_iterator_calls_step_after_each_body_and_not_after_a_break():
@@ -159,5 +179,10 @@ def test_cuda_loop_events_and_mfu():
     s = m.summary()
     assert m.records[0]["hardware_flops"] == forward + 2 * 4096 * 4096 * 1024 + forward
     assert s["compute_dtype"] == "bf16" and s["time_ms"]["median_ms"] > 0
-    if s["peak_tflops"]:
-        assert 0 < s["mfu"] < 1
+    name = detect_gpu(0).name
+    table = peak_tflops(name, "bf16")
+    assert table is not None, f"{name!r} has no bf16 entry in peaks.csv: add its dense datasheet peak"
+    assert s["peak_tflops"] == table
+    seconds = s["time_ms"]["median_ms"] / 1e3
+    assert 0 < s["mfu"] < 1
+    assert s["mfu"] == pytest.approx(m.records[0]["hardware_flops"] / (seconds * table * 1e12))

@@ -11,6 +11,8 @@ from helpers import FailOnCall
 import flopbench
 from flopbench import UsageError
 from flopbench.flops.counter import count_module, meta_copy
+from flopbench.hardware.detect import detect_gpu
+from flopbench.hardware.peaks import match_gpu
 from flopbench.model.inputs import Inputs
 
 FAST = dict(warmup=1, iters=2)
@@ -263,6 +265,53 @@ def test_meta_module_is_refused():
         flopbench.profile(module, torch.randn(N, A))
 
 
+class RecordPrecision(torch.autograd.Function):
+    """Identity whose backward records the float32 matmul precision in force when it runs."""
+
+    seen: list[str] = []
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        RecordPrecision.seen.append(torch.get_float32_matmul_precision())
+        return grad
+
+
+class Recorded(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = mlp()
+
+    def forward(self, x):
+        return self.inner(RecordPrecision.apply(x))
+
+
+def test_tf32_holds_in_the_timed_backward(monkeypatch):
+    """profile(dtype="tf32") times fwd_bwd with TF32 allowed in backward too, not only in the forward."""
+    from flopbench.api import profile as profile_module
+
+    monkeypatch.setattr(profile_module, "resolve_dtype", lambda name, dev: name)  # tf32 needs CUDA otherwise
+    timed = []
+    real_time_step = profile_module.time_step
+
+    def time_step(step, device, warmup, iters):  # what the timed steps' backward saw
+        RecordPrecision.seen = []
+        stats = real_time_step(step, device, warmup, iters)
+        timed.append(list(RecordPrecision.seen))
+        return stats
+
+    monkeypatch.setattr(profile_module, "time_step", time_step)
+    x = torch.randn(N, A, requires_grad=True)
+    torch.set_float32_matmul_precision("highest")
+    flopbench.profile(Recorded(), x, dtype="tf32", fvcore=False, **FAST)
+    assert timed[0] == []  # forward under no_grad: no backward
+    assert timed[1] == ["high"] * (FAST["warmup"] + FAST["iters"])
+    assert torch.get_float32_matmul_precision() == "highest"
+
+
 @pytest.mark.gpu
 def test_cuda_profile_bf16_counts_match_cpu_and_mfu_in_range():
     module = nn.Sequential(nn.Linear(1024, 4096), nn.GELU(), nn.Linear(4096, 1024)).cuda()
@@ -273,5 +322,6 @@ def test_cuda_profile_bf16_counts_match_cpu_and_mfu_in_range():
     assert p.train_flops == forward + 2 * 4096 * 4096 * 1024 + forward
     on_device = count_module(module, Inputs.of(x), meta=False)
     assert (on_device.forward, on_device.train) == (p.forward_flops, p.train_flops)
-    if p.peak_tflops:
-        assert all(0 < r.mfu < 1 for r in p.rows)
+    entry = match_gpu(detect_gpu(0).name)
+    assert entry is not None and p.peak_tflops == entry.tflops["bf16"]  # the detected GPU's table entry
+    assert all(0 < r.mfu < 1 for r in p.rows)

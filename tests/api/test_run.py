@@ -6,11 +6,14 @@ import pandas as pd
 import pytest
 import torch
 from helpers import FailOnCall
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from flopbench.api import run as run_module
 from flopbench.api.run import RunOptions, run
 from flopbench.cli import main
 from flopbench.flops.analytic import train_flops, train_recompute_flops
+from flopbench.hardware.detect import detect_gpu
+from flopbench.hardware.peaks import match_gpu
 from flopbench.model.config import ModelConfig
 from flopbench.output.records import read_rows
 
@@ -33,7 +36,8 @@ def test_run_rows_and_every_field(cpu_run):
         t = r["time_ms"]
         assert t["n"] == 3 and t["min_ms"] <= t["median_ms"] <= t["max_ms"] and t["iqr_ms"] >= 0
         assert r["tokens_per_s"] == pytest.approx(2 * 32 / (t["median_ms"] / 1e3))
-        assert r["hardware_flops_note"] in ("equal", "attention backward re-forms QK^T (fused kernel: 5 bmm instead of 4)")
+        assert r["hardware_flops_note"] in (
+            "equal", "attention backward re-forms QK^T (fused kernel: 5 bmm instead of 4)")
     assert doc["peak"] == {"tflops": 1.0, "source": "--peak-tflops", "dtype": "fp32"}
     assert doc["environment"]["torch"] == torch.__version__
 
@@ -50,7 +54,48 @@ def test_mfu_hfu_arithmetic(cpu_run):
     assert train["hardware_flops_analytic"] == train_recompute_flops(SMALL, 2, 32)
     assert train["hfu"] > train["mfu"]  # recompute counted in HFU only
     assert by[("fwd_bwd", "full")]["hfu"] > by[("fwd_bwd", "full")]["mfu"]
-    assert train["simple_formula"] == "8N" and by[("fwd_bwd", "none")]["simple_formula"] == "6N"
+    # simple rules: MFU with 6N whatever the checkpointing (model FLOPs), HFU with 8N under full checkpointing
+    assert train["simple_formula"] == "6N" and train["simple_hardware_formula"] == "8N"
+    assert by[("fwd_bwd", "none")]["simple_formula"] == by[("fwd_bwd", "none")]["simple_hardware_formula"] == "6N"
+    assert by[("forward", "none")]["simple_formula"] == by[("forward", "none")]["simple_hardware_formula"] == "2N"
+
+
+def test_simple_mfu_and_hfu_by_hand(cpu_run):
+    """mfu_simple uses 2N / 6N (no recompute, like MFU); hfu_simple 8N under full checkpointing (Narayanan
+    et al. 2021: a fourth forward), 6N otherwise. N_matmul = 2 layers x 12·64² + 64·128 (LM head) = 106,496."""
+    doc, _ = cpu_run
+    n, tokens = 2 * 12 * 64 * 64 + 64 * 128, 2 * 32
+    assert n == 106_496
+    for r in doc["rows"]:
+        seconds = r["time_ms"]["median_ms"] / 1e3
+        per_token = 2 if r["mode"] == "forward" else 6
+        hw_per_token = 8 if r["checkpointing"] == "full" else per_token
+        assert r["mfu_simple"] == pytest.approx(per_token * n * tokens / seconds / 1e12)
+        assert r["hfu_simple"] == pytest.approx(hw_per_token * n * tokens / seconds / 1e12)
+
+
+def test_hfu_causal_by_hand(cpu_run):
+    """A causal kernel computes half of every T x T product: forward QK^T + AV over the full square is
+    A = 4·B·T²·d·L = 4·2·32²·64·2 = 1,048,576 FLOPs; a training step runs it 3 times (4 with the recompute),
+    plus the QK^T the fused backward re-forms (A/2); hfu_causal takes half of all that out."""
+    doc, _ = cpu_run
+    A = 4 * 2 * 32 * 32 * 64 * 2
+    assert A == 1_048_576
+    for r in doc["rows"]:
+        seconds = r["time_ms"]["median_ms"] / 1e3
+        passes = 1 if r["mode"] == "forward" else (4 if r["checkpointing"] == "full" else 3)
+        rescore = A // 2 if r["hardware_flops_note"].startswith("attention backward re-forms") else 0
+        skipped = (passes * A + rescore) // 2
+        assert r["hfu_causal"] == pytest.approx((r["hardware_flops"] - skipped) / seconds / 1e12)
+        assert r["hfu_causal"] < r["hfu"]
+
+
+def test_cpu_rows_have_no_telemetry_and_a_peak_memory(cpu_run):
+    doc, _ = cpu_run
+    for r in doc["rows"]:
+        assert r["telemetry"] is None and r["throttled"] is None
+        assert r["peak_clock_tflops"] is None and r["mfu_vs_clock"] is None and r["mfu_vs_gemm"] is None
+        assert r["peak_memory_bytes"] > 0 and r["memory_estimate_bytes"] > 0
 
 
 def test_files_written_and_rereadable(cpu_run):
@@ -109,13 +154,200 @@ def test_unwritable_out_is_a_usage_error(capsys, tmp_path):
     assert code == 2 and "cannot write there" in err
 
 
+def test_cpu_out_of_memory_is_an_oom_row(monkeypatch, tmp_path):
+    cpu_oom = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 282 GB. Error code 12")
+    monkeypatch.setattr(run_module, "time_step", FailOnCall(run_module.time_step, fail_at=2, error=cpu_oom))
+    doc = run(SMALL, RunOptions(**FAST, checkpointing="none", out=str(tmp_path)), progress=lambda m: None)
+    assert [r["status"] for r in doc["rows"]] == ["ok", "oom", "ok"]
+    assert "can't allocate memory" in doc["rows"][1]["error"]
+    assert len(read_rows(tmp_path)) == 3
+
+
+def test_run_id_is_a_safe_folder_name(tmp_path):
+    doc = run(SMALL.replace(name="small+custom"), RunOptions(**FAST, modes=("forward",), out=str(tmp_path)),
+              progress=lambda m: None)
+    assert "+" not in doc["run_id"] and "small-custom" in doc["run_id"]
+    assert (tmp_path / doc["run_id"] / "rows.jsonl").exists()
+
+
+def test_tf32_holds_for_the_whole_step():
+    """--dtype tf32 must cover backward, the checkpoint's recompute inside it, and the optimizer, not only
+    the forward. On the CPU the Stepper runs the same code a GPU would (only resolve_dtype refuses tf32)."""
+    cfg = ModelConfig("tf32", n_layer=1, d_model=32, n_head=2, vocab_size=64, max_seq_len=16)
+    model = run_module.build_model(cfg, "cpu")
+    stepper = run_module.Stepper(model, cfg, 2, 16, torch.device("cpu"), "tf32", False)
+    seen = []
+
+    def now(where):
+        seen.append((where, torch.get_float32_matmul_precision()))
+
+    model.h[0].register_forward_pre_hook(lambda m, a: now("block forward"))
+    model.lm_head.register_full_backward_hook(lambda m, gi, go: now("backward"))
+    optimizer_hook = register_optimizer_step_pre_hook(lambda o, a, k: now("optimizer"))
+    model.checkpointing = "full"
+    torch.set_float32_matmul_precision("highest")
+    try:
+        stepper.step("train_step")
+    finally:
+        optimizer_hook.remove()
+    assert [where for where, _ in seen] == ["block forward", "backward", "block forward", "optimizer"]
+    assert {precision for _, precision in seen} == {"high"}  # the recompute ("block forward" #2) too
+    assert torch.get_float32_matmul_precision() == "highest"  # restored after the step
+
+
+def test_checkpointing_works_without_the_early_stop_argument(monkeypatch):
+    """torch < 2.9 has no checkpoint(..., early_stop=): the model must not pass it (pyproject allows 2.5)."""
+    from flopbench.model import gpt
+
+    real = gpt.checkpoint
+
+    def checkpoint_before_2_9(function, *args, use_reentrant=None, **kwargs):
+        if "early_stop" in kwargs:
+            raise TypeError("checkpoint() got an unexpected keyword argument 'early_stop'")
+        return real(function, *args, use_reentrant=use_reentrant, **kwargs)
+
+    monkeypatch.setattr(gpt, "checkpoint", checkpoint_before_2_9)
+    doc = run(SMALL, RunOptions(**FAST, modes=("fwd_bwd",), checkpointing="full", out=None), progress=lambda m: None)
+    row = doc["rows"][0]
+    assert row["status"] == "ok" and not row["hardware_flops_note"].startswith("unexplained")
+    # early stop off still re-runs the whole block: counted on meta, 2·B·T·d_ff·d per layer more than with it
+    from flopbench.flops.counter import count_step
+
+    idx = torch.zeros(2, 32, dtype=torch.long, device="meta")
+    counts = {}
+    for early_stop in (True, False):
+        model = run_module.build_model(SMALL, "meta", checkpointing="full", early_stop=early_stop)
+        counts[early_stop] = count_step(lambda m=model: m(idx), lambda logits: run_module.lm_loss(logits, idx)).train
+    assert counts[False] - counts[True] == 2 * 2 * 32 * 256 * 64 * 2 == train_recompute_flops(
+        SMALL, 2, 32, early_stop=False) - train_recompute_flops(SMALL, 2, 32)
+
+
+# --- compiled runs: dynamo's recompile limit -----------------------------------------------------
+
+TINY = ModelConfig("tiny-compile", n_layer=1, d_model=32, n_head=2, vocab_size=64, max_seq_len=16)
+COMPILED = dict(batch_size=2, seq_len=16, warmup=0, iters=1, gemm=False, device="cpu", out=None, compile=True,
+                checkpointing="none")
+
+
+@pytest.fixture(scope="module")
+def compiler():
+    """Skip where torch.compile cannot build a kernel here (inductor needs a C++ compiler on the CPU)."""
+    try:
+        torch.compile(lambda x: x * 2 + 1)(torch.ones(4))
+    except Exception as e:  # noqa: BLE001 - any failure means no compiler here
+        pytest.skip(f"torch.compile does not work on this machine: {type(e).__name__}: {str(e)[:100]}")
+
+
+@pytest.fixture
+def recompile_limit(monkeypatch):
+    """Set dynamo's per-frame recompile limit (its name before torch 2.7: cache_size_limit)."""
+    import torch._dynamo.config as dynamo_config
+
+    name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+    return lambda n: monkeypatch.setattr(dynamo_config, name, n)
+
+
+@pytest.fixture
+def dynamo_warnings():
+    """dynamo's "hit config.<limit>" warnings: the sign that a frame fell back to eager."""
+    import logging
+
+    seen = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            if "hit config." in record.getMessage():
+                seen.append(record.getMessage())
+
+    handler, logger = Catch(), logging.getLogger("torch._dynamo")
+    logger.addHandler(handler)
+    yield seen
+    logger.removeHandler(handler)
+
+
+def test_compiled_runs_in_one_process_each_compile_afresh(compiler, recompile_limit, dynamo_warnings):
+    """A sweep or an API loop runs several compiled runs in one process. With a recompile limit of 1 a second
+    shape would exceed it and run eagerly (labelled compiled) unless each run starts from an empty cache."""
+    recompile_limit(1)
+    first = run(TINY, RunOptions(**COMPILED, modes=("forward",)), progress=lambda m: None)
+    second = run(TINY.replace(max_seq_len=8), RunOptions(**{**COMPILED, "seq_len": 8}, modes=("forward",)),
+                 progress=lambda m: None)
+    assert [r["status"] for r in first["rows"] + second["rows"]] == ["ok", "ok"]
+    assert dynamo_warnings == []  # no frame fell back to eager
+
+
+def test_recompile_limit_within_a_run_fails_the_row(compiler, recompile_limit):
+    """forward (no autograd) and fwd_bwd are two graphs of the same frame: a limit of 1 is hit by the second,
+    which must not be timed eagerly and labelled compiled."""
+    recompile_limit(1)
+    doc = run(TINY, RunOptions(**COMPILED, modes=("forward", "fwd_bwd")), progress=lambda m: None)
+    assert [r["status"] for r in doc["rows"]] == ["ok", "recompile_limit"]
+    assert "recompile" in doc["rows"][1]["error"] and doc["rows"][1]["mfu"] is None
+    assert doc["compile"] is True
+
+
+# --- telemetry and the three peaks, with a fake NVML on the CPU ----------------------------------
+
+
+def test_telemetry_covers_the_timed_steps_and_rates_the_three_peaks(monkeypatch):
+    from hardware.fake_nvml import FakeNvml
+
+    from flopbench.hardware.telemetry import Telemetry
+
+    gpu = dict(name="NVIDIA H100 80GB HBM3", uuid="GPU-1", sm_clock=[1500, 1650, 1650], mem_clock=2619,
+               power_mw=600000, temperature=[60, 75], reasons=[0, 0x4],
+               energy_mj=[0, 1000, 1000, 3000])  # each row reads it twice: 1 J, then 2 J
+    nvml = FakeNvml([gpu])
+    real_env = run_module.environment
+    monkeypatch.setattr(run_module, "environment",
+                        lambda device: {**real_env(device), "gpu": {"name": gpu["name"], "sm_clock_max_mhz": 1980}})
+    monkeypatch.setattr(run_module, "open_telemetry", lambda device: Telemetry(nvml, gpu, interval_s=60,
+                                                                                   min_energy_window_s=0))
+    real_step = run_module.Stepper.step
+    monkeypatch.setattr(run_module.Stepper, "step", lambda self, mode: (nvml.calls.append("step"),
+                                                                         real_step(self, mode))[1])
+    B, T, warmup, iters = 2, 32, 1, 2
+    doc = run(SMALL, RunOptions(batch_size=B, seq_len=T, warmup=warmup, iters=iters, device="cpu", out=None,
+                                checkpointing="none", modes=("forward", "fwd_bwd")), progress=lambda m: None)
+    # the energy counter brackets the timed steps only: 1 warm-up step, read, 2 timed steps, read
+    order = [c for c in nvml.calls if c in ("step", "energy_mj")]
+    assert order == ["step", "energy_mj", "step", "step", "energy_mj"] * 2
+    gemm = doc["gemm_ceiling"]["tflops_median"]
+    peak = doc["peak"]["tflops"]
+    assert peak == 66.9  # fp32 on the CPU, rated as an H100 SXM
+    for r, energy in zip(doc["rows"], (1.0, 2.0), strict=True):
+        t = r["telemetry"]
+        assert t["energy_j"] == energy and t["joules_per_token"] == pytest.approx(energy / (B * T * iters))
+        assert t["temperature_c"] == 75 and t["power_w"] == 600.0 and t["throttle_reasons"] == ["sw_power_cap"]
+        assert r["throttled"] is True
+        seconds = r["time_ms"]["median_ms"] / 1e3
+        clock = t["sm_clock_mhz"]["median"]
+        assert r["peak_clock_tflops"] == pytest.approx(66.9 * clock / 1980)
+        assert r["mfu_vs_clock"] == pytest.approx(r["model_flops"] / seconds / 1e12 / (66.9 * clock / 1980))
+        assert r["mfu_vs_gemm"] == pytest.approx(r["model_flops"] / seconds / 1e12 / gemm)
+        assert r["mfu"] == pytest.approx(r["model_flops"] / seconds / 1e12 / peak)  # the headline is unchanged
+
+
 @pytest.mark.gpu
 def test_cuda_counted_matches_analytic_and_mfu_in_range(tmp_path):
     cfg = ModelConfig("gpu-small", n_layer=4, d_model=512, n_head=8, vocab_size=8192, max_seq_len=512)
     doc = run(cfg, RunOptions(batch_size=8, seq_len=512, device="cuda", warmup=3, iters=10, out=None, gemm=False),
               progress=lambda m: None)
+    gpu = detect_gpu(0)
+    entry = match_gpu(gpu.name)
+    assert entry is not None, f"{gpu.name!r} is not in peaks.csv"
+    assert doc["dtype"] == ("bf16" if torch.cuda.get_device_capability() >= (8, 0) else "fp16")
+    assert doc["peak"]["tflops"] == entry.tflops[doc["dtype"]]  # the table entry of the detected GPU and dtype
     for r in doc["rows"]:
         assert r["status"] == "ok"
         assert not r["hardware_flops_note"].startswith("unexplained"), r
-        if doc["peak"]["tflops"]:
-            assert 0 < r["mfu"] < 1 and r["hfu"] >= r["mfu"]
+        assert 0 < r["mfu"] < 1 and r["hfu"] >= r["mfu"] and r["hfu_causal"] < r["hfu"]
+        t = r["telemetry"]
+        assert t is not None and t["samples"] >= 2 and t["sm_clock_mhz"]["median"] > 0
+        assert isinstance(r["throttled"], bool) and t["power_w"] > 0
+        if t["window_s"] >= 1.0:  # shorter windows get no energy (the counter moves in steps)
+            assert t["energy_j"] > 0 and t["joules_per_token"] > 0
+        else:
+            assert t["energy_j"] is None and "too short" in t["energy_note"]
+        assert r["peak_clock_tflops"] <= doc["peak"]["tflops"] and r["mfu_vs_clock"] >= r["mfu"]
+        assert 0 < r["peak_memory_bytes"] <= torch.cuda.get_device_properties(0).total_memory

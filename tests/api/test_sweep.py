@@ -174,6 +174,10 @@ def test_ctrl_c_keeps_finished_rows_and_exits_130(tmp_path, capsys, monkeypatch)
         ('models = [{ name = "a", preset = "tiny", n_head = 3 }]', "does not divide d_model"),
         ('models = ["tiny", { name = "tiny", preset = "tiny" }]', "'tiny' appears twice"),
         ('models = ["tiny"]\nmodes = ["backward"]', "modes = 'backward' is not allowed"),
+        ('name = ".."\nmodels = ["tiny"]\nseq_len = [8]\nbatch_size = [1]\ndevice = "cpu"',
+         "name = '..' is not allowed"),
+        ('name = "a/b"\nmodels = ["tiny"]', "name = 'a/b' is not allowed: a folder name has no path separator"),
+        ('name = "a\\u0000b"\nmodels = ["tiny"]', "name = 'a\\x00b' is not allowed"),
     ],
 )
 def test_bad_spec_is_one_line_exit_2(tmp_path, capsys, body, fragment):
@@ -181,6 +185,7 @@ def test_bad_spec_is_one_line_exit_2(tmp_path, capsys, body, fragment):
     code, out, err = sweep(["--spec", str(path), "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and out == "" and err.count("\n") == 1 and fragment in err, err
     assert not (tmp_path / "out").exists()  # nothing ran, nothing written
+    assert not list(tmp_path.glob("rows.*")) and not (tmp_path / "environment.json").exists()  # nor beside it
 
 
 def test_cuda_spec_without_cuda_is_exit_2(tmp_path, capsys):
@@ -210,3 +215,50 @@ def test_python_api_sweep_matches_the_file(tmp_path):
     on_disk = read_rows(tmp_path / "out")
     assert len(df) == len(on_disk) == 4  # 2 seq_len x 2 checkpointing, fwd_bwd only
     assert sorted(df["seq_len"].tolist()) == [8, 8, 16, 16]
+
+
+# -- resuming only rows measured as the spec says now ---------------------------------------------------------
+
+
+def test_rows_carry_the_sweeps_timing_options(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert sweep(["--spec", str(small_spec(tmp_path, seq_len="[8]", extra="peak_tflops = 2.5")), "--out", str(out)],
+                 capsys)[0] == 0
+    rows = read_records(out / "s" / "rows.jsonl")
+    assert [r["timing"] for r in rows] == [{"warmup": 0, "iters": 1, "compile": False, "gemm": False,
+                                            "peak_tflops": 2.5}] * 2
+    assert all(r["peak_tflops"] == 2.5 and r["time_ms"]["n"] == 1 for r in rows)  # what the timing dict says
+
+
+@pytest.mark.parametrize("old, new, says", [
+    ("n_layer = 1", "n_layer = 2", "model m1: config.n_layer 1 in the file vs 2 in the spec"),
+    ("iters = 1", "iters = 2", "model m1: iters 1 in the file vs 2 in the spec"),
+    ("warmup = 0", "warmup = 1", "model m1: warmup 0 in the file vs 1 in the spec"),
+    ("gemm = false", "gemm = true", "model m1: gemm False in the file vs True in the spec"),
+    ("modes = [", "peak_tflops = 5\nmodes = [", "model m1: peak_tflops None in the file vs 5.0 in the spec"),
+    ("seq_len = [8, 16]", "seq_len = [8]", "model m1: seq_len 16 is not in the spec's [8]"),
+])
+def test_resume_refuses_rows_measured_another_way(tmp_path, capsys, old, new, says):
+    out = tmp_path / "out"
+    assert sweep(["--spec", str(small_spec(tmp_path)), "--out", str(out)], capsys)[0] == 0
+    before = (out / "s" / "rows.jsonl").read_bytes()
+    spec = small_spec(tmp_path)
+    assert old in spec.read_text()
+    spec.write_text(spec.read_text().replace(old, new))
+    code, stdout, err = sweep(["--spec", str(spec), "--out", str(out), "--resume"], capsys)
+    assert code == 2 and stdout == "" and err.count("\n") == 1, err
+    assert says in err and "use a new --out, or drop those rows" in err
+    assert (out / "s" / "rows.jsonl").read_bytes() == before
+
+
+def test_resume_refuses_rows_of_an_older_flopbench_without_timing_options(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert sweep(["--spec", str(small_spec(tmp_path, seq_len="[8]")), "--out", str(out)], capsys)[0] == 0
+    jsonl = out / "s" / "rows.jsonl"
+    jsonl.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "timing"}) + "\n"
+                             for r in read_records(jsonl)))
+    (out / "s" / "rows.csv").unlink()
+    code, _, err = sweep(["--spec", str(small_spec(tmp_path, seq_len="[8, 16]")), "--out", str(out), "--resume"],
+                         capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "the row has no timing options (warmup, iters, compile, gemm, peak_tflops: written by an older" in err

@@ -4,12 +4,15 @@ import random
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from flopbench.flops import analytic, counter, estimates, fvcore
 from flopbench.flops.reconcile import reconcile
 from flopbench.model.config import ModelConfig
 from flopbench.model.gpt import build_model, lm_loss
 from flopbench.model.presets import PRESETS
+
+aten = torch.ops.aten
 
 
 def random_configs(n, seed=1234):
@@ -68,7 +71,8 @@ def test_recompute_without_early_stop_is_four_forwards_of_the_blocks():
 
 
 def test_design_ratio_369_for_four_blocks():
-    # Measured with FlopCounterMode on meta (torch 2.13), 4 GPT-2 blocks, d=512, T=256: checkpointed fwd+bwd = 3.69 x forward (4.00 without early stop).
+    # Measured with FlopCounterMode on meta (torch 2.13), 4 GPT-2 blocks, d=512, T=256: checkpointed fwd+bwd
+    # = 3.69 x forward (4.00 without early stop).
     # Per block forward 24·T·d² + 4·T²·d; early stop skips the MLP down-projection 8·T·d².
     T, d = 256, 512
     block = 24 * T * d * d + 4 * T * T * d
@@ -98,10 +102,15 @@ def test_cpu_flash_attention_is_counted_on_a_real_cpu_model():
     with counter.flop_counter() as fc, torch.no_grad():
         model(idx)
     assert fc.get_total_flops() == analytic.forward_flops(cfg, 2, 32)
-    with torch.utils.flop_counter.FlopCounterMode(display=False) as plain, torch.no_grad():
+    # Plain FlopCounterMode, pinned to the installed torch (2.13): it has no formula for the CPU flash kernel,
+    # so it misses QK^T + AV, 4·B·T²·d·L. A torch that adds one fails here: then the trap is closed upstream,
+    # and counter.EXTRA_FLOP_FORMULAS' note (and this test) must say from which version.
+    assert aten._scaled_dot_product_flash_attention_for_cpu not in flop_registry, (
+        f"torch {torch.__version__} now has a FLOP formula for the CPU flash-attention kernel")
+    with FlopCounterMode(display=False) as plain, torch.no_grad():
         model(idx)
     attention = 4 * 2 * 32 * 32 * 64 * 2
-    assert plain.get_total_flops() in (analytic.forward_flops(cfg, 2, 32), analytic.forward_flops(cfg, 2, 32) - attention)
+    assert plain.get_total_flops() == analytic.forward_flops(cfg, 2, 32) - attention
 
 
 def test_fvcore_doubled_equals_analytic_forward():
@@ -137,8 +146,10 @@ def test_published_estimates_by_hand_gpt2():
     assert est["6N"].flops == 6 * n_matmul * T
     assert est["palm"].flops == (6 * n_matmul + 12 * L * H * (d // H) * T) * T
     # Narayanan Eq. 3 and Korthikanti, evaluated in floating point as printed:
-    assert est["megatron"].flops == pytest.approx(96 * B * T * L * d**2 * (1 + T / (6 * d) + V / (16 * L * d)), rel=1e-12)
-    assert est["korthikanti"].flops == pytest.approx(72 * B * T * L * d**2 * (1 + T / (6 * d) + V / (12 * L * d)), rel=1e-12)
+    assert est["megatron"].flops == pytest.approx(96 * B * T * L * d**2 * (1 + T / (6 * d) + V / (16 * L * d)),
+                                                  rel=1e-12)
+    assert est["korthikanti"].flops == pytest.approx(72 * B * T * L * d**2 * (1 + T / (6 * d) + V / (12 * L * d)),
+                                                     rel=1e-12)
     n_kaplan = 2 * d * L * (2 * d + 4 * d)
     assert est["kaplan"].flops == 3 * (2 * n_kaplan + 2 * L * T * d) * T
     assert est["korthikanti"].flops == analytic.train_flops(cfg, B, T)

@@ -193,7 +193,8 @@ def test_published_estimates_for_llama2_7b_by_hand():
     block = 4 * d * d + 3 * d * f
     assert block == 202_375_168 and 12 * d * d == 201_326_592
     est = estimates.estimates(cfg, B, T)
-    assert est["korthikanti"].flops == pytest.approx(72 * B * T * L * d**2 * (1 + T / (6 * d) + V / (12 * L * d)), rel=1e-12)
+    assert est["korthikanti"].flops == pytest.approx(72 * B * T * L * d**2 * (1 + T / (6 * d) + V / (12 * L * d)),
+                                                     rel=1e-12)
     assert est["korthikanti"].flops - analytic.train_flops(cfg, B, T) == 6 * B * T * L * (12 * d * d - block)
     assert est["6N"].flops == 6 * (L * block + d * V) * T
     assert est["palm"].flops == analytic.train_flops(cfg, B, T)  # exact with N = N_matmul
@@ -201,7 +202,8 @@ def test_published_estimates_for_llama2_7b_by_hand():
     assert est["kaplan"].flops == 3 * (2 * 2 * d * L * (2 * d + f) + 2 * L * T * d) * T
     checks = {c.left: c for c in reconcile(cfg, B, T, None, None)}
     assert checks["estimate korthikanti"].status == "explained"
-    assert "201,326,592" in checks["estimate korthikanti"].reason and "202,375,168" in checks["estimate korthikanti"].reason
+    reason = checks["estimate korthikanti"].reason
+    assert "201,326,592" in reason and "202,375,168" in reason
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,6 +224,28 @@ def test_sdpa_formulas_broadcast_kv_heads():
     assert backward(go, q, kv, kv) == 5 * 2 * B * H * T * T * D
     for op in (aten._scaled_dot_product_flash_attention, aten._scaled_dot_product_efficient_attention):
         assert EXTRA_FLOP_FORMULAS[op](q, kv, kv) == forward(q, q, q)  # same as with K/V expanded
+
+
+def test_sdpa_formulas_hand_torch_equal_head_counts(monkeypatch):
+    # Older torch's sdpa_flop_count / sdpa_backward_flop_count assert that q, k and v have the same number of
+    # heads (torch 2.13's broadcast K/V themselves). flopbench's formulas must give the same count on either:
+    # simulate the strict ones, which see only equal head counts once K/V are broadcast to the query heads.
+    import flopbench.flops.counter as counter_module
+
+    def strict(real, shapes):
+        heads = [s[1] for s in shapes]
+        assert len(set(heads)) == 1, f"torch's formula got unequal head counts {heads}"
+        return real(*shapes)
+
+    forward_real, backward_real = counter_module.sdpa_flop_count, counter_module.sdpa_backward_flop_count
+    monkeypatch.setattr(counter_module, "sdpa_flop_count", lambda *shapes: strict(forward_real, shapes))
+    monkeypatch.setattr(counter_module, "sdpa_backward_flop_count", lambda *shapes: strict(backward_real, shapes))
+    B, H, Hkv, T, D = 2, 8, 2, 16, 8
+    q, kv = (B, H, T, D), (B, Hkv, T, D)
+    for kernel in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+                   "_scaled_dot_product_efficient_attention"):
+        assert EXTRA_FLOP_FORMULAS[getattr(aten, kernel)](q, kv, kv) == 2 * 2 * B * H * T * T * D, kernel
+        assert EXTRA_FLOP_FORMULAS[getattr(aten, kernel + "_backward")](q, q, kv, kv) == 5 * 2 * B * H * T * T * D
 
 
 def test_gqa_counted_on_meta():

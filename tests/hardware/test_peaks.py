@@ -90,3 +90,62 @@ def test_resolve_peak():
     assert hardware.resolve_peak(None, "bf16", None)[0] is None
     with pytest.raises(UsageError):
         hardware.resolve_peak("NVIDIA H100 PCIe", "bf16", -1.0)
+
+
+# --- SM counts, MIG slices, the clock-adjusted peak, `gpus(lookup=...)` -------------------------
+
+
+def test_full_chip_sm_counts():
+    # Whitepapers: H100 SXM5 132 SMs, H100 PCIe 114, A100 108; an empty cell is unknown, never guessed
+    sms = {e.key: e.sms for e in hardware.load_peak_table()}
+    assert (sms["h100-sxm"], sms["h100-pcie"], sms["h200-sxm"], sms["a100-sxm4-80gb"]) == (132, 114, 132, 108)
+    assert sms["a10g"] is None
+
+
+@pytest.mark.parametrize("name, dtype, sm_count, expected", [
+    # 7 compute slices of 14 SMs on an A100 (MIG User Guide: 1g = 1/7): 312 x 14 / 108
+    ("NVIDIA A100-SXM4-40GB MIG 1g.5gb", "bf16", None, 312 * 14 / 108),
+    ("NVIDIA A100-SXM4-80GB MIG 3g.40gb", "bf16", None, 312 * 42 / 108),
+    ("NVIDIA A100-SXM4-40GB MIG 1c.3g.20gb", "tf32", None, 156 * 14 / 108),  # a 1-slice compute instance
+    # the SM count the device reports wins: an H100 SXM 1g.10gb slice has 16 of 132 SMs
+    ("NVIDIA H100 80GB HBM3 MIG 1g.10gb", "bf16", 16, 989.4 * 16 / 132),
+])
+def test_mig_slice_gets_its_share_of_the_chip(name, dtype, sm_count, expected):
+    value, source = hardware.resolve_peak(name, dtype, None, sm_count=sm_count)
+    assert value == pytest.approx(expected)
+    assert "SMs (MIG slice" in source and dtype in source
+
+
+def test_mig_slice_without_a_known_sm_count_has_no_peak():
+    value, source = hardware.resolve_peak("NVIDIA H100 80GB HBM3 MIG 1g.10gb", "bf16", None)
+    assert value is None and "MIG slice" in source and "--peak-tflops" in source
+    # the full chip of the same name is unaffected
+    assert hardware.resolve_peak("NVIDIA H100 80GB HBM3", "bf16", None)[0] == 989.4
+
+
+def test_clock_adjusted_peak_by_hand():
+    # 989.4 TFLOP/s at a median 1650 MHz of a 1980 MHz maximum: 989.4 x 1650 / 1980 = 824.5
+    assert hardware.clock_adjusted_peak(989.4, 1650, 1980) == pytest.approx(824.5)
+    assert hardware.clock_adjusted_peak(None, 1650, 1980) is None
+    assert hardware.clock_adjusted_peak(989.4, None, 1980) is None
+
+
+def test_gpus_lookup_gives_the_entry_and_the_peak_per_dtype():
+    doc = gpus(lookup="NVIDIA A100-SXM4-40GB MIG 2g.10gb")
+    assert doc["table_entry"]["key"] == "a100-sxm4-40gb" and doc["table_entry"]["sms"] == 108
+    assert doc["mig"] == {"slice_sms": 28, "chip_sms": 108}
+    assert doc["peaks"]["bf16"]["tflops"] == pytest.approx(312 * 28 / 108)
+    assert doc["peaks"]["fp32"]["tflops"] == pytest.approx(19.5 * 28 / 108)
+    h100 = gpus(lookup="h100-sxm")
+    assert h100["mig"] is None and {d: p["tflops"] for d, p in h100["peaks"].items()} == {
+        "fp32": 66.9, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4}
+    t4 = gpus(lookup="Tesla T4")["peaks"]["bf16"]
+    assert t4["tflops"] is None and "no dense bf16 peak" in t4["source"]
+    mig_h100 = gpus(lookup="NVIDIA H100 80GB HBM3 MIG 1g.10gb")
+    assert mig_h100["peaks"]["bf16"]["tflops"] is None and "MIG slice" in mig_h100["peaks"]["bf16"]["source"]
+
+
+def test_gpus_lookup_of_an_unknown_name_is_one_usage_line():
+    with pytest.raises(UsageError) as info:
+        gpus(lookup="NVIDIA B999")
+    assert str(info.value).startswith("--lookup 'NVIDIA B999' is not in the peak table") and "\n" not in str(info.value)

@@ -7,6 +7,7 @@ import pytest
 from flopbench.cli import main
 from flopbench.errors import UsageError
 from flopbench.flops import analytic
+from flopbench.model.gpt import build_model
 from flopbench.model.hf import load_hf_config
 from flopbench.model.presets import PRESETS, resolve_config
 
@@ -41,6 +42,18 @@ GPT2 = {
     "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": 1024, "n_embd": 768, "n_head": 12,
     "n_layer": 12, "n_positions": 1024, "resid_pdrop": 0.1, "summary_type": "cls_index", "vocab_size": 50257,
 }
+# meta-llama/Llama-3.2-1B: a Llama 3 whose LM head is tied to the token embedding.
+LLAMA32_1B = {
+    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 128000, "eos_token_id": 128001, "head_dim": 64, "hidden_act": "silu", "hidden_size": 2048,
+    "initializer_range": 0.02, "intermediate_size": 8192, "max_position_embeddings": 131072, "mlp_bias": False,
+    "model_type": "llama", "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8,
+    "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "rope_theta": 500000.0, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+    "transformers_version": "4.45.0.dev0", "use_cache": True, "vocab_size": 128256,
+}
 TINY_LLAMA = {
     "model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
     "num_key_value_heads": 2, "intermediate_size": 96, "vocab_size": 100, "max_position_embeddings": 64,
@@ -65,12 +78,36 @@ def test_published_configs_reproduce_presets_and_counts(tmp_path, raw, preset, p
     assert analytic.param_counts(cfg).total == params
 
 
+def test_tied_llama_3_2_1b_is_counted_tied(tmp_path):
+    # By hand, d = 2048, 16 layers, 32 heads of 64, 8 K/V heads (kv_dim 512), d_ff 8192, V = 128,256:
+    #   token embedding V·d                               = 262,668,288 (the LM head shares it: +0)
+    #   per block Q, O 2·d² = 8,388,608; K, V 2·d·512 = 2,097,152; gate, up, down 3·d·8192 = 50,331,648;
+    #             two RMSNorm weights 2·d = 4,096         -> 60,821,504; x 16 = 973,144,064
+    #   final RMSNorm d                                   = 2,048
+    #   total 262,668,288 + 973,144,064 + 2,048           = 1,235,814,400 (untied it would be 1,498,482,688)
+    block = 2 * 2048 * 2048 + 2 * 2048 * 512 + 3 * 2048 * 8192 + 2 * 2048
+    assert block == 60_821_504 and 128256 * 2048 + 16 * block + 2048 == 1_235_814_400
+    cfg = load_hf_config(write(tmp_path, LLAMA32_1B))
+    assert cfg.tie_embeddings is True and cfg.bias is False and cfg.rope_theta == 500000.0
+    assert (cfg.n_layer, cfg.d_model, cfg.n_head, cfg.kv_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size,
+            cfg.max_seq_len) == (16, 2048, 32, 8, 64, 8192, 128256, 131072)
+    n = analytic.param_counts(cfg)
+    assert n.total == 1_235_814_400
+    assert n.non_embedding == 1_235_814_400 - 262_668_288
+    assert n.matmul == 16 * (block - 2 * 2048) + 2048 * 128256  # the LM head does its matmul, tied or not
+    # Second method: the model itself, on meta (a tied weight is one parameter).
+    assert sum(p.numel() for p in build_model(cfg, "meta").parameters()) == 1_235_814_400
+    untied = load_hf_config(write(tmp_path, {**LLAMA32_1B, "tie_word_embeddings": False}))
+    assert analytic.param_counts(untied).total == 1_235_814_400 + 262_668_288 == 1_498_482_688
+
+
 def test_llama2_7b_fields_and_name(tmp_path):
     cfg = resolve_config(str(write(tmp_path, LLAMA2_7B)))
     assert cfg.name == "Llama-2-7b-hf"
     assert (cfg.n_layer, cfg.d_model, cfg.n_head, cfg.kv_heads, cfg.d_ff, cfg.vocab_size, cfg.max_seq_len) == (
         32, 4096, 32, 32, 11008, 32000, 4096)
-    assert (cfg.mlp, cfg.norm, cfg.positions, cfg.bias, cfg.tie_embeddings) == ("swiglu", "rmsnorm", "rope", False, False)
+    assert (cfg.mlp, cfg.norm, cfg.positions, cfg.bias, cfg.tie_embeddings) == (
+        "swiglu", "rmsnorm", "rope", False, False)
 
 
 def test_defaults_of_absent_keys(tmp_path):
@@ -99,7 +136,8 @@ def test_count_cli_with_a_config_json_and_overrides(tmp_path, capsys):
     assert doc["config"]["mlp"] == "swiglu" and doc["config"]["n_kv_head"] == 2
     assert main(["count", "--model", str(path), "--n-layer", "3", "--n-kv-head", "4", "--seq-len", "16", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert (doc["config"]["n_layer"], doc["config"]["n_kv_head"], doc["config"]["name"]) == (3, 4, "llama:" + tmp_path.name + "+custom")
+    assert (doc["config"]["n_layer"], doc["config"]["n_kv_head"], doc["config"]["name"]) == (
+        3, 4, "llama:" + tmp_path.name + "+custom")
 
 
 def test_run_cli_accepts_a_config_json(tmp_path, capsys):

@@ -1,6 +1,10 @@
 """Data-parallel runs under torchrun on the CPU (gloo): two ranks, rank 0 reports and writes once."""
 
+import contextlib
+import glob
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -39,6 +43,123 @@ def test_two_ranks_rank0_reports_once(kind, tmp_path):
         # per-GPU model FLOPs: each rank's own batch of 2 x 16 tokens
         assert row["mfu"] == pytest.approx(row["model_flops"] / (slowest["median_ms"] / 1e3) / 1e12)
         assert row["world_size"] == 2 and row["dist"] == kind
+
+
+# Rank FLOPBENCH_TEST_OOM_RANK runs out of memory in its first timed step (the forward row); the other rank
+# has no such error. Before the ranks agreed on each row's status, the failing rank left the row early and
+# the other waited for it in the gather of step times: a hang.
+WORKER = """
+import os, sys
+import torch
+from flopbench.api import run as run_module
+from flopbench.cli import main
+
+if os.environ["RANK"] == os.environ["FLOPBENCH_TEST_OOM_RANK"]:
+    real, calls = run_module.time_step, []
+
+    def time_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)")
+        return real(*args, **kwargs)
+
+    run_module.time_step = time_step
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc): torchrun starts each rank in a session of its own."""
+    children: dict[int, list[int]] = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.split("/")[2]))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def run_bounded(cmd, timeout, env=None):
+    """Run `cmd`; past `timeout` stop torchrun (SIGTERM: it stops its ranks), then kill whatever of it is left
+    (the ranks included), and fail."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        ranks = _descendants(proc.pid)
+        proc.terminate()
+        try:
+            proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+        for pid in [proc.pid, *ranks]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"{' '.join(cmd[:6])} ... did not finish in {timeout} s: a rank waits for another")
+    return proc.returncode, out, err
+
+
+def test_one_rank_out_of_memory_gives_an_oom_row_on_every_rank(tmp_path):
+    """DDP's forward has no collectives, so the ranks meet again at the agreement after timing."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(worker), "run", *TINY,
+           "--dist", "ddp", "--checkpointing", "none", "--json", "--out", str(tmp_path / "out")]
+    code, out, err = run_bounded(cmd, timeout=120, env={**os.environ, "FLOPBENCH_TEST_OOM_RANK": "1"})
+    assert code == 1 and "FAIL status [forward/none]: expected ok, measured oom" in err, err[-2000:]  # an oom row fails
+    doc = json.loads(out)
+    assert [(r["mode"], r["status"]) for r in doc["rows"]] == [("forward", "oom"), ("fwd_bwd", "ok"),
+                                                                ("train_step", "ok")]
+    assert doc["rows"][0]["error"].startswith("rank 1: CUDA out of memory") and doc["rows"][0]["mfu"] is None
+    assert all(len(r["distributed"]["per_rank"]) == 2 for r in doc["rows"][1:])
+
+
+def test_a_rank_failing_inside_collectives_ends_the_run_within_the_timeout(tmp_path):
+    """Under FSDP the forward all-gathers parameters: the other rank is inside that collective when rank 1
+    fails, so no agreement can reach it; the process group's timeout ends the run instead of a hang."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(worker), "run", *TINY,
+           "--dist", "fsdp", "--checkpointing", "none", "--json", "--out", str(tmp_path / "out")]
+    env = {**os.environ, "FLOPBENCH_TEST_OOM_RANK": "1", "FLOPBENCH_DIST_TIMEOUT_S": "10"}
+    code, _, _ = run_bounded(cmd, timeout=150, env=env)
+    assert code != 0
+
+
+def test_fsdp_mixed_precision_policy_casts_parameters_to_the_run_dtype(tmp_path):
+    """FSDP2 with bf16: parameters are all-gathered in bf16 for the compute (torchtitan's MixedPrecisionPolicy),
+    gradients reduced and kept in fp32; with fp32 nothing is cast."""
+    import torch
+    import torch.distributed as dist
+
+    from flopbench.model.config import ModelConfig
+    from flopbench.model.gpt import build_model
+    from flopbench.timing.distributed import DistInfo, wrap
+
+    cfg = ModelConfig("fsdp-mp", n_layer=1, d_model=32, n_head=2, vocab_size=64, max_seq_len=16)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        seen = {}
+        for dtype in ("bf16", "fp32"):
+            model = build_model(cfg, "cpu")
+            wrap(model, DistInfo("fsdp", 0, 1, 0, "gloo"), torch.device("cpu"), dtype)
+            weights = []
+            model.h[0].attn.c_attn.register_forward_pre_hook(lambda m, a, w=weights: w.append(m.weight.dtype))
+            model(torch.zeros(2, 16, dtype=torch.long)).float().sum().backward()
+            seen[dtype] = (weights, {p.grad.dtype for p in model.parameters()})
+    finally:
+        dist.destroy_process_group()
+    assert seen["bf16"] == ([torch.bfloat16], {torch.float32})
+    assert seen["fp32"] == ([torch.float32], {torch.float32})
 
 
 def test_aggregate_by_hand():

@@ -68,3 +68,65 @@ def test_bad_baseline_file_is_exit_2_before_measuring(capsys, tmp_path):
     bad.write_text("{not json")
     code, out, err = cli(capsys, "--max-vs-baseline", f"{bad}:0.05")
     assert code == 2 and out == "" and "not JSON" in err and "timing" not in err
+
+
+def test_baseline_rows_are_matched_by_model_and_shape_and_a_missing_one_is_said(capsys, tmp_path):
+    """A baseline of another model (or shape) is not compared: each row says there was no baseline row."""
+    code, out, _ = cli(capsys, "--peak-tflops", "1", "--json")
+    doc = json.loads(out)
+    slower = {**doc, "rows": [{**r, "mfu": r["mfu"] / 100} for r in doc["rows"]]}  # a 100x slower baseline ...
+    rows = slower["rows"]
+    slower["rows"] = [{**rows[0], "model": "other"}, {**rows[1], "seq_len": 8}, rows[2]]  # ... matching one row
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(slower))
+    checks = run_checks(doc, Thresholds(max_vs_baseline=f"{path}:0.05"))
+    assert [(c.check, c.row, c.ok) for c in checks] == [
+        ("vs-baseline", "forward/none", True), ("vs-baseline", "fwd_bwd/none", True),
+        ("vs-baseline mfu", "train_step/none", True)]
+    model = doc["rows"][0]["model"]
+    assert checks[0].measured == f"no baseline row for {model} T=16 B=2 fp32 forward/none; not compared"
+    assert checks[1].measured == f"no baseline row for {model} T=16 B=2 fp32 fwd_bwd/none; not compared"
+    # the matched row: the floor is 95 % of the baseline's MFU, which is 1/100 of this run's
+    base = doc["rows"][2]["mfu"] / 100
+    assert checks[2].expected == f">= {0.95 * base:.4g} (95% of {base:.4g})"
+
+
+@pytest.mark.parametrize("rows, fragment", [
+    ([1, 2], "rows[0]: expected a JSON object (one result row), got a number"),
+    ([{"mode": "fwd_bwd", "checkpointing": "none", "status": "ok", "mfu": 0.1}], "rows[0]: missing field 'model'"),
+    ("ROW:mfu=high", "rows[0]: mfu = 'high' is not a number or null"),
+    ("ROW:achieved_tflops=None,mfu=None", "ran (status ok) but has no achieved_tflops"),
+])
+def test_a_malformed_baseline_is_exit_2_before_anything_is_measured(capsys, tmp_path, rows, fragment):
+    if isinstance(rows, str):
+        good = {"model": "m", "seq_len": 16, "batch_size": 2, "dtype": "fp32", "mode": "fwd_bwd",
+                "checkpointing": "none", "status": "ok", "mfu": 0.1, "achieved_tflops": 1.0}
+        changes = dict(kv.split("=") for kv in rows[4:].split(","))
+        rows = [{**good, **{k: None if v == "None" else v for k, v in changes.items()}}]
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"rows": rows}))
+    code, out, err = cli(capsys, "--max-vs-baseline", f"{path}:0.05")
+    assert code == 2 and out == "" and err.count("\n") == 1 and fragment in err, err
+    assert "timing" not in err  # refused before measuring
+
+
+def test_a_baseline_jsonl_with_a_wrong_row_names_its_line(capsys, tmp_path):
+    path = tmp_path / "b.jsonl"
+    path.write_text('{"model": "m"}\n')
+    code, _, err = cli(capsys, "--max-vs-baseline", f"{path}:0.05")
+    assert code == 2 and f"baseline {path}: line 1: missing field 'seq_len'" in err and "timing" not in err
+
+
+def test_min_mfu_holds_rows_without_checkpointing_and_min_hfu_the_checkpointed_ones(capsys):
+    # With a 1 TFLOP/s peak a CPU step reaches a few % at most. Each floor applies to its own rows only:
+    # min-mfu to train_step/none, min-hfu to train_step/full.
+    code, out, err = cli(capsys, "--checkpointing", "both", "--peak-tflops", "1", "--min-mfu", "1e-9",
+                         "--min-hfu", "0.9", "--json")
+    doc = json.loads(out)
+    by_check = {(c["check"], c["row"]): c for c in doc["checks"]}
+    assert set(by_check) >= {("min-mfu", "train_step/none"), ("min-hfu", "train_step/full")}
+    assert ("min-mfu", "train_step/full") not in by_check and ("min-hfu", "train_step/none") not in by_check
+    assert by_check[("min-mfu", "train_step/none")]["ok"] and not by_check[("min-hfu", "train_step/full")]["ok"]
+    full = next(r for r in doc["rows"] if r["mode"] == "train_step" and r["checkpointing"] == "full")
+    assert by_check[("min-hfu", "train_step/full")]["measured"] == f"{full['hfu']:.3f}"
+    assert code == 1 and "FAIL min-hfu [train_step/full]" in err

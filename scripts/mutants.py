@@ -1,0 +1,359 @@
+#!/usr/bin/env python3
+"""Mutation audit: put one realistic bug into a copy of flopbench at a time and check that the tests catch it.
+
+Each mutant is a small source edit (a file, an exact snippet that must occur there once, its replacement), the
+test files that must fail with it, and one line saying what bug it is. For each mutant the repository (its
+tracked files and its untracked, not ignored ones) is copied into a temporary folder, the edit is applied there
+and `python -m pytest -x -q -p no:cacheprovider <tests>` runs in the copy, with PYTHONPATH set so that the
+copy's flopbench is the one imported (checked before anything runs). A mutant is *caught* when pytest fails,
+*survived* when it passes. Before the mutants, the same tests run on the unmutated copy and must pass.
+
+    python3 scripts/mutants.py              # every mutant; exit 1 if one survived or its snippet is gone
+    python3 scripts/mutants.py --list       # names, files and what each one breaks
+    python3 scripts/mutants.py --only NAME  # one mutant (repeatable)
+    python3 scripts/mutants.py -j 2         # two copies, two mutants at a time
+    python3 scripts/mutants.py --out results/cpu/mutants.txt
+
+A snippet that is no longer in its file (the code moved) or occurs more than once is reported as "stale" and
+also exits 1, so the list is kept current as the code changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import os
+import platform
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+RECONCILE = ("tests/flops/test_reconcile.py",)
+CLOCK = ("tests/timing/test_clock.py",)
+MEASURE = ("tests/api/test_measure.py",)
+RUN_PEAK = ("tests/api/test_run_peak.py",)
+FILES = ("tests/api/test_api.py",)
+HF = ("tests/model/test_hf_config.py",)
+COUNTED = ("tests/flops/test_analytic_vs_counted.py",)
+LLAMA = ("tests/flops/test_llama_counts.py",)
+PEAKS = ("tests/hardware/test_peaks.py",)
+GEMM = ("tests/timing/test_gemm.py",)
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str  # relative to the repository root
+    old: str  # must occur exactly once in `file`
+    new: str
+    tests: tuple[str, ...]
+    what: str  # the bug, in one line
+
+
+MUTANTS = (
+    # --- reconciliation -----------------------------------------------------------------------------
+    Mutant("reconcile-always-explained", "flopbench/flops/reconcile.py",
+           'return "explained" if diff == self.explained else "unexplained"', 'return "explained"',
+           RECONCILE, "every check is 'explained' whatever the two counts are"),
+    Mutant("estimate-gap-from-the-difference", "flopbench/flops/reconcile.py",
+           "exact[e.compare_to], e.gap(terms), e.reason(terms)",
+           "exact[e.compare_to], e.formula(cfg, B, T) - exact[e.compare_to], e.reason(terms)",
+           RECONCILE, "an estimate's explained gap is taken from the actual difference, so it always 'agrees'"),
+    Mutant("hardware-gap-explained-in-forward", "flopbench/flops/reconcile.py",
+           'mode != "forward" and gap == rescore', "gap == rescore",
+           RECONCILE, "the backward's QK^T rescore explains a gap in a forward pass, which has no backward"),
+    Mutant("hardware-gap-with-tolerance", "flopbench/flops/reconcile.py",
+           "gap == rescore else 0", "abs(gap - rescore) <= rescore // 100 else 0",
+           RECONCILE, "a gap within 1 % of the rescore counts as explained (rescore + 2 FLOPs passes)"),
+    Mutant("threshold-gap-sign", "flopbench/timing/thresholds.py",
+           'gap = abs(row["hardware_flops"] - analytic - explained) / analytic',
+           'gap = (analytic - row["hardware_flops"] + explained) / analytic',
+           RECONCILE, "--max-counted-vs-analytic drops abs(): counting too many FLOPs always passes"),
+    Mutant("run-counts-forward-only", "flopbench/api/run.py",
+           "counted = count_step(lambda: self.forward(self.eager), self.loss).train",
+           "counted = count_step(lambda: self.forward(self.eager), self.loss).forward",
+           RECONCILE, "run's counted hardware FLOPs of a training step leave out the backward"),
+    # --- timing -------------------------------------------------------------------------------------
+    Mutant("clock-start-after-step", "flopbench/timing/clock.py",
+           "start = clock.mark()\n        step(warmup + i)", "step(warmup + i)\n        start = clock.mark()",
+           CLOCK, "the start mark is taken after the step: every step times at ~0"),
+    Mutant("clock-warmup-off-by-one", "flopbench/timing/clock.py",
+           "for i in range(warmup):", "for i in range(warmup - 1):",
+           CLOCK, "one warm-up step too few"),
+    Mutant("iqr-q3-minus-min", "flopbench/timing/clock.py",
+           "return q3 - q1", "return q3 - min(self.times_ms)",
+           CLOCK, "the interquartile range is q3 - min"),
+    Mutant("median-is-mean", "flopbench/timing/clock.py",
+           "return statistics.median(self.times_ms)", "return statistics.mean(self.times_ms)",
+           CLOCK, "the 'median' step time is the mean, which one outlier drags"),
+    Mutant("quartiles-exclusive", "flopbench/timing/clock.py",
+           'method="inclusive"', 'method="exclusive"',
+           CLOCK, "quartiles by the exclusive method (statistics' default), not the documented inclusive one"),
+    Mutant("measure-ignores-warmup", "flopbench/api/measure.py",
+           'if not r["counted"] and r["step"] >= self.warmup]', 'if not r["counted"]]',
+           MEASURE, "measure's summary keeps the warm-up steps"),
+    Mutant("measure-times-counted-steps", "flopbench/api/measure.py",
+           'if not r["counted"] and r["step"] >= self.warmup]', 'if r["step"] >= self.warmup]',
+           MEASURE, "measure's summary keeps steps slowed by the FLOP counter"),
+    # --- the peak and the division ------------------------------------------------------------------
+    Mutant("run-peak-always-bf16", "flopbench/api/run.py",
+           "peak(gpu, dtype, options.peak_tflops)", 'peak(gpu, "bf16", options.peak_tflops)',
+           RUN_PEAK, "run divides by the bf16 peak whatever the dtype (fp32 MFU 15x too small on an H100)"),
+    Mutant("mfu-not-divided-by-peak", "flopbench/timing/rates.py",
+           "return tflops_per_s(flops, seconds) / peak_tflops", "return tflops_per_s(flops, seconds)",
+           RUN_PEAK, "MFU is the achieved TFLOP/s: the division by the peak is dropped (invisible with peak 1)"),
+    Mutant("mfu-at-the-fastest-step", "flopbench/api/run.py",
+           'seconds = row.time_ms["median_ms"] / 1e3', 'seconds = row.time_ms["min_ms"] / 1e3',
+           RUN_PEAK, "run's MFU uses the fastest step, not the median"),
+    Mutant("mfu-from-hardware-flops", "flopbench/api/run.py",
+           "r = rates(row.model_flops, row.hardware_flops, seconds, peak)",
+           "r = rates(row.hardware_flops, row.hardware_flops, seconds, peak)",
+           RUN_PEAK, "run's MFU divides hardware FLOPs (recompute, rescore included) instead of model FLOPs"),
+    Mutant("peak-h100-bf16-sparse", "flopbench/hardware/peaks.csv",
+           "H100$,66.9,494.7,989.4,989.4,", "H100$,66.9,494.7,1978.9,1978.9,",
+           PEAKS, "the H100 SXM bf16 peak is the 2:4-sparse datasheet figure"),
+    Mutant("peak-h100-fp32-is-tf32", "flopbench/hardware/peaks.csv",
+           "H100$,66.9,494.7,989.4,989.4,", "H100$,494.7,494.7,989.4,989.4,",
+           RUN_PEAK, "the H100 SXM fp32 column holds the TF32 tensor-core figure"),
+    Mutant("gemm-multiply-adds", "flopbench/timing/gemm.py",
+           "flops = 2 * size**3", "flops = size**3",
+           GEMM, "the GEMM ceiling counts multiply-adds, not FLOPs (half the TFLOP/s)"),
+    # --- results files ------------------------------------------------------------------------------
+    Mutant("writer-no-fsync", "flopbench/output/records.py",
+           "_write_all(fd, data)\n            os.fsync(fd)\n        except BaseException:",
+           "_write_all(fd, data)\n        except BaseException:",
+           FILES, "rows.jsonl is appended without fsync: a crash can lose rows already measured"),
+    Mutant("writer-in-place", "flopbench/output/records.py",
+           'tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)',
+           "(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), str(path))",
+           FILES, "rows.csv is rewritten in place, not written to a temp file and renamed"),
+    # --- configs ------------------------------------------------------------------------------------
+    Mutant("hf-llama-ignores-tie", "flopbench/model/hf.py",
+           '("tie_word_embeddings", bool, False)', '("tie_embeddings", bool, False)',
+           HF, "the Llama reader never sees tie_word_embeddings: a tied Llama 3.2 1B counts an extra LM head"),
+    Mutant("tied-head-counted-twice", "flopbench/flops/analytic.py",
+           '"lm_head": 0 if cfg.tie_embeddings else cfg.d_model * cfg.vocab_size,',
+           '"lm_head": cfg.d_model * cfg.vocab_size,',
+           HF, "a tied LM head is counted as parameters of its own"),
+    Mutant("gqa-validation", "flopbench/model/config.py",
+           "if cfg.n_head % cfg.n_kv_head:", "if cfg.n_kv_head > cfg.n_head:",
+           LLAMA, "n_kv_head that does not divide n_head (5 of 12) is accepted"),
+    # --- the counting core --------------------------------------------------------------------------
+    Mutant("attention-scores-per-kv-head", "flopbench/flops/analytic.py",
+           'row("attn_scores", 2 * B * T * T * d,', 'row("attn_scores", 2 * B * T * T * cfg.kv_dim,',
+           LLAMA, "QK^T counted over the K/V heads only: GQA attention undercounted"),
+    Mutant("attention-values-halved", "flopbench/flops/analytic.py",
+           'row("attn_values", 2 * B * T * T * d,', 'row("attn_values", B * T * T * d,',
+           RECONCILE, "AV counted over the causal triangle while the convention is the full square"),
+    Mutant("lm-head-dropped-when-tied", "flopbench/flops/analytic.py",
+           'row("lm_head", 2 * BT * d * V,', 'row("lm_head", 0 if cfg.tie_embeddings else 2 * BT * d * V,',
+           RECONCILE, "a tied LM head does no matmul in the analytic count"),
+    Mutant("backward-factor-1", "flopbench/flops/analytic.py",
+           "return 2 * forward_flops(cfg, batch_size, seq_len)", "return forward_flops(cfg, batch_size, seq_len)",
+           RECONCILE, "backward = 1 x forward (the weight gradient forgotten)"),
+    Mutant("recompute-no-early-stop", "flopbench/flops/analytic.py",
+           'NOT_RECOMPUTED_WITH_EARLY_STOP = ("mlp_down",)', "NOT_RECOMPUTED_WITH_EARLY_STOP = ()",
+           RECONCILE, "checkpoint recompute assumed to re-run the MLP down-projection (torch's early stop ignored)"),
+    Mutant("recompute-includes-lm-head", "flopbench/flops/analytic.py",
+           "if c.matmul and c.per_layer and (c.recomputed_early_stop or not early_stop)",
+           "if c.matmul and (c.recomputed_early_stop or not early_stop)",
+           RECONCILE, "full recompute re-runs the LM head, which lies outside the checkpointed blocks"),
+    Mutant("fvcore-not-doubled", "flopbench/flops/fvcore.py",
+           "forward=round(2 * matmul),", "forward=round(matmul),",
+           COUNTED, "fvcore's multiply-adds reported as FLOPs"),
+    Mutant("sdpa-kv-heads-not-broadcast", "flopbench/flops/counter.py",
+           "heads = query_shape[1]", "heads = key_shape[1]",
+           LLAMA, "fused attention with fewer K/V heads counted per K/V head"),
+    Mutant("sdpa-backward-as-forward", "flopbench/flops/counter.py",
+           '("_backward", _sdpa_backward)', '("_backward", _sdpa_forward)',
+           LLAMA, "fused attention's backward counted with the forward formula (2 bmm instead of 5)"),
+    Mutant("cpu-flash-formula-missing", "flopbench/flops/counter.py",
+           'names = ("_scaled_dot_product_flash_attention_for_cpu", ', "names = (",
+           COUNTED, "the CPU flash-attention kernel counts 0 FLOPs"),
+    Mutant("layer-extrapolation-off-by-one", "flopbench/flops/counter.py",
+           "(cfg.n_layer - 1) * (two.get(k, 0) - one.get(k, 0))", "cfg.n_layer * (two.get(k, 0) - one.get(k, 0))",
+           COUNTED, "counting 1 and 2 layers, then extrapolating one block too many"),
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Running them
+# --------------------------------------------------------------------------------------------------
+
+
+def repo_files() -> list[str]:
+    """Tracked files and untracked files git does not ignore, as the repository has them now."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                         capture_output=True, check=True).stdout.decode()
+    return sorted({f for f in out.split("\0") if f and (ROOT / f).is_file()})
+
+
+def make_copy(files: list[str], parent: Path, index: int) -> Path:
+    copy = parent / f"copy{index}"
+    for f in files:
+        (copy / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, copy / f)
+    return copy
+
+
+def env_for(copy: Path) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(copy) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # no stale .pyc between a mutant and the restored file
+    return env
+
+
+def check_import(copy: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", "import flopbench; print(flopbench.__file__)"], cwd=copy,
+                         env=env_for(copy), capture_output=True, text=True)
+    path = Path(out.stdout.strip() or "?").resolve()
+    if out.returncode or copy.resolve() not in path.parents:
+        sys.exit(f"mutants: the copy imports flopbench from {path}, not from {copy}: {out.stderr.strip()}")
+
+
+def pytest(copy: Path, tests, timeout: float) -> tuple[int | None, float, str]:
+    """(pytest's exit code or None on timeout, seconds, the last lines of its output)."""
+    started = time.monotonic()
+    try:
+        out = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                             cwd=copy, env=env_for(copy), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, time.monotonic() - started, ""
+    output = (out.stdout + out.stderr).strip().splitlines()
+    return out.returncode, time.monotonic() - started, output[-1] if output else ""
+
+
+def stale(m: Mutant) -> str | None:
+    """Why the mutant cannot be applied to the repository as it is now, or None."""
+    path = ROOT / m.file
+    if not path.is_file():
+        return f"{m.file} does not exist"
+    n = path.read_text(encoding="utf-8").count(m.old)
+    return None if n == 1 else f"its snippet occurs {n} times in {m.file} (must be once)"
+
+
+def run_mutant(m: Mutant, copy: Path, timeout: float) -> tuple[str, float, str]:
+    target = copy / m.file
+    original = target.read_text(encoding="utf-8")
+    target.write_text(original.replace(m.old, m.new, 1), encoding="utf-8")
+    try:
+        code, seconds, last = pytest(copy, m.tests, timeout)
+    finally:
+        target.write_text(original, encoding="utf-8")
+    if code is None:
+        return "caught", seconds, f"timed out after {timeout:.0f} s"
+    if code == 1:  # a test failed
+        return "caught", seconds, last
+    if code == 2:  # collection or import failed: caught, but not by an assertion
+        return "caught", seconds, f"collection error: {last}"
+    if code == 0:
+        return "SURVIVED", seconds, last
+    return "ERROR", seconds, f"pytest exit {code}: {last}"
+
+
+def header() -> list[str]:
+    try:
+        import torch
+
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = "not installed"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    now = datetime.datetime.now().astimezone()
+    return [f"# flopbench mutation audit (scripts/mutants.py), {now:%Y-%m-%d %H:%M %Z}",
+            f"# machine: {platform.node()}, {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+            f"# python {platform.python_version()}, torch {torch_version}, "
+            f"git {commit}{' + uncommitted changes' if dirty else ''}"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--only", action="append", metavar="NAME", help="run only this mutant (repeatable)")
+    parser.add_argument("-j", type=int, default=1, metavar="N", help="parallel copies (default 1)")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per pytest run (default 900)")
+    parser.add_argument("--out", metavar="FILE", help="also write the report to FILE")
+    args = parser.parse_args(argv)
+
+    names = [m.name for m in MUTANTS]
+    if len(set(names)) != len(names):
+        sys.exit("mutants: two mutants share a name")
+    if args.list:
+        for m in MUTANTS:
+            print(f"{m.name:34} {m.file:32} {m.what}")
+        return 0
+    unknown = sorted(set(args.only or ()) - set(names))
+    if unknown:
+        sys.exit(f"mutants: unknown mutant {unknown[0]!r}; see --list")
+    if args.j < 1:
+        sys.exit("mutants: -j must be at least 1")
+    chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
+
+    lines = header()
+    print("\n".join(lines), flush=True)
+    results: dict[str, tuple[str, float, str]] = {}
+    for m in chosen:
+        why = stale(m)
+        if why:
+            results[m.name] = ("STALE", 0.0, why)
+    runnable = [m for m in chosen if m.name not in results]
+
+    files = repo_files()
+    with tempfile.TemporaryDirectory(prefix="flopbench-mutants-") as tmp:
+        copies = [make_copy(files, Path(tmp), i) for i in range(min(args.j, max(1, len(runnable))))]
+        check_import(copies[0])
+        tests = sorted({t for m in runnable for t in m.tests})
+        if tests:
+            code, seconds, last = pytest(copies[0], tests, args.timeout)
+            line = f"# baseline (no mutant): pytest exit {code} in {seconds:.0f} s over {len(tests)} files: {last}"
+            print(line, flush=True)
+            lines.append(line)
+            if code != 0:
+                print("mutants: the tests fail without any mutant; fix them first", file=sys.stderr)
+                return 2
+        free: queue.Queue[Path] = queue.Queue()
+        for c in copies:
+            free.put(c)
+
+        def work(m: Mutant):
+            copy = free.get()
+            try:
+                return m, run_mutant(m, copy, args.timeout)
+            finally:
+                free.put(copy)
+
+        with concurrent.futures.ThreadPoolExecutor(len(copies)) as pool:
+            for m, result in pool.map(work, runnable):
+                results[m.name] = result
+                print(f"  {result[0]:9} {result[1]:6.1f} s  {m.name}", flush=True)
+
+    lines.append("")
+    for m in chosen:
+        status, seconds, detail = results[m.name]
+        lines.append(f"{status:9} {seconds:6.1f} s  {m.name:34} {m.what}  [{detail}]")
+    counts = {s: sum(r[0] == s for r in results.values()) for s in ("caught", "SURVIVED", "STALE", "ERROR")}
+    lines.append("")
+    lines.append(f"total {len(chosen)}: {counts['caught']} caught, {counts['SURVIVED']} survived, "
+                 f"{counts['STALE']} stale, {counts['ERROR']} errors; "
+                 f"{sum(r[1] for r in results.values()):.0f} s of pytest")
+    report = "\n".join(lines) + "\n"
+    print(report[report.index("\n\n") + 1:] if "\n\n" in report else report, end="")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(report, encoding="utf-8")
+    return 0 if counts["caught"] == len(chosen) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
