@@ -184,7 +184,10 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="flopbench", description="How many FLOPs does this transformer execute, and how "
                                                    "much of the GPU's peak does it get?")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"flopbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     p = sub.add_parser("count", help="analytic vs counted FLOPs of one step (no GPU needed)")
     _add_model_args(p, default_model="gpt2")
@@ -309,7 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     """The `flopbench` program; `argv` None = this process's command line. Only then does Ctrl-C end the
     process itself (see `_interrupted`): a caller passing `argv` gets 130 back and keeps its own Ctrl-C."""
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        words = sys.argv[1:] if argv is None else argv
+        if not words:  # bare `flopbench`: the commands, not an error about a missing one
+            sys.stdout.write(parser.format_help())
+            return 0
+        args = parser.parse_args(argv)
         return args.func(args)
     except UsageError as e:
         print(f"flopbench: error: {e}", file=sys.stderr)

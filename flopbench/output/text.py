@@ -163,7 +163,7 @@ def render_run(doc: dict) -> str:
     if doc["gemm_ceiling"]:
         g = doc["gemm_ceiling"]
         vs = f", {percent(g['tflops_median'] / peak['tflops'])} of peak" if peak["tflops"] else ""
-        out.append(f"GEMM ceiling: {g['tflops_median']:.1f} TFLOP/s median ({g['size']}^3 {g['dtype']}{vs})\n")
+        out.append(f"GEMM ceiling: {g['tflops_median']:.3g} TFLOP/s median ({g['size']}^3 {g['dtype']}{vs})\n")
     rows = []
     for r in doc["rows"]:
         t = r["time_ms"]
@@ -290,7 +290,7 @@ def render_estimate(doc: dict) -> str:
         f"  hardware  {gpu}, {doc['dtype']} dense peak {doc['peak_tflops']:g} TFLOP/s ({doc['peak_source']})\n"
         f"  MFU       {doc['mfu']:.3f} ({doc['mfu_source']})\n"
         f"  GPU-hours {doc['gpu_hours']:,.0f}\n"
-        f"  wall time {doc['wall_hours']:,.1f} h = {doc['wall_days']:,.2f} days on {doc['gpus']} GPUs\n"
+        f"  wall time {doc['wall_hours']:,.1f} h = {doc['wall_days']:,.2f} days on {doc['gpus']} GPU{'s' if doc['gpus'] != 1 else ''}\n"
         f"  (C / (G x peak x MFU); ignores communication, data loading, optimizer and logging)\n"
     )
 
