@@ -239,12 +239,22 @@ def compiler():
 
 
 @pytest.fixture
-def recompile_limit(monkeypatch):
-    """Set dynamo's per-frame recompile limit (its name before torch 2.7: cache_size_limit)."""
+def recompile_limit():
+    """Set dynamo's per-frame recompile limit (its name before torch 2.7: cache_size_limit) through dynamo's
+    own `config.patch`, undone after the test (monkeypatch's undo can delete a config alias for good)."""
     import torch._dynamo.config as dynamo_config
 
-    name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
-    return lambda n: monkeypatch.setattr(dynamo_config, name, n)
+    name = "recompile_limit" if "recompile_limit" in dynamo_config.get_config_copy() else "cache_size_limit"
+    patches = []
+
+    def set_limit(n: int) -> None:
+        patch = dynamo_config.patch(**{name: n})
+        patch.__enter__()
+        patches.append(patch)
+
+    yield set_limit
+    for patch in reversed(patches):
+        patch.__exit__(None, None, None)
 
 
 @pytest.fixture
