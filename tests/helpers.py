@@ -17,3 +17,18 @@ class FailOnCall:
         if self.calls == self.fail_at:
             raise self.error
         return self.real(*args, **kwargs)
+
+
+class RecordPrecision(torch.autograd.Function):
+    """Identity whose backward records the float32 matmul precision in force when backward runs."""
+
+    seen: list[str] = []
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        RecordPrecision.seen.append(torch.get_float32_matmul_precision())
+        return grad

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from helpers import FailOnCall
+from helpers import FailOnCall, RecordPrecision
 
 import flopbench
 from flopbench import UsageError
@@ -265,19 +265,6 @@ def test_meta_module_is_refused():
         flopbench.profile(module, torch.randn(N, A))
 
 
-class RecordPrecision(torch.autograd.Function):
-    """Identity whose backward records the float32 matmul precision in force when it runs."""
-
-    seen: list[str] = []
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        RecordPrecision.seen.append(torch.get_float32_matmul_precision())
-        return grad
 
 
 class Recorded(nn.Module):

@@ -4,6 +4,7 @@ import weakref
 
 import pytest
 import torch
+from helpers import RecordPrecision
 
 from flopbench.timing import device as device_module
 from flopbench.timing.device import (
@@ -18,19 +19,6 @@ from flopbench.timing.device import (
 CPU = torch.device("cpu")
 
 
-class RecordPrecision(torch.autograd.Function):
-    """Identity whose backward records the float32 matmul precision in force when backward runs."""
-
-    seen: list[str] = []
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        RecordPrecision.seen.append(torch.get_float32_matmul_precision())
-        return grad
 
 
 def test_matmul_precision_holds_in_backward():
