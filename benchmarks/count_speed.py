@@ -1,6 +1,6 @@
 """How long the whole `flopbench count` CLI call takes, and its peak memory, for a 70B-class config.
 
-Budget (issue 2): <= 4 s wall and <= 1 GiB peak RSS on a 2-core machine, analytic + torch + fvcore.
+Budget: <= 4 s wall and <= 1 GiB peak RSS on a 2-core machine, analytic + torch + fvcore.
 Each repeat is a fresh process (import time included, as a user sees it); wall time and the child's
 max RSS come from os.wait4. Output: a JSON document on stdout (commit it under results/).
 
@@ -8,7 +8,7 @@ max RSS come from os.wait4. Output: a JSON document on stdout (commit it under r
     python benchmarks/count_speed.py --model llama3-70b --args "--seq-len 8192" \
         > results/cpu/count_speed_llama3_70b.json
 
-Without `--model` it times the GPT-shaped 70B config of issue 2 (`CONFIG_70B`, on the gpt2 preset);
+Without `--model` it times the GPT-shaped 70B config (`CONFIG_70B`, on the gpt2 preset);
 with `--model` it times `count --model MODEL` plus `--args` (a quoted string of further CLI arguments).
 """
 

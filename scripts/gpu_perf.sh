@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Performance variant of gpu_check.sh (issue 9): gpt2-xl, T=1024, bf16, on one GPU, best settings first.
+# Performance variant of gpu_check.sh: gpt2-xl, T=1024, bf16, on one GPU, best settings first.
 #
 #   bash scripts/gpu_perf.sh WORK_DIR [TARBALL]
 #
