@@ -178,6 +178,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
                    exact=args.exact, gpu=args.gpu, dtype=args.dtype, peak_tflops=args.peak_tflops, mfu=args.mfu,
                    mfu_from=args.mfu_from)
     _emit(args, doc, text.render_estimate)
+    for warning in doc["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

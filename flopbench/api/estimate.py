@@ -26,7 +26,7 @@ from fractions import Fraction
 
 from ..errors import UsageError
 from ..flops import analytic, estimates
-from ..hardware.peaks import lookup_gpu, resolve_peak
+from ..hardware.peaks import lookup_gpu, match_gpu, resolve_peak
 from ..model.config import DTYPES, MAX_SIZE, ModelConfig, check_size, validate_shapes
 from ..model.presets import as_config
 from ..timing.rates import PRACTICAL_MFU, utilization
@@ -89,6 +89,28 @@ def gpu_peak(gpu: str | None, dtype: str, peak_tflops: float | None) -> tuple[fl
     if peak is None:
         raise UsageError(f"--gpu {gpu!r} --dtype {dtype}: {source} (or choose a --dtype it has)")
     return peak, source
+
+
+def measured_where(path: str, gpu_key: str | None, dtype: str) -> list[str]:
+    """Warnings when the rows `--mfu-from` reads were measured elsewhere than the estimate assumes: on another
+    device (a CPU, or another GPU than `gpu_key`) or in another dtype. Their MFU need not carry over."""
+    from ..output.records import read_environment, read_rows
+
+    df = read_rows(path)
+    rows = df[df["mode"] == "train_step"] if "mode" in df.columns else df
+    warnings = []
+    devices = sorted({str(d) for d in rows.get("device", [])})
+    if any(not d.startswith("cuda") for d in devices):
+        warnings.append(f"--mfu-from {path}: rows measured on {', '.join(devices)}, not on a GPU; their MFU is "
+                        f"applied to {gpu_key or 'the --peak-tflops GPU'} as it is")
+    names = sorted({(e.get("gpu") or {}).get("name") for e in read_environment(path)} - {None})
+    others = [n for n in names if gpu_key and (match_gpu(n) is None or match_gpu(n).key != gpu_key)]
+    if others:
+        warnings.append(f"--mfu-from {path}: rows measured on {', '.join(others)}, the estimate is for {gpu_key}")
+    dtypes = sorted({str(d) for d in rows.get("dtype", [])} - {dtype})
+    if dtypes:
+        warnings.append(f"--mfu-from {path}: rows measured in {', '.join(dtypes)}, the estimate is for {dtype}")
+    return warnings
 
 
 def mfu_from_results(path: str, recompute: bool) -> tuple[float, str]:
@@ -156,12 +178,14 @@ def estimate(config: ModelConfig | str, tokens: int | str, gpus: int = 1, *, seq
     flops = per_token * tokens
     gpu_seconds = float(flops) / (peak * 1e12 * mfu)
     wall_seconds = gpu_seconds / gpus
+    gpu_key = None if peak_tflops is not None else lookup_gpu(gpu or "h100").key
     return {
         "model": cfg.name, "config": cfg.as_dict(), "n_matmul": analytic.param_counts(cfg).matmul,
         "seq_len": T, "tokens": tokens, "method": method, "method_formula": METHODS[method],
         "flops_per_token": float(per_token), "flops": round(flops),
-        "gpus": gpus, "gpu": None if peak_tflops is not None else lookup_gpu(gpu or "h100").key, "dtype": dtype,
+        "gpus": gpus, "gpu": gpu_key, "dtype": dtype,
         "peak_tflops": peak, "peak_source": peak_source, "mfu": mfu, "mfu_source": mfu_source,
         "gpu_hours": gpu_seconds / 3600, "wall_seconds": wall_seconds, "wall_hours": wall_seconds / 3600,
         "wall_days": wall_seconds / 86400,
+        "warnings": measured_where(mfu_from, gpu_key, dtype) if mfu_from is not None else [],
     }

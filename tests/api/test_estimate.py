@@ -155,3 +155,35 @@ def test_huge_token_counts_are_refused_in_one_line(capsys, tokens, fragment):
 def test_huge_gpu_count_is_refused():
     with pytest.raises(UsageError, match="gpus=an integer of about 401 digits is above the limit"):
         estimate(PRESETS["gpt2"], 10**9, 10**400)
+
+
+def test_mfu_from_rows_of_another_device_or_dtype_warns(tmp_path, capsys):
+    from flopbench.cli import main
+
+    assert main(["run", "--n-layer", "1", "--d-model", "32", "--n-head", "2", "--vocab-size", "64", "--seq-len", "16",
+                 "--batch-size", "2", "--warmup", "0", "--iters", "1", "--no-gemm", "--device", "cpu",
+                 "--checkpointing", "none", "--peak-tflops", "1", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["estimate", "--model", "gpt2", "--tokens", "1B", "--gpu", "h100", "--mfu-from", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "rows measured on cpu, not on a GPU; their MFU is applied to h100-sxm" in err
+    assert "rows measured in fp32, the estimate is for bf16" in err
+    # the same rows for an fp32 estimate: only the device differs
+    assert main(["estimate", "--model", "gpt2", "--tokens", "1B", "--gpu", "h100", "--dtype", "fp32",
+                 "--mfu-from", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "not on a GPU" in err and "rows measured in" not in err
+
+
+def test_mfu_from_the_same_gpu_is_silent(capsys):
+    from pathlib import Path
+
+    from flopbench.cli import main
+
+    h200 = Path(__file__).resolve().parents[2] / "results" / "h200"
+    assert main(["estimate", "--model", "gpt2-xl", "--tokens", "300B", "--gpus", "8", "--gpu", "h200",
+                 "--mfu-from", str(h200)]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["estimate", "--model", "gpt2-xl", "--tokens", "300B", "--gpus", "8", "--gpu", "h100",
+                 "--mfu-from", str(h200)]) == 0
+    assert "rows measured on NVIDIA H200, the estimate is for h100-sxm" in capsys.readouterr().err
