@@ -26,7 +26,7 @@ from fractions import Fraction
 
 from ..errors import UsageError
 from ..flops import analytic, estimates
-from ..hardware.peaks import lookup_gpu, match_gpu, resolve_peak
+from ..hardware.peaks import lookup_gpu, match_gpu, named_gpu, resolve_peak
 from ..model.config import DTYPES, MAX_SIZE, ModelConfig, check_size, validate_shapes
 from ..model.presets import as_config
 from ..timing.rates import PRACTICAL_MFU, utilization
@@ -80,11 +80,12 @@ def flops_per_sequence(cfg: ModelConfig, seq_len: int, method: str) -> int:
     raise UsageError(f"method {method!r}: choose one of {', '.join(METHODS)}")
 
 
-def gpu_peak(gpu: str | None, dtype: str, peak_tflops: float | None) -> tuple[float, str]:
-    """(dense peak TFLOP/s of one GPU for `dtype`, where it came from); `peak_tflops` wins."""
+def named_peak(gpu: str | None, dtype: str, peak_tflops: float | None) -> tuple[float, str]:
+    """(dense peak TFLOP/s of one GPU named `gpu` for `dtype`, where it came from); `peak_tflops` wins. A MIG
+    slice's name gets its share of the chip (`hardware.peaks.named_gpu`)."""
     if dtype not in DTYPES:
         raise UsageError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    name = None if peak_tflops is not None else lookup_gpu(gpu or "h100").display_name
+    name = None if peak_tflops is not None else named_gpu(gpu or "h100")[1]
     peak, source = resolve_peak(name, dtype, peak_tflops)
     if peak is None:
         raise UsageError(f"--gpu {gpu!r} --dtype {dtype}: {source} (or choose a --dtype it has)")
@@ -173,7 +174,7 @@ def estimate(config: ModelConfig | str, tokens: int | str, gpus: int = 1, *, seq
         raise UsageError(f"--mfu {mfu!r}: must be in (0, 1], a fraction of peak")
     T = cfg.max_seq_len if seq_len is None else seq_len
     validate_shapes(cfg, 1, T)
-    peak, peak_source = gpu_peak(gpu, dtype, peak_tflops)
+    peak, peak_source = named_peak(gpu, dtype, peak_tflops)
     per_token = Fraction(flops_per_sequence(cfg, T, method), T)
     flops = per_token * tokens
     gpu_seconds = float(flops) / (peak * 1e12 * mfu)

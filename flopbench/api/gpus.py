@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..errors import UsageError
 from ..hardware.detect import detect_gpu, gpu_peak
-from ..hardware.peaks import is_mig, load_peak_table, lookup_gpu, match_gpu, mig_slice_sms, resolve_peak
+from ..hardware.peaks import is_mig, load_peak_table, match_gpu, mig_slice_sms, named_gpu, resolve_peak
 from ..model.config import DTYPES
 
 
@@ -19,8 +19,7 @@ def lookup_peaks(name: str) -> dict:
     prefix ("a100")."""
     if not isinstance(name, str) or not name.strip():
         raise UsageError(f"--lookup {name!r}: give a GPU name, e.g. 'NVIDIA H100 80GB HBM3' or h100-sxm")
-    entry = match_gpu(name) or lookup_gpu(name, "--lookup")  # key prefixes, and the one-line error
-    gpu_name = name if match_gpu(name) else entry.display_name
+    entry, gpu_name = named_gpu(name, "--lookup")  # key prefixes too, and the one-line error
     mig = is_mig(gpu_name)
     peaks = {}
     for dtype in DTYPES:

@@ -190,6 +190,14 @@ def lookup_gpu(name: str, option: str = "--gpu") -> PeakEntry:
     raise UsageError(f"{option} {name!r} {what}; choose one of {keys} (or pass --peak-tflops)")
 
 
+def named_gpu(name: str, option: str = "--gpu") -> tuple[PeakEntry, str]:
+    """(table entry, the name to give `resolve_peak`) for a GPU a user names (`lookup_gpu`): the name itself
+    when it matches a row, so a MIG slice's name keeps its share of the chip; else the entry's display name
+    (a key prefix such as "a100")."""
+    entry = lookup_gpu(name, option)
+    return entry, name if match_gpu(name) else entry.display_name
+
+
 def resolve_bandwidth(gpu_name: str | None, override_gbps: float | None) -> tuple[float | None, str]:
     """The peak memory bandwidth (GB/s) to divide by for MBU, and where it came from: `override_gbps` (the
     `--peak-gbps` option), else the table's datasheet figure for the GPU; None with the reason otherwise (no

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from flopbench.api.estimate import estimate, gpu_peak, mfu_from_results, parse_tokens
+from flopbench.api.estimate import estimate, mfu_from_results, named_peak, parse_tokens
 from flopbench.cli import main
 from flopbench.errors import UsageError
 from flopbench.model.presets import PRESETS
@@ -65,12 +65,12 @@ def test_parse_tokens_rejects(text, fragment):
 
 
 def test_peak_lookup():
-    assert gpu_peak("h100", "bf16", None) == (989.4, "table: H100 SXM bf16 (NVIDIA H100 whitepaper: H100 SXM5)")
-    assert gpu_peak("h100-pcie", "bf16", None)[0] == 756
-    assert gpu_peak("NVIDIA H100 NVL", "fp16", None)[0] == 835
-    assert gpu_peak("h100", "tf32", None)[0] == 494.7  # the dtype picks the column
-    assert gpu_peak("a100", "bf16", None)[0] == 312  # a key prefix whose entries agree
-    assert gpu_peak("anything", "bf16", 123.0) == (123.0, "--peak-tflops")
+    assert named_peak("h100", "bf16", None) == (989.4, "table: H100 SXM bf16 (NVIDIA H100 whitepaper: H100 SXM5)")
+    assert named_peak("h100-pcie", "bf16", None)[0] == 756
+    assert named_peak("NVIDIA H100 NVL", "fp16", None)[0] == 835
+    assert named_peak("h100", "tf32", None)[0] == 494.7  # the dtype picks the column
+    assert named_peak("a100", "bf16", None)[0] == 312  # a key prefix whose entries agree
+    assert named_peak("anything", "bf16", 123.0) == (123.0, "--peak-tflops")
 
 
 def write_rows(path, rows):
@@ -187,3 +187,9 @@ def test_mfu_from_the_same_gpu_is_silent(capsys):
     assert main(["estimate", "--model", "gpt2-xl", "--tokens", "300B", "--gpus", "8", "--gpu", "h100",
                  "--mfu-from", str(h200)]) == 0
     assert "rows measured on NVIDIA H200, the estimate is for h100-sxm" in capsys.readouterr().err
+
+
+def test_a_mig_slice_named_for_the_estimate_gets_its_share():
+    # A100: 312 dense bf16 TFLOP/s on 108 SMs; a 1g.5gb slice has 14: 312 x 14 / 108 = 40.44
+    peak, source = named_peak("NVIDIA A100-SXM4-40GB MIG 1g.5gb", "bf16", None)
+    assert peak == pytest.approx(312 * 14 / 108) and "14/108 SMs" in source
