@@ -21,7 +21,9 @@ CONVENTIONS = (
     "FLOPs are operation counts per step of batch_size x seq_len tokens; 1 multiply-add = 2 FLOPs; "
     "matmul FLOPs only (norms, softmax, GELU / SwiGLU, RoPE, adds and lookups are listed apart); attention "
     "counted over the full T x T square for every query head (GQA shrinks only the K/V projections); "
-    "backward = 2 x forward; train_recompute = full activation checkpointing, with torch's early stop"
+    "a sliding-window layer over T x min(T, W); a mixture of experts over the top_k experts each token uses "
+    "(2N / 6N / 8N take N = the active matmul weights); backward = 2 x forward; train_recompute = full "
+    "activation checkpointing, with torch's early stop; train_recompute_selective = the attention core re-run"
 )
 
 
@@ -35,6 +37,8 @@ def analytic_section(cfg: ModelConfig, batch_size: int, seq_len: int) -> dict:
         "train": analytic.train_flops(cfg, B, T),
         "train_recompute": analytic.train_recompute_flops(cfg, B, T, early_stop=True),
         "train_recompute_no_early_stop": analytic.train_recompute_flops(cfg, B, T, early_stop=False),
+        "train_recompute_selective": analytic.train_recompute_flops(cfg, B, T, checkpointing="selective"),
+        "masked_square_forward": analytic.masked_square_flops(cfg, B, T),
         "non_matmul_forward": analytic.non_matmul_flops(cfg, B, T),
         "estimates": {name: e.flops for name, e in est.items()},
         "estimate_details": {name: {"phase": e.phase, "source": e.source} for name, e in est.items()},
@@ -55,8 +59,8 @@ def analytic_section(cfg: ModelConfig, batch_size: int, seq_len: int) -> dict:
 
 def params_section(cfg: ModelConfig) -> dict:
     n = analytic.param_counts(cfg)
-    return {"total": n.total, "non_embedding": n.non_embedding, "matmul": n.matmul,
-            "breakdown": analytic.param_breakdown(cfg)}
+    return {"total": n.total, "non_embedding": n.non_embedding, "matmul": n.matmul, "active": n.active,
+            "active_matmul": n.active_matmul, "breakdown": analytic.param_breakdown(cfg)}
 
 
 def count(config: ModelConfig | str, batch_size: int = 1, seq_len: int | None = None, *,

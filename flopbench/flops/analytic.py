@@ -2,7 +2,8 @@
 
 Conventions (README, "Conventions"): one multiply-add = 2 FLOPs, so a product of an (H x D) and a
 (D x W) matrix costs 2·H·D·W (Kaplan et al. 2020, §2.1, Table 1); attention scores are counted over all
-T x T positions ("full", as PaLM App. B and FlopCounterMode count them); backward = 2 x forward; the
+T x T positions ("full", as PaLM App. B and FlopCounterMode count them), T x min(T, W) in a sliding-window
+layer; a mixture-of-experts layer counts the top_k experts each token uses; backward = 2 x forward; the
 headline numbers are matmul FLOPs only. Every figure is per *step* of `batch_size` sequences of
 `seq_len` tokens, unless a name says "per token". The published estimates (2N, 6N, PaLM, ...) live in
 `flops.estimates`.
@@ -21,42 +22,86 @@ from ..model.config import ModelConfig
 
 @dataclass(frozen=True)
 class Matrix:
-    """One weight matrix of a block, d_in x d_out (its bias, when `cfg.bias`, has d_out entries)."""
+    """One weight matrix of a block, d_in x d_out, of which a layer holds `copies` (the `n_experts` routed
+    experts) and each token passes through `used` (their `top_k`); its bias, when `bias`, has d_out entries."""
 
     name: str  # the component-table row of its matmul
-    part: str  # "attention" or "mlp"
+    part: str  # "attention" or "mlp" (the router and the experts included)
     d_in: int
     d_out: int
-    formula: str  # its forward FLOPs per step, 2·B·T·d_in·d_out, in symbols
+    formula: str  # its forward FLOPs per step, 2·B·T·d_in·d_out·used, in symbols
+    bias: bool = False
+    copies: int = 1
+    used: int = 1
 
     @property
     def params(self) -> int:
-        return self.d_in * self.d_out
+        """Weights and bias of every copy."""
+        return (self.d_in + int(self.bias)) * self.d_out * self.copies
+
+    @property
+    def active_params(self) -> int:
+        """Weights and bias of the copies one token passes through."""
+        return (self.d_in + int(self.bias)) * self.d_out * self.used
+
+    @property
+    def matmul_params(self) -> int:
+        return self.d_in * self.d_out * self.copies
+
+    @property
+    def active_matmul_params(self) -> int:
+        return self.d_in * self.d_out * self.used
 
 
-def block_matrices(cfg: ModelConfig) -> list[Matrix]:
-    """The weight matrices of one block, in the order the forward uses them.
+def _mlp_matrices(cfg: ModelConfig, prefix: str, width: int, width_symbol: str, copies: int = 1, used: int = 1,
+                  bias: bool | None = None) -> list[Matrix]:
+    """An MLP of width `width`: up and down, and a gate for SwiGLU / GeGLU."""
+    d, b = cfg.d_model, cfg.bias if bias is None else bias
+    times = "" if used == 1 else "top_k·"
+    mats = [Matrix(f"{prefix}_gate", "mlp", d, width, f"2·B·T·{times}d·{width_symbol}", b, copies, used)] \
+        if cfg.mlp in ("swiglu", "geglu") else []
+    return mats + [Matrix(f"{prefix}_up", "mlp", d, width, f"2·B·T·{times}d·{width_symbol}", b, copies, used),
+                   Matrix(f"{prefix}_down", "mlp", width, d, f"2·B·T·{times}{width_symbol}·d", b, copies, used)]
 
-    - Attention: Q, K, V in one matrix d x (d + 2·kv_dim), kv_dim = n_kv_head·head_dim, which is d for
-      multi-head attention (Vaswani et al. 2017) and d·n_kv_head/n_head for grouped-query or multi-query
-      attention (Ainslie et al. 2023): only the K and V projections shrink. Output projection d x d.
+
+def block_matrices(cfg: ModelConfig, moe: bool = False) -> list[Matrix]:
+    """The weight matrices of one block (a mixture-of-experts block when `moe`), in the order the forward
+    uses them.
+
+    - Attention: Q, K, V in one matrix d x (n_head + 2·n_kv_head)·head_dim, which is d x 3d for multi-head
+      attention (Vaswani et al. 2017); grouped-query and multi-query attention (Ainslie et al. 2023)
+      shrink only K and V; Gemma and Qwen3 set head_dim apart from d / n_head. Output projection
+      n_head·head_dim x d.
     - MLP: GELU (GPT-2, Radford et al. 2019): up d x d_ff, down d_ff x d. SwiGLU (Shazeer 2020, eq. 6;
-      Touvron et al. 2023): gate and up d x d_ff, down d_ff x d — three matrices.
+      Touvron et al. 2023) and GeGLU (Shazeer 2020, eq. 5; Gemma): gate and up d x d_ff, down d_ff x d.
+    - Mixture of experts (Fedus et al. 2022, §2.1; Jiang et al. 2024): the router d x n_experts (every
+      token: 2·d·E FLOPs), then the MLP of each expert, width d_ff_expert, n_experts copies of which each
+      token uses top_k; shared experts (Dai et al. 2024) as one MLP of width n_shared_experts·d_ff_shared,
+      used by every token.
     """
-    d, f, kv = cfg.d_model, cfg.d_ff, cfg.kv_dim
-    qkv = "2·B·T·d·3d" if kv == d else "2·B·T·d·(d + 2·n_kv_head·head_dim)"
-    mats = [Matrix("qkv_proj", "attention", d, d + 2 * kv, qkv),
-            Matrix("attn_out_proj", "attention", d, d, "2·B·T·d²")]
-    if cfg.mlp == "swiglu":
-        mats.append(Matrix("mlp_gate", "mlp", d, f, "2·B·T·d·d_ff"))
-    mats += [Matrix("mlp_up", "mlp", d, f, "2·B·T·d·d_ff"),
-             Matrix("mlp_down", "mlp", f, d, "2·B·T·d_ff·d")]
-    return mats
+    d, kv, q = cfg.d_model, cfg.kv_dim, cfg.q_dim
+    qkv = "2·B·T·d·3d" if kv == d == q else "2·B·T·d·(n_head + 2·n_kv_head)·head_dim"
+    mats = [Matrix("qkv_proj", "attention", d, q + 2 * kv, qkv, cfg.bias or cfg.qkv_bias),
+            Matrix("attn_out_proj", "attention", q, d, "2·B·T·d²" if q == d else "2·B·T·n_head·head_dim·d",
+                   cfg.bias)]
+    if not moe:
+        return mats + _mlp_matrices(cfg, "mlp", cfg.d_ff, "d_ff")
+    mats.append(Matrix("router", "mlp", d, cfg.n_experts, "2·B·T·d·n_experts"))
+    if cfg.n_shared_experts:
+        mats += _mlp_matrices(cfg, "shared", cfg.n_shared_experts * cfg.d_ff_shared, "n_shared·d_ff_shared")
+    return mats + _mlp_matrices(cfg, "expert", cfg.d_ff_expert, "d_ff_expert", cfg.n_experts, cfg.top_k)
 
 
-def block_matmul_params(cfg: ModelConfig) -> int:
-    """Weights of one block that take part in a matmul (biases and norms excluded)."""
-    return sum(m.params for m in block_matrices(cfg))
+def block_matmul_params(cfg: ModelConfig, moe: bool = False) -> int:
+    """Weights of one block that take part in a matmul (biases and norms excluded), every expert included."""
+    return sum(m.matmul_params for m in block_matrices(cfg, moe))
+
+
+def active_matmul_params(cfg: ModelConfig) -> int:
+    """Matmul weights one token passes through in all the blocks: the router, the top_k routed and the
+    shared experts of a mixture-of-experts layer, everything of a dense one (LM head excluded)."""
+    return sum(n * m.active_matmul_params for (_, moe), n in cfg.layer_kinds().items()
+               for m in block_matrices(cfg, moe))
 
 
 def gpt_block_matmul_params(d_model: int, d_ff: int) -> int:
@@ -66,11 +111,16 @@ def gpt_block_matmul_params(d_model: int, d_ff: int) -> int:
     return 4 * d_model * d_model + 2 * d_model * d_ff
 
 
-#: Matmul rows that torch's non-reentrant checkpoint does not re-run with early stop. The last tensor a
-#: block saves for backward is the input of its MLP down-projection (GELU: gelu(up(x)); SwiGLU:
-#: silu(gate(x))·up(x)), so the recompute stops before that matmul. Checked with FlopCounterMode for
-#: every mix of MLP, norm, positions and n_kv_head (tests/flops/test_llama_counts.py).
-NOT_RECOMPUTED_WITH_EARLY_STOP = ("mlp_down",)
+def recomputed_with_early_stop(cfg: ModelConfig, matrix: Matrix) -> bool:
+    """Whether torch's non-reentrant checkpoint re-runs `matrix`'s matmul under its (default) early stop.
+
+    The recompute ends with the last op whose result backward needs. In a pre-norm dense block that is
+    the input of the MLP down-projection (GELU: gelu(up(x)); SwiGLU / GeGLU: act(gate(x))·up(x)): the
+    down-projection's output only meets the residual add, which saves nothing, so it is not re-run. A
+    norm after the MLP ("sandwich", "post") saves that output, and a mixture-of-experts layer multiplies
+    each expert's output by its routing weight (which saves it), so there every matmul is re-run.
+    Checked with FlopCounterMode for every mix of fields (tests/flops)."""
+    return not (matrix.name == "mlp_down" and cfg.norm_position == "pre")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -78,42 +128,57 @@ NOT_RECOMPUTED_WITH_EARLY_STOP = ("mlp_down",)
 # --------------------------------------------------------------------------------------------------
 
 
+def norms_per_block(cfg: ModelConfig) -> int:
+    """2 norms per block (pre-norm, post-norm) or 4 ("sandwich": before and after attention and MLP)."""
+    return 4 if cfg.norm_position == "sandwich" else 2
+
+
 def param_breakdown(cfg: ModelConfig) -> dict[str, int]:
     """Parameters by component, in total over all layers; `lm_head` is 0 when tied to `token_embedding`,
-    `position_embedding` is 0 with rope (rotary positions have no parameters; Su et al. 2021)."""
-    L, b = cfg.n_layer, int(cfg.bias)
+    `position_embedding` is 0 with rope (rotary positions have no parameters; Su et al. 2021). `mlp`
+    holds the routers and every expert; `norms` the QK-norm weights too."""
+    kinds = cfg.layer_kinds()
 
     def part(name: str) -> int:
-        return L * sum(m.params + m.d_out * b for m in block_matrices(cfg) if m.part == name)
+        return sum(n * m.params for (_, moe), n in kinds.items() for m in block_matrices(cfg, moe) if m.part == name)
 
     # LayerNorm: weight (+ bias); RMSNorm: weight only (Zhang & Sennrich 2019).
-    norm = cfg.d_model * (1 + b if cfg.norm == "layernorm" else 1)
+    norm = cfg.d_model * (1 + int(cfg.bias) if cfg.norm == "layernorm" else 1)
+    qk_norm = {"none": 0, "head": 2 * cfg.head_dim, "proj": cfg.q_dim + cfg.kv_dim}[cfg.qk_norm]
     return {
         "token_embedding": cfg.vocab_size * cfg.d_model,
         "position_embedding": cfg.max_seq_len * cfg.d_model if cfg.positions == "learned" else 0,
         "attention": part("attention"),
         "mlp": part("mlp"),
-        "norms": (2 * L + 1) * norm,
+        "norms": cfg.n_layer * (norms_per_block(cfg) * norm + qk_norm) + norm,
         "lm_head": 0 if cfg.tie_embeddings else cfg.d_model * cfg.vocab_size,
     }
 
 
 @dataclass(frozen=True)
 class ParamCounts:
-    """The three N's (README, "Which N"), named precisely."""
+    """The N's (README, "Which N"), named precisely. Without experts, active = total and
+    active_matmul = matmul."""
 
     total: int  # every distinct parameter (a tied LM head counted once)
     non_embedding: int  # total - token embedding - position embedding
     matmul: int  # weights that take part in a matmul, LM head included whether tied or not
+    active: int  # total without the routed experts a token does not use (n_experts - top_k per MoE layer)
+    active_matmul: int  # matmul weights one token passes through: what 2N / 6N / 8N count
 
 
 def param_counts(cfg: ModelConfig) -> ParamCounts:
     parts = param_breakdown(cfg)
     total = sum(parts.values())
+    kinds = cfg.layer_kinds()
+    unused = sum(n * (m.params - m.active_params) for (_, moe), n in kinds.items() for m in block_matrices(cfg, moe))
+    lm_head = cfg.d_model * cfg.vocab_size
     return ParamCounts(
         total=total,
         non_embedding=total - parts["token_embedding"] - parts["position_embedding"],
-        matmul=cfg.n_layer * block_matmul_params(cfg) + cfg.d_model * cfg.vocab_size,
+        matmul=sum(n * block_matmul_params(cfg, moe) for (_, moe), n in kinds.items()) + lm_head,
+        active=total - unused,
+        active_matmul=active_matmul_params(cfg) + lm_head,
     )
 
 
@@ -128,74 +193,109 @@ class Component:
 
     name: str
     flops: int  # forward FLOPs of one occurrence, per step
-    per_layer: bool  # True: once in every block (n_layer times); False: once per model
+    count: int  # occurrences: the layers it is in (per_layer), else 1
+    per_layer: bool  # True: once in each of `count` blocks; False: once per model
     matmul: bool  # False: non-matmul work, kept out of the headline numbers
     recomputed_early_stop: bool  # re-run by torch's checkpoint with early stop (`recompute_flops`)
     formula: str
-    n_layer: int
-
-    @property
-    def count(self) -> int:
-        return self.n_layer if self.per_layer else 1
 
     @property
     def total(self) -> int:
         return self.flops * self.count
 
 
-#: The two T x T products of attention, the part of the forward that grows with T².
-ATTENTION_SCORE_ROWS = ("attn_scores", "attn_values")
+#: The T x T products of attention (full and sliding layers), the part of the forward that grows with T².
+ATTENTION_SCORE_ROWS = ("attn_scores", "attn_values", "attn_scores_sliding", "attn_values_sliding")
+
+
+def keys_per_query(cfg: ModelConfig, seq_len: int, layer_type: str) -> int:
+    """Keys each query is scored against, under the full-square convention: T in a full layer, min(T, W)
+    in a sliding one (Beltagy et al. 2020, §3.1: a window of W costs O(T·W), not O(T²))."""
+    return seq_len if layer_type == "full" or cfg.sliding_window is None else min(seq_len, cfg.sliding_window)
 
 
 def components(cfg: ModelConfig, batch_size: int, seq_len: int) -> list[Component]:
-    """The forward pass of one step, component by component.
+    """The forward pass of one step, component by component; rows of work that no layer has are left out.
 
     Matmul rows cost 2·H·D·W per matrix product (Kaplan et al. 2020, Table 1;
     Hoffmann et al. 2022, App. F) over the weight matrices of `block_matrices`, with attention over the
-    full T x T square (PaLM App. B). QK^T and AV run once per *query* head, so they cost 2·B·T²·d each
-    whatever n_kv_head is (a K/V head is shared by its group, not skipped; Ainslie et al. 2023).
+    full T x T square (PaLM App. B) — over T x min(T, W) in a sliding layer (`keys_per_query`). QK^T and
+    AV run once per *query* head, so they cost 2·B·T·keys·n_head·head_dim each whatever n_kv_head is (a
+    K/V head is shared by its group, not skipped; Ainslie et al. 2023). A routed expert's rows count the
+    top_k experts each token uses: 2·B·T·top_k·d·d_ff_expert per matrix, however the router spreads them.
     Non-matmul rows are rough operation counts, for scale only: embedding lookups 4·d per token
     (Kaplan et al. 2020, Table 1, "Embed"), LayerNorm 5 per element (fvcore / DeepSpeed profiler
     convention), RMSNorm 4 per element (square, mean, scale, weight), softmax 3 per score (Hoffmann et
-    al. 2022, App. F), GELU 1 per element and SwiGLU 2 (SiLU, gating product), residual adds 1 per
-    element (DeepSpeed profiler convention), RoPE 3 per rotated element of Q and K (x·cos + rot(x)·sin).
+    al. 2022, App. F), GELU 1 per element, SwiGLU / GeGLU 2 (activation, gating product), residual adds
+    1 per element (DeepSpeed profiler convention), RoPE 3 per rotated element of Q and K (x·cos +
+    rot(x)·sin), softcapping 3 per element (divide, tanh, multiply), the router's softmax and top-k 3 per
+    expert score.
     """
-    B, T, d, f, H, V = batch_size, seq_len, cfg.d_model, cfg.d_ff, cfg.n_head, cfg.vocab_size
-    BT = B * T
+    B, T, d, H, V = batch_size, seq_len, cfg.d_model, cfg.n_head, cfg.vocab_size
+    BT, L, q = B * T, cfg.n_layer, cfg.q_dim
+    kinds = cfg.layer_kinds()
+    n_moe = sum(n for (_, moe), n in kinds.items() if moe)
+    by_type = {t: sum(n for (kind, _), n in kinds.items() if kind == t) for t in ("full", "sliding")}
+    rows: list[Component] = []
 
-    def row(name, flops, per_layer, matmul, recomputed, formula):
-        return Component(name, flops, per_layer, matmul, recomputed, formula, cfg.n_layer)
+    def row(name, flops, count, matmul, recomputed, formula, per_layer=True):
+        if count:
+            rows.append(Component(name, flops, count, per_layer, matmul, recomputed, formula))
 
-    def matmul_row(m: Matrix) -> Component:
-        return row(m.name, 2 * BT * m.d_in * m.d_out, True, True, m.name not in NOT_RECOMPUTED_WITH_EARLY_STOP,
-                   m.formula)
+    def matmul_rows(mats: list[Matrix], count: int) -> None:
+        for m in mats:
+            row(m.name, 2 * BT * m.d_in * m.d_out * m.used, count, True, recomputed_with_early_stop(cfg, m),
+                m.formula)
 
-    attention, mlp = ([m for m in block_matrices(cfg) if m.part == p] for p in ("attention", "mlp"))
-    qkv, out_proj = attention
-    rows = [
-        matmul_row(qkv),
-        row("attn_scores", 2 * B * T * T * d, True, True, True, "QK^T: 2·B·T²·d"),
-        row("attn_values", 2 * B * T * T * d, True, True, True, "AV: 2·B·T²·d"),
-        matmul_row(out_proj),
-        *(matmul_row(m) for m in mlp),
-        row("lm_head", 2 * BT * d * V, False, True, False, "2·B·T·d·V"),
-        row("embedding_lookups", 4 * BT * d, False, False, False, "4·d per token"),
-    ]
-    if cfg.norm == "layernorm":
-        rows += [row("layernorms", 2 * 5 * BT * d, True, False, True, "2 norms x 5·B·T·d"),
-                 row("final_layernorm", 5 * BT * d, False, False, False, "5·B·T·d")]
-    else:
-        rows += [row("rmsnorms", 2 * 4 * BT * d, True, False, True, "2 norms x 4·B·T·d"),
-                 row("final_rmsnorm", 4 * BT * d, False, False, False, "4·B·T·d")]
+    dense_mats, moe_mats = block_matrices(cfg), (block_matrices(cfg, moe=True) if n_moe else [])
+    qkv, out_proj = dense_mats[:2]
+    matmul_rows([qkv], L)
+    for layer_type, suffix in (("full", ""), ("sliding", "_sliding")):
+        keys = keys_per_query(cfg, T, layer_type)
+        sym = "T" if layer_type == "full" else "min(T, W)"
+        head = "d" if q == d else "n_head·head_dim"
+        row(f"attn_scores{suffix}", 2 * BT * keys * q, by_type[layer_type], True, True, f"QK^T: 2·B·T·{sym}·{head}")
+        row(f"attn_values{suffix}", 2 * BT * keys * q, by_type[layer_type], True, True, f"AV: 2·B·T·{sym}·{head}")
+    matmul_rows([out_proj], L)
+    matmul_rows(dense_mats[2:], L - n_moe)
+    matmul_rows(moe_mats[2:], n_moe)
+    row("lm_head", 2 * BT * d * V, 1, True, False, "2·B·T·d·V", per_layer=False)
+    row("embedding_lookups", 4 * BT * d, 1, False, False, "4·d per token", per_layer=False)
+    per_norm, kind = (5, "layernorm") if cfg.norm == "layernorm" else (4, "rmsnorm")
+    k = norms_per_block(cfg)
+    row(f"{kind}s", k * per_norm * BT * d, L, False, True, f"{k} norms x {per_norm}·B·T·d")
+    if cfg.qk_norm != "none":
+        row("qk_norms", 4 * BT * (q + cfg.kv_dim), L, False, True, "4·B·T·(n_head + n_kv_head)·head_dim")
+    row(f"final_{kind}", per_norm * BT * d, 1, False, False, f"{per_norm}·B·T·d", per_layer=False)
     if cfg.positions == "rope":
-        rows.append(row("rope", 3 * BT * (d + cfg.kv_dim), True, False, True, "3·B·T·(d + n_kv_head·head_dim)"))
-    rows.append(row("softmax", 3 * B * H * T * T, True, False, True, "3·B·H·T²"))
-    if cfg.mlp == "swiglu":
-        rows.append(row("swiglu", 2 * BT * f, True, False, True, "2·B·T·d_ff (SiLU, product)"))
-    else:
-        rows.append(row("gelu", BT * f, True, False, True, "B·T·d_ff"))
-    rows.append(row("residual_adds", 2 * BT * d, True, False, False, "2·B·T·d"))
+        row("rope", 3 * BT * (q + cfg.kv_dim), L, False, True, "3·B·T·(n_head + n_kv_head)·head_dim")
+    for layer_type, suffix in (("full", ""), ("sliding", "_sliding")):
+        keys = keys_per_query(cfg, T, layer_type)
+        row(f"softmax{suffix}", 3 * B * H * T * keys, by_type[layer_type], False, True,
+            "3·B·H·T²" if layer_type == "full" else "3·B·H·T·min(T, W)")
+        if cfg.attn_softcap:
+            row(f"attn_softcap{suffix}", 3 * B * H * T * keys, by_type[layer_type], False, True,
+                "3 per attention score")
+    act, per = ("gelu", 1) if cfg.mlp == "gelu" else (cfg.mlp, 2)
+    row(act, per * BT * cfg.d_ff, L - n_moe, False, True, f"{per}·B·T·d_ff")
+    if n_moe:
+        width = cfg.top_k * cfg.d_ff_expert + cfg.n_shared_experts * (cfg.d_ff_shared or 0)
+        row(f"expert_{act}", per * BT * width, n_moe, False, True, f"{per}·B·T·(top_k·d_ff_expert + shared)")
+        row("router_softmax_topk", 3 * BT * cfg.n_experts, n_moe, False, True, "3·B·T·n_experts")
+    if cfg.final_softcap:
+        row("final_softcap", 3 * BT * V, 1, False, False, "3·B·T·V", per_layer=False)
+    row("residual_adds", 2 * BT * d, L, False, False, "2·B·T·d")
     return rows
+
+
+def masked_square_flops(cfg: ModelConfig, batch_size: int, seq_len: int) -> int:
+    """Forward FLOPs a mask-based attention kernel executes beyond `components`' count: it scores every
+    query against all T keys and masks the ones outside the window, so a sliding layer runs QK^T and AV
+    over the full T x T square, not T x min(T, W): 4·B·T·(T − min(T, W))·n_head·head_dim per sliding layer.
+    torch's FlopCounterMode (and flopbench's model, which passes SDPA a mask) count that square."""
+    T = seq_len
+    sliding = sum(n for (t, _), n in cfg.layer_kinds().items() if t == "sliding")
+    return 4 * batch_size * T * (T - keys_per_query(cfg, T, "sliding")) * cfg.q_dim * sliding if sliding else 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -204,10 +304,11 @@ def components(cfg: ModelConfig, batch_size: int, seq_len: int) -> list[Componen
 
 
 def forward_flops(cfg: ModelConfig, batch_size: int, seq_len: int) -> int:
-    """Forward matmul FLOPs of one step = 2·N_matmul·B·T + 4·B·T²·d·L (Kaplan et al. 2020, Table 1, with
-    attention over the full square as in PaLM App. B), for any
-    mix of MLP, norm, positions and n_kv_head (N_matmul holds the smaller K/V and the third SwiGLU
-    matrix; the T² term does not depend on n_kv_head)."""
+    """Forward matmul FLOPs of one step = 2·N_active_matmul·B·T + 4·B·T·keys·n_head·head_dim per layer
+    (Kaplan et al. 2020, Table 1, with attention over the full square as in PaLM App. B; keys = T, or
+    min(T, W) in a sliding layer), for any mix of the `ModelConfig` fields (N_active_matmul holds the
+    smaller K/V, the third SwiGLU / GeGLU matrix, the router and the top_k experts a token uses; the
+    attention term does not depend on n_kv_head)."""
     return sum(c.total for c in components(cfg, batch_size, seq_len) if c.matmul)
 
 
@@ -223,27 +324,44 @@ def train_flops(cfg: ModelConfig, batch_size: int, seq_len: int) -> int:
     return forward_flops(cfg, batch_size, seq_len) + backward_flops(cfg, batch_size, seq_len)
 
 
-def recompute_flops(cfg: ModelConfig, batch_size: int, seq_len: int, early_stop: bool = True) -> int:
-    """Forward FLOPs that full activation checkpointing (every block) runs a second time.
+def recompute_flops(cfg: ModelConfig, batch_size: int, seq_len: int, early_stop: bool = True,
+                    checkpointing: str = "full") -> int:
+    """Forward FLOPs that activation checkpointing runs a second time.
 
-    Without early stop every block's forward runs again: forward + backward + recomputed forward, the
-    factor 4 of Narayanan et al. 2021, Eq. 3 (96 = 4 x 24).
+    Full (every block): without early stop every block's forward runs again: forward + backward +
+    recomputed forward, the factor 4 of Narayanan et al. 2021, Eq. 3 (96 = 4 x 24).
     torch's non-reentrant `checkpoint` stops recomputing by default once every tensor saved for
-    backward is rebuilt (`torch.utils.checkpoint.set_checkpoint_early_stop`); in a GPT-2 block and in a
-    SwiGLU block alike the last such tensor is the input of the MLP down-projection, so that matmul is
-    not recomputed (`NOT_RECOMPUTED_WITH_EARLY_STOP`; measured with FlopCounterMode on 4 GPT-2 blocks,
-    d=512, T=256: 3.69 x forward, not 4.00). The LM head is outside the blocks and never recomputed.
+    backward is rebuilt (`torch.utils.checkpoint.set_checkpoint_early_stop`); in a pre-norm dense block
+    the last such tensor is the input of the MLP down-projection, so that matmul is not recomputed
+    (`recomputed_with_early_stop`; measured with FlopCounterMode on 4 GPT-2 blocks, d=512, T=256: 3.69 x
+    forward, not 4.00). The LM head is outside the blocks and never recomputed.
+
+    Selective (Korthikanti et al. 2022, §4.1): only the attention core — QK^T, softmax, AV — of every
+    block is recomputed: the attention-score rows once more, whatever `early_stop` (flopbench runs that
+    checkpoint without early stop, so a kernel that is one op or several recomputes the same).
     """
-    return sum(
-        c.total
-        for c in components(cfg, batch_size, seq_len)
-        if c.matmul and c.per_layer and (c.recomputed_early_stop or not early_stop)
-    )
+    rows = components(cfg, batch_size, seq_len)
+    if checkpointing == "selective":
+        return sum(c.total for c in rows if c.name in ATTENTION_SCORE_ROWS)
+    return sum(c.total for c in rows if c.matmul and c.per_layer and (c.recomputed_early_stop or not early_stop))
 
 
-def train_recompute_flops(cfg: ModelConfig, batch_size: int, seq_len: int, early_stop: bool = True) -> int:
-    """Hardware FLOPs of a training step with full checkpointing: training + the recomputed forward."""
-    return train_flops(cfg, batch_size, seq_len) + recompute_flops(cfg, batch_size, seq_len, early_stop)
+def train_recompute_flops(cfg: ModelConfig, batch_size: int, seq_len: int, early_stop: bool = True,
+                          checkpointing: str = "full") -> int:
+    """Hardware FLOPs of a training step with activation checkpointing ("full" or "selective"): training +
+    the recomputed forward FLOPs."""
+    return train_flops(cfg, batch_size, seq_len) + recompute_flops(cfg, batch_size, seq_len, early_stop,
+                                                                   checkpointing)
+
+
+def causal_attention_flops(cfg: ModelConfig, batch_size: int, seq_len: int) -> int:
+    """Forward QK^T + AV FLOPs that a causal kernel computes: per layer 4·B·n_head·head_dim·(T·k − k²/2)
+    with k = min(T, W) keys per query (k = T in a full layer: half the square, Megatron-LM's causal
+    convention; in a sliding layer the band of width W under the diagonal), so a full layer counts half of
+    its `components` rows, a sliding one T·k − k²/2 of T·k."""
+    B, T = batch_size, seq_len
+    return sum(n * 2 * B * cfg.q_dim * (2 * T * k - k * k)
+               for k, n in ((keys_per_query(cfg, T, t), n) for (t, _), n in cfg.layer_kinds().items()))
 
 
 def non_matmul_flops(cfg: ModelConfig, batch_size: int, seq_len: int) -> int:

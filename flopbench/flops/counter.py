@@ -82,30 +82,85 @@ def _sdpa_kernels() -> dict:
     return mapping
 
 
-def _grouped_mm(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
-    """`aten._grouped_mm(a, b, offs)`: one matmul per group (mixture-of-experts experts, transformers 5).
+def _elements(shape) -> int:
+    n = 1
+    for dim in shape:
+        n *= dim
+    return n
 
-    a (tokens x d) by b (E x d x n) gives tokens x n: 2·tokens·d·n, whatever the split into groups; the
-    batched 3-D x 3-D and 3-D x 2-D forms likewise cost 2 x (output elements) x the shared dimension. The
-    2-D x 2-D form (the weight gradient) splits the shared dimension K into groups and returns G x M x N:
-    2·M·K·N over all groups. torch 2.13 has no formula for it, so plain FlopCounterMode counts experts as 0.
+
+def _matmul_by_output(a_shape, out_shape) -> int:
+    """A product of a (... x K) by a K-deep right operand into `out`: every output element is a K-term dot
+    product, K multiplies and K adds, so 2 x (output elements) x K, as torch's `mm_flop` counts 2·M·K·N."""
+    return 2 * _elements(out_shape) * a_shape[-1]
+
+
+def grouped_mm_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of `aten._grouped_mm(a, b, offs)` (`F.grouped_mm`): one matmul per group, the mixture-of-experts
+    experts of transformers 5 (`experts_implementation="grouped_mm"`, its default). torch 2.13 has no formula
+    for it, so plain FlopCounterMode counts the experts as 0.
+
+    `offs` splits the one ragged dimension of a 2-D operand into groups; whatever the split, every output
+    element of every group is a dot product over the shared dimension, so (torch's `F.grouped_mm` docstring
+    for the layouts; each checked against a per-group loop in tests/flops/test_transformers_ops.py):
+    - 2-D x 3-D, a (S x K) rows split by offs, b (G x K x N) → S x N: 2·S·K·N (the forward: S token-expert
+      pairs, K = d). Its backward is a 2-D x 3-D (grad_a: S x N by G x N x K) and a 2-D x 2-D (grad_b).
+    - 2-D x 2-D, a (K x S) by b (S x N), the shared S split by offs → G x K x N: each group g multiplies
+      K x S_g by S_g x N, 2·K·N·ΣS_g = 2·K·S·N (the weight gradient: the output holds G blocks but the
+      work is over S once, so it is read from the inputs, not from the output).
+    - 3-D x 3-D (G x M x K by G x K x N, no offs) → G x M x N, and 3-D x 2-D (G x M x K by K x N_total,
+      N split by offs) → M x N_total: 2 x (output elements) x K, as are their backward forms.
+    So each backward form costs exactly the forward, and forward + backward = 3 x forward. Rows past
+    `offs[-1]` are skipped by the kernel (expert-parallel sentinels) but counted here: a shape-only formula
+    cannot see `offs`' values, so with such rows the count is an upper bound.
     """
     if len(a_shape) == 2 and len(b_shape) == 2:
         return 2 * a_shape[0] * a_shape[1] * b_shape[1]
-    out = 1
-    for dim in out_shape:
-        out *= dim
-    return 2 * out * a_shape[-1]
+    return _matmul_by_output(a_shape, out_shape)
+
+
+def _quantized_mm(a_shape, *args, out_shape=None, **kwargs) -> int:
+    """`aten._int_mm(a, b)`, `aten._weight_int8pack_mm(a, w, scales)`, `aten._weight_int4pack_mm*(a, w, ...)`:
+    activations a (M x K) by a quantized weight into M x N, 2·M·K·N as an `mm` of those shapes. Read from a
+    and the output only: a packed int4 weight's shape is not K x N (`_convert_weight_to_int4pack`).
+    Dequantizing the weight (scales, zero points) is not counted, as torch counts no bias in `addmm`."""
+    return _matmul_by_output(a_shape, out_shape)
+
+
+def _addmm_activation(bias_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """`aten._addmm_activation(bias, a, b, use_gelu)`: `addmm` fused with ReLU / GELU (a fused Linear +
+    activation): the matmul's 2·M·K·N, as torch's `addmm_flop` (bias and activation not counted)."""
+    return _matmul_by_output(a_shape, out_shape)
+
+
+def _addbmm(self_shape, batch1_shape, batch2_shape, *args, out_shape=None, **kwargs) -> int:
+    """`aten.addbmm(self, b1 (B x n x m), b2 (B x m x p))`: B products n x m by m x p summed into one n x p:
+    2·B·n·m·p, as torch's `bmm_flop` counts the B products (the sum over B not counted, as in `baddbmm`)."""
+    batches, n, m = batch1_shape
+    return 2 * batches * n * m * batch2_shape[-1]
+
+
+def _matmul_formulas() -> dict:
+    """The matmul-like operators torch 2.13 has no FLOP formula for, that exist in this torch, by name."""
+    formulas = {"_grouped_mm": grouped_mm_flops, "_scaled_grouped_mm": grouped_mm_flops,  # FP8: same layouts
+                "_int_mm": _quantized_mm, "_weight_int8pack_mm": _quantized_mm,
+                "_weight_int4pack_mm": _quantized_mm, "_weight_int4pack_mm_for_cpu": _quantized_mm,
+                "_weight_int4pack_mm_with_scales_and_zeros": _quantized_mm,
+                "_addmm_activation": _addmm_activation, "addbmm": _addbmm}
+    return {getattr(aten, name): formula for name, formula in formulas.items() if hasattr(aten, name)}
 
 
 #: FLOP formulas flopbench puts in front of torch's: the CPU flash-attention kernels (torch has none and
 #: counts them as 0; forward 2 bmm, backward 5 bmm, as torch counts the CUDA flash kernels), every fused
-#: SDPA kernel made safe for fewer K/V heads than query heads (`_kv_as_query_heads`), and the grouped
-#: matmul of mixture-of-experts layers (`_grouped_mm`).
-EXTRA_FLOP_FORMULAS: dict = {**_sdpa_kernels(),
-                             **({aten._grouped_mm: _grouped_mm} if hasattr(aten, "_grouped_mm") else {})}
+#: SDPA kernel made safe for fewer K/V heads than query heads (`_kv_as_query_heads`), the grouped matmul of
+#: mixture-of-experts layers (`grouped_mm_flops`), and the quantized and fused matmuls torch has no formula
+#: for (`_matmul_formulas`).
+EXTRA_FLOP_FORMULAS: dict = {**_sdpa_kernels(), **_matmul_formulas()}
 
 #: Operator names that do matmul-like work; one dispatched without a FLOP formula is reported, never a silent 0.
+#: Matches every aten matmul (mm, addmm, bmm, baddbmm, addbmm, _grouped_mm and its FP8 form, _int_mm,
+#: _weight_int*pack_mm, addmv, dot, vdot, _scaled_mm, convolutions, fused attention); `linear`, `matmul`,
+#: `einsum` decompose to these before a dispatch mode sees them.
 MATMUL_LIKE = re.compile(r"mm|matmul|bmm|conv|linear|einsum|attention|dot|mv\b|tensordot|gemm")
 
 
@@ -180,22 +235,34 @@ def _count_model_step(cfg: ModelConfig, batch_size: int, seq_len: int, checkpoin
 
 
 def extrapolate_layers(cfg: ModelConfig, measure: Callable[[ModelConfig], dict[str, int]]) -> dict[str, int]:
-    """measure(cfg) for L layers from measuring 1 and 2 layers: every block is identical, so each
-    count is affine in the number of layers. Models of 1 or 2 layers are measured as they are."""
+    """measure(cfg) for L layers from measuring models of 1 and 2 layers of each kind of layer the model
+    has (`ModelConfig.layer_kinds`: full or sliding attention, dense or mixture-of-experts MLP). Layers of
+    one kind are identical, so each count is affine in their number: with per-kind slopes
+    s_k = m(2 layers of k) − m(1 layer of k) and the fixed part m(1 layer of k) − s_k (embeddings, LM head),
+    a model counts fixed + Σ_layers s_kind. Models of 1 or 2 layers are measured as they are."""
     if cfg.n_layer <= 2:
         return measure(cfg)
-    one = measure(cfg.replace(n_layer=1))
-    two = measure(cfg.replace(n_layer=2))
-    return {k: one.get(k, 0) + (cfg.n_layer - 1) * (two.get(k, 0) - one.get(k, 0)) for k in one | two}
+    kinds = cfg.layer_kinds()
+    ones, twos = {}, {}
+    for kind in kinds:
+        ones[kind], twos[kind] = measure(cfg.uniform(kind, 1)), measure(cfg.uniform(kind, 2))
+    keys = {k for m in (*ones.values(), *twos.values()) for k in m}
+    slopes = {kind: {k: twos[kind].get(k, 0) - ones[kind].get(k, 0) for k in keys} for kind in kinds}
+    first = next(iter(kinds))
+    fixed = {k: ones[first].get(k, 0) - slopes[first][k] for k in keys}
+    return {k: fixed[k] + sum(n * slopes[kind][k] for kind, n in kinds.items()) for k in sorted(keys)}
 
 
 def count_model(cfg: ModelConfig, batch_size: int, seq_len: int, early_stop: bool = True) -> dict[str, int]:
-    """FlopCounterMode totals per step for forward, train (fwd + bwd) and train with full checkpointing."""
+    """FlopCounterMode totals per step for forward, train (fwd + bwd), train with full checkpointing
+    (`train_recompute`) and with selective checkpointing (`train_recompute_selective`)."""
 
     def measure(c: ModelConfig) -> dict[str, int]:
         plain = _count_model_step(c, batch_size, seq_len, "none", early_stop)
-        checkpointed = _count_model_step(c, batch_size, seq_len, "full", early_stop)
-        return {"forward": plain.forward, "train": plain.train, "train_recompute": checkpointed.train}
+        full = _count_model_step(c, batch_size, seq_len, "full", early_stop)
+        selective = _count_model_step(c, batch_size, seq_len, "selective", early_stop)
+        return {"forward": plain.forward, "train": plain.train, "train_recompute": full.train,
+                "train_recompute_selective": selective.train}
 
     return extrapolate_layers(cfg, measure)
 

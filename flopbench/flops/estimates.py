@@ -21,7 +21,7 @@ from ..model.config import ModelConfig
 from . import analytic
 
 #: The exact analytic counts an estimate can be compared with.
-EXACT = ("forward", "train", "train_recompute", "train_recompute_no_early_stop")
+EXACT = ("forward", "train", "train_recompute", "train_recompute_no_early_stop", "train_recompute_selective")
 
 
 @dataclass(frozen=True)
@@ -31,28 +31,36 @@ class Terms:
     cfg: ModelConfig
     B: int
     T: int
-    attention: int  # QK^T + AV over the full square, all layers, forward: 4·B·T²·d·L
-    not_rerun: int  # MLP down-projections, which torch's checkpoint early stop does not re-run
+    attention: int  # QK^T + AV over the full square (T x min(T, W) when sliding), all layers, forward
+    not_rerun: int  # matmuls torch's checkpoint early stop does not re-run (pre-norm MLP down-projections)
     lm_head: int  # 2·B·T·d·V
-    block_weights: int  # this config's matmul weights per block
+    block_weights: int  # this config's matmul weights a token passes through in all blocks (active)
     tokens: int
-    n_matmul: int
+    n_matmul: int  # N_active_matmul
+    masked: int  # what a mask-based kernel adds over the sliding windows (`analytic.masked_square_flops`)
+    causal_skipped: int  # forward attention FLOPs a causal kernel skips (`analytic.causal_attention_flops`)
 
     @classmethod
     def of(cls, cfg: ModelConfig, B: int, T: int) -> "Terms":
         rows = analytic.components(cfg, B, T)
-
-        def forward_of(names) -> int:
-            return sum(c.total for c in rows if c.name in names)
-
-        return cls(cfg, B, T, forward_of(analytic.ATTENTION_SCORE_ROWS),
-                   forward_of(analytic.NOT_RECOMPUTED_WITH_EARLY_STOP), forward_of(("lm_head",)),
-                   analytic.block_matmul_params(cfg), B * T, analytic.param_counts(cfg).matmul)
+        attention = sum(c.total for c in rows if c.name in analytic.ATTENTION_SCORE_ROWS)
+        return cls(cfg, B, T, attention,
+                   sum(c.total for c in rows if c.matmul and c.per_layer and not c.recomputed_early_stop),
+                   sum(c.total for c in rows if c.name == "lm_head"),
+                   analytic.active_matmul_params(cfg), B * T, analytic.param_counts(cfg).active_matmul,
+                   analytic.masked_square_flops(cfg, B, T),
+                   attention - analytic.causal_attention_flops(cfg, B, T))
 
     def block_gap(self, published_block_weights: int) -> int:
         """Forward FLOPs a formula written for blocks of `published_block_weights` matmul weights adds over
-        this config's blocks: 2·B·T·L·(published − actual)."""
-        return 2 * self.tokens * self.cfg.n_layer * (published_block_weights - self.block_weights)
+        this config's blocks: 2·B·T·(L·published − actual weights of all blocks)."""
+        return 2 * self.tokens * (self.cfg.n_layer * published_block_weights - self.block_weights)
+
+    @property
+    def attention_gap(self) -> int:
+        """Forward FLOPs the published formulas' attention term, 4·B·T²·d·L (every layer over all T keys,
+        n_head·head_dim = d), adds over this config's: 0 unless head_dim is set apart or layers slide."""
+        return 4 * self.tokens * self.T * self.cfg.d_model * self.cfg.n_layer - self.attention
 
     @property
     def gpt_4d(self) -> int:
@@ -66,10 +74,18 @@ class Terms:
 
     def assumes(self, block: str, published: int) -> str:
         """'; they assume <block> (...)' when the published block differs from this config's, else ''."""
-        if published == self.block_weights:
-            return ""
-        return (f"; they assume {block} ({published:,} matmul weights per block; this {architecture(self.cfg)} "
-                f"block has {self.block_weights:,})")
+        L = self.cfg.n_layer
+        if published * L == self.block_weights:
+            return self.assumes_attention()
+        if len(self.cfg.layer_kinds()) == 1 and not self.cfg.is_moe:
+            has = f"this {architecture(self.cfg)} block has {self.block_weights // L:,}"
+        else:
+            has = f"this {architecture(self.cfg)} model's {L} blocks use {self.block_weights:,} per token"
+        return f"; they assume {block} ({published:,} matmul weights per block; {has})" + self.assumes_attention()
+
+    def assumes_attention(self) -> str:
+        """'; and attention of width d over all T keys' when that is not this config's attention, else ''."""
+        return "; and attention of width d over all T keys in every layer" if self.attention_gap else ""
 
 
 def architecture(cfg: ModelConfig) -> str:
@@ -78,7 +94,14 @@ def architecture(cfg: ModelConfig) -> str:
         attention = "MHA"
     else:
         attention = f"{'MQA' if cfg.kv_heads == 1 else 'GQA'} {cfg.n_head}/{cfg.kv_heads} heads"
-    return f"{attention} {'SwiGLU' if cfg.mlp == 'swiglu' else 'GELU'} d_ff={cfg.d_ff}"
+    mlp = {"gelu": "GELU", "swiglu": "SwiGLU", "geglu": "GeGLU"}[cfg.mlp]
+    if cfg.is_moe:
+        mlp = f"MoE {cfg.top_k}/{cfg.n_experts} {mlp} experts d_ff={cfg.d_ff_expert}"
+    else:
+        mlp = f"{mlp} d_ff={cfg.d_ff}"
+    if "sliding" in cfg.layer_types:
+        attention += f" window {cfg.sliding_window}"
+    return f"{attention} {mlp}"
 
 
 @dataclass(frozen=True)
@@ -104,7 +127,9 @@ def _megatron_like(cfg: ModelConfig, B: int, s: int, coeff: int, vocab_div: int)
 
 
 def _n(cfg: ModelConfig) -> int:
-    return analytic.param_counts(cfg).matmul
+    """N of the simple rules: the matmul weights one token passes through (all of them in a dense model; the
+    router, shared and top_k routed experts in a mixture of experts, as Megatron-LM and MaxText count)."""
+    return analytic.param_counts(cfg).active_matmul
 
 
 def _chinchilla(cfg: ModelConfig, B: int, T: int) -> int:
@@ -117,8 +142,7 @@ def _chinchilla(cfg: ModelConfig, B: int, T: int) -> int:
 
 
 def _causal(cfg: ModelConfig, B: int, T: int) -> int:
-    attention = sum(c.total for c in analytic.components(cfg, B, T) if c.name in analytic.ATTENTION_SCORE_ROWS)
-    return analytic.train_flops(cfg, B, T) - 3 * attention // 2
+    return analytic.train_flops(cfg, B, T) - 3 * Terms.of(cfg, B, T).causal_skipped
 
 
 MHA_4D = "multi-head attention and a 4·d two-matrix MLP"
@@ -147,19 +171,20 @@ ESTIMATES: tuple[Estimate, ...] = (
         "palm", "train", "Chowdhery et al. 2022",
         "Chowdhery et al. 2022 (PaLM), App. B: 6N + 12·L·H·Q·T per token",
         lambda cfg, B, T: (6 * _n(cfg) + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * T) * B * T,
-        "train", lambda t: 0,
-        lambda t: "PaLM's 6N + 12·L·H·Q·T per token is the exact full-attention count, N = N_matmul", report=True),
+        "train", lambda t: 3 * t.masked,
+        lambda t: "PaLM's 6N + 12·L·H·Q·T per token is the exact full-attention count, N = N_matmul"
+        + (" (every layer over all T keys: it ignores the sliding windows)" if t.masked else ""), report=True),
     Estimate(
         "megatron", "train_recompute", "Narayanan et al. 2021",
         "Narayanan et al. 2021, Eq. 3: 96·B·s·l·h²·(1 + s/6h + V/16lh)",
         lambda cfg, B, T: _megatron_like(cfg, B, T, 96, 16),
-        "train_recompute_no_early_stop", lambda t: 4 * t.block_gap(t.gpt_4d),
+        "train_recompute_no_early_stop", lambda t: 4 * (t.block_gap(t.gpt_4d) + t.attention_gap),
         lambda t: "Narayanan et al. Eq. 3 re-runs every block in full" + t.assumes(MHA_4D, t.gpt_4d)),
     Estimate(
         "korthikanti", "train", "Korthikanti et al. 2022",
         "Korthikanti et al. 2022, §5 (model FLOPs): 72·B·s·l·h²·(1 + s/6h + V/12lh)",
         lambda cfg, B, T: _megatron_like(cfg, B, T, 72, 12),
-        "train", lambda t: 3 * t.block_gap(t.gpt_4d),
+        "train", lambda t: 3 * (t.block_gap(t.gpt_4d) + t.attention_gap),
         lambda t: "Korthikanti et al.'s model FLOPs" + (t.assumes(MHA_4D, t.gpt_4d)
                                                        or ": exact for multi-head attention and a 4·d MLP")),
     Estimate(
@@ -167,22 +192,23 @@ ESTIMATES: tuple[Estimate, ...] = (
         "Kaplan et al. 2020, Table 1: 3·(2N + 2·n_layer·n_ctx·d_attn) per token",
         lambda cfg, B, T: 3 * (2 * cfg.n_layer * analytic.gpt_block_matmul_params(cfg.d_model, cfg.d_ff)
                                + 2 * cfg.n_layer * T * cfg.d_model) * B * T,
-        "train", lambda t: 3 * t.block_gap(t.gpt_f) - 3 * (t.lm_head + t.attention // 2),
+        "train", lambda t: 3 * (t.block_gap(t.gpt_f) - t.lm_head + (t.attention_gap - t.attention) // 2),
         lambda t: ("Kaplan's N leaves out the LM head, and 2·n_layer·n_ctx·d_attn is half of QK^T + AV"
                    + t.assumes(MHA_F, t.gpt_f))),
     Estimate(
         "chinchilla", "train", "Hoffmann et al. 2022", "Hoffmann et al. 2022, App. F, backward = 2 x forward",
         _chinchilla,
         "train", lambda t: (3 * t.B * (2 * t.T * t.cfg.vocab_size * t.cfg.d_model + 3 * t.cfg.n_layer * t.cfg.n_head
-                                       * t.T * t.T) + 3 * t.block_gap(t.gpt_f)),
+                                       * t.T * t.T) + 3 * (t.block_gap(t.gpt_f) + t.attention_gap)),
         lambda t: ("Chinchilla counts the embedding as a 2·T·V·d matmul and softmax as 3·H·T² per layer"
                    + t.assumes(MHA_F, t.gpt_f))),
     Estimate(
         "causal", "train", "Megatron-LM",
         "exact training FLOPs with causal attention halved (Megatron-LM's convention since 2025)",
         _causal,
-        "train", lambda t: -3 * t.attention // 2,
-        lambda t: "causal attention halved: only the lower triangle of QK^T and AV"),
+        "train", lambda t: -3 * t.causal_skipped,
+        lambda t: "causal attention halved: only the lower triangle of QK^T and AV"
+        + (" (in a sliding layer the band under the diagonal)" if "sliding" in t.cfg.layer_types else "")),
 )
 
 REGISTRY: dict[str, Estimate] = {e.name: e for e in ESTIMATES}
@@ -208,4 +234,5 @@ def exact(cfg: ModelConfig, batch_size: int, seq_len: int) -> dict[str, int]:
     B, T = batch_size, seq_len
     return {"forward": analytic.forward_flops(cfg, B, T), "train": analytic.train_flops(cfg, B, T),
             "train_recompute": analytic.train_recompute_flops(cfg, B, T, early_stop=True),
-            "train_recompute_no_early_stop": analytic.train_recompute_flops(cfg, B, T, early_stop=False)}
+            "train_recompute_no_early_stop": analytic.train_recompute_flops(cfg, B, T, early_stop=False),
+            "train_recompute_selective": analytic.train_recompute_flops(cfg, B, T, checkpointing="selective")}

@@ -2,8 +2,8 @@
 
 fvcore traces the forward with torch.jit (positional tensor inputs only; it has no backward) and
 reports **multiply-adds** (its docstring: "one fused multiply-add as one flop"); flopbench doubles every
-matmul count into FLOPs. It has no handle for `aten::scaled_dot_product_attention`; `fvcore_analysis`
-adds one. flopbench's own model is traced on the meta device (`count_fvcore`, layer-extrapolated like
+matmul count into FLOPs. It has no handle for `aten::scaled_dot_product_attention` nor for `aten::_grouped_mm`
+(the mixture-of-experts experts of transformers 5); `fvcore_analysis` adds both. flopbench's own model is traced on the meta device (`count_fvcore`, layer-extrapolated like
 the torch count); a user's module on a meta copy where torch.jit can trace one, else on the module
 itself (`fvcore_module`). Where tracing fails, the result carries the reason.
 """
@@ -20,12 +20,13 @@ from ..errors import describe_error
 from ..model.config import ModelConfig
 from ..model.gpt import build_model
 from ..model.inputs import Inputs
-from .counter import extrapolate_layers, meta_copy, meta_tensor
+from .counter import extrapolate_layers, grouped_mm_flops, meta_copy, meta_tensor
 
 #: fvcore operators that are matrix products (their counts are multiply-adds; FLOPs = 2 x). A convolution is
 #: one too (a matmul over im2col patches: N·C_out·H_out·W_out·C_in/groups·k_h·k_w multiply-adds, as
 #: FlopCounterMode counts it); GPT-2 has none, a user's module may.
-FVCORE_MATMUL_OPS = ("linear", "addmm", "mm", "matmul", "bmm", "einsum", "scaled_dot_product_attention", "conv")
+FVCORE_MATMUL_OPS = ("linear", "addmm", "mm", "matmul", "bmm", "einsum", "scaled_dot_product_attention", "conv",
+                     "_grouped_mm")
 
 
 def _fvcore_sdpa_handle(inputs, outputs) -> int:
@@ -41,6 +42,16 @@ def _fvcore_sdpa_handle(inputs, outputs) -> int:
     for dim in batch:
         n *= dim
     return n * t_q * s_k * (d_qk + d_v)
+
+
+def _fvcore_grouped_mm_handle(inputs, outputs) -> int:
+    """Multiply-adds of `aten::_grouped_mm` (mixture-of-experts experts, transformers 5's default
+    `experts_implementation="grouped_mm"`; fvcore has no handle and skips it): half of
+    `counter.grouped_mm_flops`, the one formula, from the operand and output shapes."""
+    from fvcore.nn.jit_handles import get_shape
+
+    a, b, out = get_shape(inputs[0]), get_shape(inputs[1]), get_shape(outputs[0])
+    return grouped_mm_flops(a, b, out_shape=out) // 2
 
 
 @dataclass
@@ -64,7 +75,7 @@ class FvcoreCount:
 
 
 def fvcore_analysis(model: torch.nn.Module, inputs: tuple):
-    """fvcore's `FlopCountAnalysis` of `model(*inputs)`, with the SDPA handle, traced now.
+    """fvcore's `FlopCountAnalysis` of `model(*inputs)`, with the SDPA and grouped-matmul handles, traced now.
 
     fvcore traces with torch.jit (script at import, trace to count): the deprecation and tracer warnings
     that brings are silenced here, and skipped operators are reported through `unsupported_ops()`
@@ -76,7 +87,8 @@ def fvcore_analysis(model: torch.nn.Module, inputs: tuple):
         from fvcore.nn import FlopCountAnalysis
 
         analysis = FlopCountAnalysis(model, inputs).set_op_handle(
-            "aten::scaled_dot_product_attention", _fvcore_sdpa_handle
+            "aten::scaled_dot_product_attention", _fvcore_sdpa_handle,
+            "aten::_grouped_mm", _fvcore_grouped_mm_handle,
         )
         analysis.unsupported_ops_warnings(False)  # reported in FvcoreCount.unsupported instead
         analysis.uncalled_modules_warnings(False)
@@ -91,12 +103,12 @@ def _fvcore_analysis(cfg: ModelConfig, batch_size: int, seq_len: int):
 
 def count_fvcore(cfg: ModelConfig, batch_size: int, seq_len: int) -> FvcoreCount:
     """fvcore's forward count (it traces with torch.jit; it has no backward), made comparable: x2."""
-    analyses: dict[int, object] = {}
+    analyses: dict[ModelConfig, object] = {}
 
     def analysis(c: ModelConfig):
-        if c.n_layer not in analyses:
-            analyses[c.n_layer] = _fvcore_analysis(c, batch_size, seq_len)
-        return analyses[c.n_layer]
+        if c not in analyses:
+            analyses[c] = _fvcore_analysis(c, batch_size, seq_len)
+        return analyses[c]
 
     by_operator = extrapolate_layers(cfg, lambda c: dict(analysis(c).by_operator()))
     unsupported = extrapolate_layers(cfg, lambda c: dict(analysis(c).unsupported_ops()))

@@ -47,27 +47,41 @@ def reconcile(cfg: ModelConfig, batch_size: int, seq_len: int, torch_counts: dic
     terms = estimates.Terms.of(cfg, B, T)
     checks: list[Check] = []
     if torch_counts is not None:
+        masked = terms.masked
+        window = (f"; the mask-based kernel scores every query against all T keys, not the last W = "
+                  f"{cfg.sliding_window}: {masked:,} FLOPs per forward pass") if masked else ""
         checks += [
-            Check("counted.torch.forward", torch_counts["forward"], "analytic.forward", exact["forward"], 0,
-                  "the same matmuls: every linear layer, QK^T and AV over the full T x T square"),
-            Check("counted.torch.train", torch_counts["train"], "analytic.train", exact["train"], 0,
-                  "backward = 2 x forward: one product for the input gradient, one for the weight gradient"),
+            Check("counted.torch.forward", torch_counts["forward"], "analytic.forward", exact["forward"], masked,
+                  "the same matmuls: every linear layer, QK^T and AV over the full T x T square" + window),
+            Check("counted.torch.train", torch_counts["train"], "analytic.train", exact["train"], 3 * masked,
+                  "backward = 2 x forward: one product for the input gradient, one for the weight gradient" + window),
             Check("counted.torch.train_recompute", torch_counts["train_recompute"], "analytic.train_recompute",
-                  exact["train_recompute"], 0,
-                  "checkpoint early stop modelled: each block's MLP down-projection is not re-run"),
+                  exact["train_recompute"], 4 * masked,
+                  "checkpoint early stop modelled: "
+                  + ("each block's MLP down-projection is not re-run" if terms.not_rerun else "every matmul is re-run")
+                  + window),
         ]
+        if "train_recompute_selective" in torch_counts:
+            checks.append(Check("counted.torch.train_recompute_selective", torch_counts["train_recompute_selective"],
+                                "analytic.train_recompute_selective", exact["train_recompute_selective"],
+                                4 * masked, "selective checkpointing re-runs QK^T and AV (Korthikanti et al. "
+                                "2022, §4.1)" + window))
     if fvcore_forward is not None:
-        checks.append(Check("counted.fvcore.forward", fvcore_forward, "analytic.forward", exact["forward"], 0,
-                            "fvcore multiply-adds x 2, with flopbench's handle for scaled_dot_product_attention"))
+        checks.append(Check("counted.fvcore.forward", fvcore_forward, "analytic.forward", exact["forward"],
+                            terms.masked,
+                            "fvcore multiply-adds x 2, with flopbench's handle for scaled_dot_product_attention"
+                            + (" (over the masked full square)" if terms.masked else "")))
         skipped = ", ".join(sorted(fvcore_unsupported or {})) or "nothing"
         if fvcore_non_matmul is not None:
             checks.append(Check("fvcore incl. non-matmul", fvcore_forward + fvcore_non_matmul,
-                                "analytic.forward", exact["forward"], fvcore_non_matmul,
+                                "analytic.forward", exact["forward"], fvcore_non_matmul + terms.masked,
                                 f"fvcore also counts LayerNorm ({fvcore_non_matmul:,} FLOPs; it has no RMSNorm "
                                 f"handle), kept out of the headline; it skips {skipped}"))
     checks.append(Check("analytic.train_recompute", exact["train_recompute"], "analytic.train_recompute_no_early_stop",
                         exact["train_recompute_no_early_stop"], -terms.not_rerun,
-                        "torch's early stop skips re-running each block's MLP down-projection (2·B·T·d_ff·d)"))
+                        "torch's early stop skips re-running each block's MLP down-projection (2·B·T·d_ff·d)"
+                        if terms.not_rerun else "torch's early stop skips nothing here: a norm or a routing weight "
+                        "after the MLP saves its output, so every matmul is re-run"))
     for e in estimates.ESTIMATES:
         checks.append(Check(f"estimate {e.name}", e.formula(cfg, B, T), f"analytic.{e.compare_to}",
                             exact[e.compare_to], e.gap(terms), e.reason(terms)))
@@ -80,9 +94,10 @@ def explained_hardware_gap(cfg: ModelConfig, batch_size: int, seq_len: int, mode
 
     Fused attention kernels (flash, memory-efficient, cuDNN; on the CPU the flash kernel too) do not
     keep the T x T scores for backward: their backward re-forms QK^T, which torch counts as a fifth
-    bmm (README, "How counting works"): 2·B·T²·d per layer per backward.
+    bmm (README, "How counting works"): 2·B·T²·n_head·head_dim per layer per backward (over the whole
+    square: torch counts a kernel's shapes, not its mask).
     """
-    rescore = 2 * batch_size * seq_len * seq_len * cfg.d_model * cfg.n_layer
+    rescore = 2 * batch_size * seq_len * seq_len * cfg.q_dim * cfg.n_layer
     return rescore if mode != "forward" and gap == rescore else 0
 
 

@@ -24,6 +24,7 @@ call. Early stop on is torch's default and needs no context (none in a compiled 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import torch
@@ -66,17 +67,23 @@ def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
     return x * cos + _rotate_half(x) * sin
 
 
-def _norm(cfg: ModelConfig) -> nn.Module:
+def _norm(cfg: ModelConfig, width: int | None = None) -> nn.Module:
+    width = width or cfg.d_model
     if cfg.norm == "rmsnorm":
-        return nn.RMSNorm(cfg.d_model, eps=1e-5)  # weight only
-    return nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        return nn.RMSNorm(width, eps=1e-5)  # weight only
+    return nn.LayerNorm(width, bias=cfg.bias)
+
+
+def softcap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """cap·tanh(x / cap): Gemma 2's soft capping of attention scores and logits (Gemma Team 2024, §2)."""
+    return x if cap is None else torch.tanh(x / cap) * cap
 
 
 class KVCache:
     """A static cache of every layer's keys and values for generation, preallocated to `max_len` positions
     (as Hugging Face's StaticCache and gpt-fast do): decoding never reallocates, and a step at position p
-    attends to the p + 1 keys written so far. K/V are stored at n_kv_head heads (grouped-query attention
-    shrinks the cache, Ainslie et al. 2023)."""
+    attends to the p + 1 keys written so far (the last `sliding_window` of them in a sliding layer). K/V
+    are stored at n_kv_head heads (grouped-query attention shrinks the cache, Ainslie et al. 2023)."""
 
     def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int, device: str | torch.device,
                  dtype: torch.dtype):
@@ -92,75 +99,230 @@ class KVCache:
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
 
+def attention_mask(t_q: int, t_k: int, window: int | None, device) -> torch.Tensor | None:
+    """The boolean mask (True = attend) of `t_q` queries, the last `t_q` of `t_k` positions, over `t_k` keys:
+    causal, and within `window` positions (itself included) when given. None when plain causal attention
+    (`is_causal`) or no mask at all (one query against every cached key) does the same."""
+    if window is None or window >= t_k:
+        return None
+    q = torch.arange(t_k - t_q, t_k, device=device)[:, None]
+    k = torch.arange(t_k, device=device)[None, :]
+    return (k <= q) & (k > q - window)
+
+
+def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool,
+                   cap: float | None, groups: int = 1) -> torch.Tensor:
+    """softmax(QK^T / sqrt(head_dim) [softcapped, masked]) V over (B, heads, T, head_dim) tensors: the
+    "attention core" that selective checkpointing recomputes (Korthikanti et al. 2022, §4.1).
+
+    Without a softcap it is `F.scaled_dot_product_attention` (the GPU picks its flash / memory-efficient /
+    cuDNN kernel; K/V heads broadcast with `enable_gqa`). A softcap sits between QK^T and the softmax, which
+    no fused kernel takes, so then it is written out: two matmuls over the same (T, keys) square, the same
+    FLOPs. `groups`: query heads per K/V head (grouped-query attention), known from the config (under
+    torch.jit.trace a comparison of shapes is a tensor)."""
+    if cap is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+                                              enable_gqa=groups > 1)
+    if groups > 1:
+        k, v = (t.repeat_interleave(groups, dim=1) for t in (k, v))
+    scores = softcap(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, cap)
+    if mask is None and causal:
+        mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril(k.shape[2] - q.shape[2])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
+
+
 class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer_type: str = "full"):
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.kv_heads, cfg.head_dim
-        # Q (d_model wide), K and V (kv_dim wide each) in one matmul.
-        self.c_attn = nn.Linear(cfg.d_model, cfg.d_model + 2 * cfg.kv_dim, bias=cfg.bias)
-        self.c_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.groups = cfg.n_head // cfg.kv_heads
+        self.window = cfg.sliding_window if layer_type == "sliding" else None
+        self.cap = cfg.attn_softcap
+        self.selective = False  # recompute the attention core in backward (set by GPT)
+        # Q (n_head·head_dim wide), K and V (kv_dim wide each) in one matmul.
+        self.c_attn = nn.Linear(cfg.d_model, cfg.q_dim + 2 * cfg.kv_dim, bias=cfg.bias or cfg.qkv_bias)
+        self.c_proj = nn.Linear(cfg.q_dim, cfg.d_model, bias=cfg.bias)
+        # QK-norm: RMSNorm of each head's q and k (Qwen3, Gemma 3) or of the whole projections (OLMo 2).
+        widths = {"head": (cfg.head_dim, cfg.head_dim), "proj": (cfg.q_dim, cfg.kv_dim)}.get(cfg.qk_norm)
+        self.qk_norm = cfg.qk_norm
+        self.q_norm, self.k_norm = (nn.RMSNorm(w, eps=1e-6) for w in widths) if widths else (None, None)
 
     def forward(self, x: torch.Tensor, rope: Rope | None = None, cache: KVCache | None = None, layer: int = 0,
                 pos: int = 0) -> torch.Tensor:
-        B, T, C = x.shape
-        kv_dim = self.n_kv_head * self.head_dim
-        q, k, v = self.c_attn(x).split((C, kv_dim, kv_dim), dim=2)
+        B, T, _ = x.shape
+        q_dim, kv_dim = self.n_head * self.head_dim, self.n_kv_head * self.head_dim
+        q, k, v = self.c_attn(x).split((q_dim, kv_dim, kv_dim), dim=2)
+        if self.qk_norm == "proj":
+            q, k = self.q_norm(q), self.k_norm(k)
         # (B, T, heads * head_dim) -> (B, heads, T, head_dim)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k, v = (t.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2) for t in (k, v))
+        if self.qk_norm == "head":
+            q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
         if cache is not None:  # generation: a prompt at pos 0 (causal), then one token per step (all keys)
             k, v = cache.update(layer, pos, k.to(cache.k.dtype), v.to(cache.v.dtype))
             q = q.to(cache.k.dtype)
+            if T == 1 and self.window is not None:  # a decode step sees only the last `window` keys
+                k, v = k[:, :, -self.window:], v[:, :, -self.window:]
         causal = cache is None or bool(T > 1)  # `cache is None` first: under torch.jit.trace T is a tensor
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=self.n_kv_head != self.n_head)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        mask = attention_mask(T, k.shape[2], self.window, x.device) if causal else None
+        if self.selective and torch.is_grad_enabled():
+            with set_checkpoint_early_stop(False):
+                y = checkpoint(attention_core, q, k, v, mask, causal, self.cap, self.groups, use_reentrant=False)
+        else:
+            y = attention_core(q, k, v, mask, causal, self.cap, self.groups)
+        y = y.transpose(1, 2).contiguous().view(B, T, q_dim)
         return self.c_proj(y)
 
 
 class MLP(nn.Module):
-    """GPT-2's MLP: d -> d_ff, GELU (tanh approximation), d_ff -> d."""
+    """GPT-2's MLP: d -> width, GELU (tanh approximation), width -> d."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, width: int | None = None):
         super().__init__()
-        self.c_fc = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
+        width = width or cfg.d_ff
+        self.c_fc = nn.Linear(cfg.d_model, width, bias=cfg.bias)
         self.gelu = nn.GELU(approximate="tanh")
-        self.c_proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
+        self.c_proj = nn.Linear(width, cfg.d_model, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c_proj(self.gelu(self.c_fc(x)))
 
+    @staticmethod
+    def batched(mlps: list["MLP"], x: torch.Tensor) -> torch.Tensor:
+        """The MLPs `mlps` applied to x (len(mlps), n, d), one slice each, as batched matmuls."""
+        return stacked_linear([m.c_proj for m in mlps], mlps[0].gelu(stacked_linear([m.c_fc for m in mlps], x)))
 
-class SwiGLU(nn.Module):
-    """Llama's MLP (Shazeer 2020, eq. 6 with Swish_1 = SiLU): down(silu(gate(x)) * up(x)), three matrices."""
+
+class GatedMLP(nn.Module):
+    """Llama's SwiGLU MLP (Shazeer 2020, eq. 6 with Swish_1 = SiLU) or Gemma's GeGLU (eq. 5, GELU-tanh
+    gate): down(act(gate(x)) * up(x)), three matrices."""
+
+    def __init__(self, cfg: ModelConfig, width: int | None = None):
+        super().__init__()
+        width = width or cfg.d_ff
+        self.act = F.silu if cfg.mlp == "swiglu" else functools.partial(F.gelu, approximate="tanh")
+        self.c_gate = nn.Linear(cfg.d_model, width, bias=cfg.bias)
+        self.c_fc = nn.Linear(cfg.d_model, width, bias=cfg.bias)  # "up"
+        self.c_proj = nn.Linear(width, cfg.d_model, bias=cfg.bias)  # "down"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(self.act(self.c_gate(x)) * self.c_fc(x))
+
+    @staticmethod
+    def batched(mlps: list["GatedMLP"], x: torch.Tensor) -> torch.Tensor:
+        """The MLPs `mlps` applied to x (len(mlps), n, d), one slice each, as batched matmuls."""
+        gate, up = (stacked_linear([getattr(m, name) for m in mlps], x) for name in ("c_gate", "c_fc"))
+        return stacked_linear([m.c_proj for m in mlps], mlps[0].act(gate) * up)
+
+
+def stacked_linear(layers: list[nn.Linear], x: torch.Tensor) -> torch.Tensor:
+    """Each of `layers` applied to its slice of x (len(layers), n, d_in): one bmm, the FLOPs of the
+    len(layers) separate matmuls (2·n·d_in·d_out each, forward and backward alike)."""
+    y = torch.bmm(x, torch.stack([layer.weight for layer in layers]).transpose(1, 2))
+    if layers[0].bias is not None:
+        y = y + torch.stack([layer.bias for layer in layers])[:, None]
+    return y
+
+
+def _mlp(cfg: ModelConfig, width: int | None = None) -> nn.Module:
+    return MLP(cfg, width) if cfg.mlp == "gelu" else GatedMLP(cfg, width)
+
+
+def even_split(slots: int, n_experts: int) -> list[int]:
+    """`slots` token-expert assignments spread as evenly as they go over `n_experts` experts."""
+    share, extra = divmod(slots, n_experts)
+    return [share + (e < extra) for e in range(n_experts)]
+
+
+class MoE(nn.Module):
+    """A mixture-of-experts MLP (Shazeer et al. 2017; Fedus et al. 2022; Jiang et al. 2024, "Mixtral"):
+    a router (d -> n_experts, no bias) scores each token, softmax, the top_k experts' weights renormalized
+    to sum to 1; each expert is an MLP of width d_ff_expert; shared experts (one MLP of width
+    n_shared_experts·d_ff_shared, DeepSeekMoE) see every token and run first.
+
+    The experts run as a loop, not `torch._grouped_mm`: tokens are sorted by expert, and each expert
+    multiplies its contiguous slice (index_select, then index_add of its output times the routing weight).
+    The loop runs on every device and every torch flopbench supports (the grouped matmul is CUDA-only,
+    bf16-only and new in torch 2.8), and each expert's matmuls are ordinary `mm`s that every counter
+    knows, so the FLOPs are exactly 2·tokens·top_k·(matrices)·d·d_ff_expert whatever the routing. On the
+    meta device tokens have no values to route by, so the assignments are spread evenly (`even_split`):
+    the same total, with no data read."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.c_gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
-        self.c_fc = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)  # "up"
-        self.c_proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)  # "down"
+        self.top_k = cfg.top_k
+        self.router = nn.Linear(cfg.d_model, cfg.n_experts, bias=False)
+        self.shared = _mlp(cfg, cfg.n_shared_experts * cfg.d_ff_shared) if cfg.n_shared_experts else None
+        self.experts = nn.ModuleList(_mlp(cfg, cfg.d_ff_expert) for _ in range(cfg.n_experts))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(F.silu(self.c_gate(x)) * self.c_fc(x))
+        flat = x.reshape(-1, x.shape[-1])
+        n_tokens, n_experts = int(flat.shape[0]), len(self.experts)  # int: under torch.jit.trace a shape is a tensor
+        probs = torch.softmax(self.router(flat).float(), dim=-1)
+        weight, expert = probs.topk(self.top_k, dim=-1)
+        weight = (weight / weight.sum(dim=-1, keepdim=True)).to(x.dtype)
+        out = self.shared(flat) if self.shared is not None else torch.zeros_like(flat)
+        order = expert.flatten().argsort(stable=True)
+        token, weight = order // self.top_k, weight.flatten()[order]
+        if flat.is_meta:
+            return self._even(flat, out, token, weight, even_split(n_tokens * self.top_k, n_experts)).view_as(x)
+        counts = torch.bincount(expert.flatten(), minlength=n_experts).tolist()
+        start = 0
+        for mlp, n in zip(self.experts, counts):
+            if n:
+                rows = token[start:start + n]
+                out = out.index_add(0, rows, mlp(flat.index_select(0, rows)) * weight[start:start + n, None])
+                start += n
+        return out.view_as(x)
+
+    def _even(self, flat: torch.Tensor, out: torch.Tensor, token: torch.Tensor, weight: torch.Tensor,
+              counts: list[int]) -> torch.Tensor:
+        """The experts on the meta device, where `counts` is an even split: the experts that take the same
+        number of tokens run as one batched matmul (`stacked_linear`) — the same FLOPs as the loop, in two
+        calls instead of n_experts (a 128-expert model counts in a second, not many)."""
+        start = 0
+        for n in sorted(set(counts), reverse=True):
+            group = [mlp for mlp, c in zip(self.experts, counts) if c == n]
+            if not n:
+                continue
+            rows = token[start:start + n * len(group)]
+            y = type(group[0]).batched(group, flat.index_select(0, rows).view(len(group), n, -1))
+            out = out.index_add(0, rows, y.reshape(-1, y.shape[-1]) * weight[start:start + n * len(group), None])
+            start += n * len(group)
+        return out
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    """One layer: attention and MLP (or mixture of experts), each in a residual branch, with norms before
+    them ("pre"), before and after them ("sandwich") or after them ("post"): `NORM_POSITIONS`."""
+
+    def __init__(self, cfg: ModelConfig, layer: int = 0):
         super().__init__()
-        self.ln_1 = _norm(cfg)
-        self.attn = CausalSelfAttention(cfg)
-        self.ln_2 = _norm(cfg)
-        self.mlp = SwiGLU(cfg) if cfg.mlp == "swiglu" else MLP(cfg)
+        self.position = cfg.norm_position
+        self.ln_1 = _norm(cfg) if cfg.norm_position != "post" else None
+        self.attn = CausalSelfAttention(cfg, cfg.layer_type(layer))
+        self.ln_2 = _norm(cfg) if cfg.norm_position != "post" else None
+        self.mlp = MoE(cfg) if cfg.layer_is_moe(layer) else _mlp(cfg)
+        after = cfg.norm_position in ("sandwich", "post")
+        self.ln_attn_out, self.ln_mlp_out = (_norm(cfg), _norm(cfg)) if after else (None, None)
+
+    @staticmethod
+    def _apply(norm: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+        return x if norm is None else norm(x)
 
     def forward(self, x: torch.Tensor, rope: Rope | None = None, cache: KVCache | None = None, layer: int = 0,
                 pos: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rope, cache, layer, pos)
-        return x + self.mlp(self.ln_2(x))
+        x = x + self._apply(self.ln_attn_out, self.attn(self._apply(self.ln_1, x), rope, cache, layer, pos))
+        return x + self._apply(self.ln_mlp_out, self.mlp(self._apply(self.ln_2, x)))
 
 
 class GPT(nn.Module):
-    """GPT-2, or a Llama-family model (see `ModelConfig`). `forward(idx)` returns logits (B, T, vocab_size).
+    """GPT-2, or any model `ModelConfig` describes. `forward(idx)` returns logits (B, T, vocab_size).
 
     Generation: `forward(idx, cache=KVCache(...), pos=p, last_only=True)` runs the tokens `idx` at positions
     p, p + 1, ... against the cache and returns the logits of the last position only (B, 1, vocab_size),
@@ -171,18 +333,29 @@ class GPT(nn.Module):
         if checkpointing not in CHECKPOINTING:
             raise UsageError(f"checkpointing={checkpointing!r}: choose one of {', '.join(CHECKPOINTING)}")
         self.cfg = cfg
-        self.checkpointing = checkpointing
         self.early_stop = early_stop
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.positions == "learned" else None
         self.rope = RotaryEmbedding(cfg) if cfg.positions == "rope" else None
-        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.h = nn.ModuleList(Block(cfg, layer) for layer in range(cfg.n_layer))
         self.ln_f = _norm(cfg)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
+        self.checkpointing = checkpointing
         if not any(p.is_meta for p in self.parameters()):
             self._init_weights()
+
+    @property
+    def checkpointing(self) -> str:
+        return self._checkpointing
+
+    @checkpointing.setter
+    def checkpointing(self, mode: str) -> None:
+        """"none", "full" (every block) or "selective" (the attention core of every block)."""
+        self._checkpointing = mode
+        for block in self.h:
+            block.attn.selective = mode == "selective"
 
     @torch.no_grad()
     def _init_weights(self) -> None:
@@ -198,20 +371,22 @@ class GPT(nn.Module):
                 last_only: bool = False) -> torch.Tensor:
         _, T = idx.shape
         x = self.wte(idx)
+        if self.cfg.embed_scale:  # Gemma: embeddings times sqrt(d_model), in the activations' dtype
+            x = x * torch.tensor(self.cfg.d_model ** 0.5, dtype=x.dtype)
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(pos, pos + T, device=idx.device))
         rope = self.rope(T, pos) if self.rope is not None else None
         if cache is not None:
             for layer, block in enumerate(self.h):
                 x = block(x, rope, cache, layer, pos)
-            return self.lm_head(self.ln_f(x[:, -1:] if last_only else x))
+            return softcap(self.lm_head(self.ln_f(x[:, -1:] if last_only else x)), self.cfg.final_softcap)
         for block in self.h:
             if self.checkpointing == "full" and torch.is_grad_enabled():
                 with contextlib.nullcontext() if self.early_stop else set_checkpoint_early_stop(False):
                     x = checkpoint(block, x, rope, use_reentrant=False)
             else:
                 x = block(x, rope)
-        return self.lm_head(self.ln_f(x))
+        return softcap(self.lm_head(self.ln_f(x)), self.cfg.final_softcap)
 
 
 def build_model(

@@ -33,10 +33,15 @@ def random_configs(n, seed=1234):
 
 
 def analytic_phases(cfg, B, T, early_stop=True):
+    """The analytic counts of each phase, plus what the model's mask-based attention kernel adds over any
+    sliding windows (the masked square: once per attention pass)."""
+    masked = analytic.masked_square_flops(cfg, B, T)
     return {
-        "forward": analytic.forward_flops(cfg, B, T),
-        "train": analytic.train_flops(cfg, B, T),
-        "train_recompute": analytic.train_recompute_flops(cfg, B, T, early_stop=early_stop),
+        "forward": analytic.forward_flops(cfg, B, T) + masked,
+        "train": analytic.train_flops(cfg, B, T) + 3 * masked,
+        "train_recompute": analytic.train_recompute_flops(cfg, B, T, early_stop=early_stop) + 4 * masked,
+        "train_recompute_selective": analytic.train_recompute_flops(cfg, B, T, checkpointing="selective")
+        + 4 * masked,
     }
 
 

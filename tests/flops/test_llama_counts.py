@@ -75,15 +75,14 @@ def test_llama3_8b_forward_by_hand():
     assert "gelu" not in rows and "layernorms" not in rows and rows["swiglu"].flops == 2 * T * 14336
 
 
-@pytest.mark.parametrize("name", ["llama2-7b", "llama3-8b", "mistral-7b"])
-def test_llama_presets_counted_equals_analytic(name):
+@pytest.mark.parametrize("name", [n for n in PRESETS if not n.startswith("gpt2")])
+def test_presets_counted_equals_analytic(name):
+    """Every non-GPT-2 preset (Llama, Mistral's sliding window, Mixtral's and Qwen3-MoE's experts, Qwen3's
+    head_dim and QK-norm, Gemma 2's alternating windows and soft caps), counted at full size on meta at
+    T = 8192 (past the 4096-token windows, where the masked square shows)."""
     cfg = PRESETS[name]
-    T = 2048
-    assert counter.count_model(cfg, 1, T) == {
-        "forward": analytic.forward_flops(cfg, 1, T),
-        "train": analytic.train_flops(cfg, 1, T),
-        "train_recompute": analytic.train_recompute_flops(cfg, 1, T),
-    }
+    T = min(8192, cfg.max_seq_len)
+    assert counter.count_model(cfg, 1, T) == phases(cfg, 1, T)
 
 
 def test_llama3_70b_at_8192_counted_equals_analytic():
@@ -122,8 +121,16 @@ def mixed_configs(n, seed):
 
 
 def phases(cfg, B, T, early_stop=True):
-    return {"forward": analytic.forward_flops(cfg, B, T), "train": analytic.train_flops(cfg, B, T),
-            "train_recompute": analytic.train_recompute_flops(cfg, B, T, early_stop=early_stop)}
+    """The analytic counts of each phase, plus what the model's mask-based attention kernel adds over any
+    sliding windows (the masked square: once per attention pass)."""
+    masked = analytic.masked_square_flops(cfg, B, T)
+    return {
+        "forward": analytic.forward_flops(cfg, B, T) + masked,
+        "train": analytic.train_flops(cfg, B, T) + 3 * masked,
+        "train_recompute": analytic.train_recompute_flops(cfg, B, T, early_stop=early_stop) + 4 * masked,
+        "train_recompute_selective": analytic.train_recompute_flops(cfg, B, T, checkpointing="selective")
+        + 4 * masked,
+    }
 
 
 def test_mixed_configs_cover_every_option():

@@ -27,6 +27,8 @@ TRAIN = 3 * FORWARD  # backward = 2 x forward
 TRAIN_RECOMPUTE = TRAIN + 1_179_648
 TRAIN_RECOMPUTE_NO_EARLY_STOP = TRAIN + 2 * 851_968
 ATTENTION = 4 * B * T * T * d * L  # QK^T + AV over the full square, all layers: 131,072
+# Selective checkpointing (Korthikanti et al. 2022, §4.1) re-runs only QK^T and AV of each block.
+TRAIN_RECOMPUTE_SELECTIVE = TRAIN + ATTENTION
 RESCORE = 2 * B * T * T * d * L  # fused attention's backward re-forms QK^T: 65,536
 TORCH = {"forward": FORWARD, "train": TRAIN, "train_recompute": TRAIN_RECOMPUTE}
 NON_MATMUL = 2 * 5 * (2 * L + 1) * B * T * d  # fvcore's LayerNorm, doubled: 51,200
@@ -40,7 +42,8 @@ def test_hand_figures_match_the_exact_counts():
     assert (FORWARD, TRAIN, TRAIN_RECOMPUTE, TRAIN_RECOMPUTE_NO_EARLY_STOP) == (
         1_835_008, 5_505_024, 6_684_672, 7_208_960)
     assert estimates.exact(CFG, B, T) == {"forward": FORWARD, "train": TRAIN, "train_recompute": TRAIN_RECOMPUTE,
-                                          "train_recompute_no_early_stop": TRAIN_RECOMPUTE_NO_EARLY_STOP}
+                                          "train_recompute_no_early_stop": TRAIN_RECOMPUTE_NO_EARLY_STOP,
+                                          "train_recompute_selective": TRAIN_RECOMPUTE_SELECTIVE}
 
 
 def test_right_counts_are_equal_and_the_early_stop_row_is_explained():

@@ -150,7 +150,7 @@ def test_run_cli_accepts_a_config_json(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("content, fragment", [
-    ({**GPT2, "model_type": "falcon"}, "has model_type 'falcon': supported model types are gpt2, llama, mistral"),
+    ({**GPT2, "model_type": "falcon"}, "has model_type 'falcon' (not modelled): supported model types are gpt2, llama, mistral"),
     ({k: v for k, v in GPT2.items() if k != "model_type"}, "has no model_type: supported model types are gpt2"),
     ({k: v for k, v in LLAMA3_8B.items() if k not in ("hidden_size", "vocab_size")},
      "missing key(s) hidden_size, vocab_size (needed for model_type 'llama')"),
@@ -159,7 +159,11 @@ def test_run_cli_accepts_a_config_json(tmp_path, capsys):
     ({**TINY_LLAMA, "num_key_value_heads": 3}, "n_kv_head=3 does not divide n_head=4"),
     ({**TINY_LLAMA, "hidden_size": "big"}, "d_model='big' is not allowed"),
     ({**TINY_LLAMA, "attention_bias": True}, "attention_bias=True and mlp_bias=False differ"),
-    ({**TINY_LLAMA, "head_dim": 32}, "head_dim=32 is not hidden_size / num_attention_heads = 64 / 4"),
+    ({**TINY_LLAMA, "head_dim": 15}, "head_dim=15 is odd: rope rotates pairs of dimensions"),
+    ({**TINY_LLAMA, "model_type": "deepseek_v3"}, "has model_type 'deepseek_v3' (not modelled)"),
+    ({**TINY_LLAMA, "q_lora_rank": 1536, "kv_lora_rank": 512}, "not modelled: q_lora_rank=1536, multi-head latent"),
+    ({**TINY_LLAMA, "layer_types": ["full_attention", "chunked_attention"]},
+     "not modelled: layer_types 'chunked_attention'"),
 ])
 def test_bad_config_files_are_one_line_exit_2(tmp_path, capsys, content, fragment):
     path = write(tmp_path, content)

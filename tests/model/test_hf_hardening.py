@@ -35,9 +35,9 @@ def one_line_error(capsys, path) -> str:
 
 @pytest.mark.parametrize("content, fragment", [
     # Before: TypeError: unhashable type: 'list' / 'dict' (model_type looked up in a dict).
-    ({**TINY_LLAMA, "model_type": ["llama"]}, "has model_type ['llama']: supported model types are gpt2, llama"),
-    ({**TINY_LLAMA, "model_type": {"a": 1}}, "has model_type {'a': 1}: supported model types"),
-    ({**TINY_LLAMA, "model_type": 7}, "has model_type 7: supported model types"),
+    ({**TINY_LLAMA, "model_type": ["llama"]}, "has model_type ['llama'] (not modelled): supported model types are gpt2, llama"),
+    ({**TINY_LLAMA, "model_type": {"a": 1}}, "has model_type {'a': 1} (not modelled): supported model types"),
+    ({**TINY_LLAMA, "model_type": 7}, "has model_type 7 (not modelled): supported model types"),
     # Before: TypeError: unsupported operand type(s) for *: 'dict' and 'int'.
     ({**TINY_LLAMA, "head_dim": {}}, "head_dim={} is not allowed: head_dim must be a JSON integer"),
     # Before: RecursionError from json.loads.
