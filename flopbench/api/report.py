@@ -30,6 +30,7 @@ tables and says the plots are missing.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from ..errors import UsageError
@@ -85,6 +86,11 @@ def config_of(row) -> ModelConfig:
             continue
         if isinstance(v, float) and v.is_integer():
             v = int(v)
+        if isinstance(f.default, tuple) and isinstance(v, str):  # a list cell is flattened to its JSON text
+            try:
+                v = tuple(json.loads(v))
+            except (ValueError, TypeError):
+                pass  # left as it is: ModelConfig names the bad value
         kwargs[f.name] = v
     return ModelConfig(**kwargs)
 

@@ -235,21 +235,22 @@ def _count_model_step(cfg: ModelConfig, batch_size: int, seq_len: int, checkpoin
 
 
 def extrapolate_layers(cfg: ModelConfig, measure: Callable[[ModelConfig], dict[str, int]]) -> dict[str, int]:
-    """measure(cfg) for L layers from measuring models of 1 and 2 layers of each kind of layer the model
-    has (`ModelConfig.layer_kinds`: full or sliding attention, dense or mixture-of-experts MLP). Layers of
-    one kind are identical, so each count is affine in their number: with per-kind slopes
-    s_k = m(2 layers of k) − m(1 layer of k) and the fixed part m(1 layer of k) − s_k (embeddings, LM head),
-    a model counts fixed + Σ_layers s_kind. Models of 1 or 2 layers are measured as they are."""
+    """measure(cfg) for L layers from small models: every layer of one kind (`ModelConfig.layer_kinds`:
+    full or sliding attention, dense or mixture-of-experts MLP) is identical, so each count is affine in
+    the number of layers of each kind. Measuring 1 and 2 layers of the first kind gives its slope s_1 and
+    the fixed part (embeddings, final norm, LM head: m(1 layer) − s_1); 1 layer of each other kind k gives
+    s_k = m(1 layer of k) − fixed. The model counts fixed + Σ_k n_k·s_k. Models of 1 or 2 layers are
+    measured as they are."""
     if cfg.n_layer <= 2:
         return measure(cfg)
     kinds = cfg.layer_kinds()
-    ones, twos = {}, {}
-    for kind in kinds:
-        ones[kind], twos[kind] = measure(cfg.uniform(kind, 1)), measure(cfg.uniform(kind, 2))
-    keys = {k for m in (*ones.values(), *twos.values()) for k in m}
-    slopes = {kind: {k: twos[kind].get(k, 0) - ones[kind].get(k, 0) for k in keys} for kind in kinds}
     first = next(iter(kinds))
-    fixed = {k: ones[first].get(k, 0) - slopes[first][k] for k in keys}
+    one, two = measure(cfg.uniform(first, 1)), measure(cfg.uniform(first, 2))
+    ones = {kind: measure(cfg.uniform(kind, 1)) for kind in kinds if kind != first}
+    keys = {k for m in (one, two, *ones.values()) for k in m}
+    fixed = {k: 2 * one.get(k, 0) - two.get(k, 0) for k in keys}
+    slopes = {first: {k: two.get(k, 0) - one.get(k, 0) for k in keys}}
+    slopes |= {kind: {k: m.get(k, 0) - fixed[k] for k in keys} for kind, m in ones.items()}
     return {k: fixed[k] + sum(n * slopes[kind][k] for kind, n in kinds.items()) for k in sorted(keys)}
 
 

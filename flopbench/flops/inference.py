@@ -12,14 +12,17 @@ Inference", §2; Kim et al. 2023 "Full Stack Optimization of Transformer Inferen
 
 Conventions, as for training: 1 multiply-add = 2 FLOPs, matmul FLOPs only, attention over every key the
 query sees. At context c (the keys attended, the new token included) a decode step costs
-2·B·N_matmul (every weight once per token, LM head included) + 4·B·c·n_head·head_dim·L (QKᵀ and AV of one
-query against c keys, per query head). Bytes per decode step, at `bytes_per_value` per element:
+2·B·N_active_matmul (every weight a token uses once, LM head included; the router, shared and top_k
+experts of a mixture-of-experts layer) + 4·B·k·n_head·head_dim per layer (QKᵀ and AV of one query against
+k keys, per query head; k = c, or min(c, W) in a sliding layer, whose cache keeps its last W keys in view).
+Bytes per decode step, at `bytes_per_value` per element:
 
 - every weight that takes part in a matmul read once: the blocks' matrices, biases and norms, the final
-  norm and the LM head (d × V, tied or not); the token (and position) embeddings are not read whole,
-  only the B rows gathered;
-- the KV cache read: 2·L·c·n_kv_head·head_dim·B values (K and V of every attended position), and the new
-  token's K and V written: 2·L·n_kv_head·head_dim·B.
+  norm and the LM head (d × V, tied or not); of a mixture-of-experts layer, the experts the step's tokens
+  are routed to, at most min(n_experts, tokens·top_k) (an upper bound: tokens may share experts); the token
+  (and position) embeddings are not read whole, only the B rows gathered;
+- the KV cache read: 2·k·n_kv_head·head_dim·B values per layer (K and V of every attended position), and
+  the new token's K and V written: 2·L·n_kv_head·head_dim·B.
 
 Arithmetic intensity = FLOPs / bytes (Williams et al. 2009, "Roofline").
 """
@@ -36,24 +39,36 @@ BYTES_PER_VALUE = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}
 
 
 def prefill_flops(cfg: ModelConfig, batch_size: int, prompt_len: int) -> int:
-    """Matmul FLOPs of the prefill: the forward over `prompt_len` tokens, LM head on the last position only."""
+    """Matmul FLOPs of the prefill: the forward over `prompt_len` tokens, LM head on the last position only
+    (sliding layers over their windows; a mask-based kernel adds `analytic.masked_square_flops`)."""
     B, P, d, V = batch_size, prompt_len, cfg.d_model, cfg.vocab_size
     return analytic.forward_flops(cfg, B, P) - 2 * B * P * d * V + 2 * B * d * V
 
 
+def attended_keys(cfg: ModelConfig, context: int) -> int:
+    """Keys one query attends in all the layers together at `context`: c per full layer, min(c, W) per
+    sliding layer."""
+    return sum(n * analytic.keys_per_query(cfg, context, t) for (t, _), n in cfg.layer_kinds().items())
+
+
 def decode_flops(cfg: ModelConfig, batch_size: int, context: int) -> int:
     """Matmul FLOPs of one decode step at `context` keys (the new token included):
-    2·B·N_matmul + 4·B·c·n_head·head_dim·L."""
+    2·B·N_active_matmul + 4·B·n_head·head_dim·(keys attended over the layers)."""
     B = batch_size
-    n_matmul = analytic.param_counts(cfg).matmul
-    return 2 * B * n_matmul + 4 * B * context * cfg.n_head * cfg.head_dim * cfg.n_layer
+    return 2 * B * analytic.param_counts(cfg).active_matmul + 4 * B * cfg.q_dim * attended_keys(cfg, context)
 
 
-def weights_read(cfg: ModelConfig) -> int:
-    """Parameters one forward step reads in full: everything but the embedding tables, plus the LM-head
-    matrix (d × V), which a tied model reads from the token embedding."""
+def weights_read(cfg: ModelConfig, tokens: int = 1) -> int:
+    """Parameters one forward step over `tokens` tokens reads in full: everything but the embedding tables,
+    plus the LM-head matrix (d × V), which a tied model reads from the token embedding; of each
+    mixture-of-experts layer only min(n_experts, tokens·top_k) experts (at most: tokens may share one)."""
     n = analytic.param_counts(cfg)
-    return n.non_embedding + (cfg.d_model * cfg.vocab_size if cfg.tie_embeddings else 0)
+    unread = 0
+    if cfg.is_moe:
+        n_moe = sum(count for (_, moe), count in cfg.layer_kinds().items() if moe)
+        per_expert = sum(m.params // m.copies for m in analytic.block_matrices(cfg, moe=True) if m.copies > 1)
+        unread = n_moe * (cfg.n_experts - min(cfg.n_experts, tokens * cfg.top_k)) * per_expert
+    return n.non_embedding - unread + (cfg.d_model * cfg.vocab_size if cfg.tie_embeddings else 0)
 
 
 @dataclass(frozen=True)
@@ -77,9 +92,9 @@ def decode_bytes(cfg: ModelConfig, batch_size: int, context: int, dtype: str) ->
     """Bytes moved by one decode step at `context` keys (the new token included) in `dtype`."""
     size, B, L = BYTES_PER_VALUE[dtype], batch_size, cfg.n_layer
     rows = B * cfg.d_model * (2 if cfg.positions == "learned" else 1)  # token (+ position) embedding rows
-    kv = 2 * L * cfg.kv_dim * B  # K and V of one position, every layer
-    return DecodeBytes(weights=size * weights_read(cfg), embedding_rows=size * rows,
-                       kv_cache_read=size * kv * context, kv_cache_written=size * kv)
+    kv = 2 * cfg.kv_dim * B  # K and V of one position in one layer
+    return DecodeBytes(weights=size * weights_read(cfg, B), embedding_rows=size * rows,
+                       kv_cache_read=size * kv * attended_keys(cfg, context), kv_cache_written=size * kv * L)
 
 
 def prefill_bytes(cfg: ModelConfig, batch_size: int, prompt_len: int, dtype: str) -> int:
@@ -87,4 +102,4 @@ def prefill_bytes(cfg: ModelConfig, batch_size: int, prompt_len: int, dtype: str
     KV cache of the prompt written (activations are not counted: they may stay on chip)."""
     size, B, P = BYTES_PER_VALUE[dtype], batch_size, prompt_len
     rows = B * P * cfg.d_model * (2 if cfg.positions == "learned" else 1)
-    return size * (weights_read(cfg) + rows + 2 * cfg.n_layer * cfg.kv_dim * B * P)
+    return size * (weights_read(cfg, B * P) + rows + 2 * cfg.n_layer * cfg.kv_dim * B * P)

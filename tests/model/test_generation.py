@@ -4,7 +4,7 @@ equals the analytic prefill / decode-step FLOPs (flops.inference)."""
 import pytest
 import torch
 
-from flopbench.flops import inference
+from flopbench.flops import analytic, inference
 from flopbench.flops.counter import count_step
 from flopbench.model.config import LLAMA_ARCH, ModelConfig
 from flopbench.model.gpt import KVCache, build_model
@@ -12,9 +12,19 @@ from flopbench.model.gpt import KVCache, build_model
 GPT = ModelConfig("g", n_layer=2, d_model=32, n_head=4, vocab_size=64, max_seq_len=24)
 LLAMA = ModelConfig("l", n_layer=2, d_model=32, n_head=4, n_kv_head=2, d_ff=48, vocab_size=64, max_seq_len=24,
                     **LLAMA_ARCH)
+# Gemma-2-like: a sliding layer (window 4) then a full one, head_dim apart, soft caps, norms after; and a
+# Qwen3-MoE-like: QK-norm, 4 experts of which 2 per token, the second layer dense.
+WINDOWED = ModelConfig("w", n_layer=2, d_model=32, n_head=4, n_kv_head=2, head_dim=16, d_ff=48, vocab_size=64,
+                       max_seq_len=24, bias=False, tie_embeddings=True, mlp="geglu", norm="rmsnorm", positions="rope",
+                       norm_position="sandwich", layer_types=("sliding", "full"), sliding_window=4,
+                       attn_softcap=50.0, final_softcap=30.0, embed_scale=True)
+MOE = ModelConfig("m", n_layer=2, d_model=32, n_head=4, n_kv_head=2, d_ff=48, vocab_size=64, max_seq_len=24,
+                  qk_norm="head", n_experts=4, top_k=2, d_ff_expert=24, dense_layers=(1,), **LLAMA_ARCH)
+CONFIGS = [GPT, LLAMA, WINDOWED, MOE]
+IDS = ["gpt2", "llama-gqa", "gemma2-like", "qwen3-moe-like"]
 
 
-@pytest.mark.parametrize("cfg", [GPT, LLAMA], ids=["gpt2", "llama-gqa"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 def test_cached_decoding_equals_the_full_forward(cfg):
     torch.manual_seed(0)
     model = build_model(cfg).eval()
@@ -30,7 +40,7 @@ def test_cached_decoding_equals_the_full_forward(cfg):
         torch.testing.assert_close(step[:, 0], full[:, P - 1 + i], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("cfg", [GPT, LLAMA], ids=["gpt2", "llama-gqa"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 @pytest.mark.parametrize("device", ["meta", "cpu"])
 def test_counted_prefill_and_decode_equal_analytic(cfg, device):
     B, P = 3, 10
@@ -41,7 +51,10 @@ def test_counted_prefill_and_decode_equal_analytic(cfg, device):
     with torch.no_grad():
         prefill = count_step(lambda: model(prompt, cache=cache, pos=0, last_only=True)).forward
         steps = [count_step(lambda p=p: model(token, cache=cache, pos=p, last_only=True)).forward for p in (P, P + 1)]
-    assert prefill == inference.prefill_flops(cfg, B, P)
+    # the prompt's mask-based attention scores all P keys of a sliding layer (the masked square)
+    assert prefill == inference.prefill_flops(cfg, B, P) + analytic.masked_square_flops(cfg, B, P)
     # context = P + 1 keys at the first step (the prompt and the new token), P + 2 at the second
     assert steps == [inference.decode_flops(cfg, B, P + 1), inference.decode_flops(cfg, B, P + 2)]
-    assert steps[1] - steps[0] == 4 * B * cfg.d_model * cfg.n_layer  # one more key: QK^T and AV, every layer
+    # one more key: QK^T and AV in every full layer; a sliding layer's window of 4 is full already
+    full = sum(n for (t, _), n in cfg.layer_kinds().items() if t == "full")
+    assert steps[1] - steps[0] == 4 * B * cfg.q_dim * full
