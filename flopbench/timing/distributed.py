@@ -96,11 +96,15 @@ def _fsdp2():
 
 def wrap(model: torch.nn.Module, info: DistInfo, device: torch.device, dtype: str = "fp32") -> torch.nn.Module:
     """DDP around the model, or FSDP2 `fully_shard` on each block then the root (in place), with the
-    mixed-precision policy of `dtype` (see the module docstring)."""
+    mixed-precision policy of `dtype` (see the module docstring). A mixture of experts may leave an expert
+    without tokens on a rank, so its weights get no gradient there: DDP then has to look for unused
+    parameters (`find_unused_parameters`), or it waits forever for their all-reduce."""
     if info.kind == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        moe = getattr(getattr(model, "cfg", None), "is_moe", False)
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                       find_unused_parameters=moe)
     fully_shard, MixedPrecisionPolicy = _fsdp2()
     kwargs = {}
     if dtype in ("bf16", "fp16"):

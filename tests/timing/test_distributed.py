@@ -45,6 +45,22 @@ def test_two_ranks_rank0_reports_once(kind, tmp_path):
         assert row["world_size"] == 2 and row["dist"] == kind
 
 
+def test_ddp_with_experts_that_get_no_tokens(tmp_path):
+    """A 16-expert top-1 Mixtral-like model on 2 x 16 tokens per rank: some expert gets no token on a rank,
+    so its weights have no gradient there. Before DDP was told to look for unused parameters, the first
+    backward failed ("Expected to have finished reduction in the prior iteration")."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "model_type": "mixtral", "hidden_size": 32, "intermediate_size": 16, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 32, "vocab_size": 64,
+        "num_local_experts": 16, "num_experts_per_tok": 1}))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "flopbench", "run",
+           "--model", str(config), *TINY[8:], "--dist", "ddp", "--checkpointing", "none", "--json", "--no-save"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [r["status"] for r in json.loads(proc.stdout)["rows"]] == ["ok"] * 3
+
+
 # Rank FLOPBENCH_TEST_OOM_RANK runs out of memory in its first timed step (the forward row); the other rank
 # has no such error. Before the ranks agreed on each row's status, the failing rank left the row early and
 # the other waited for it in the gather of step times: a hang.
