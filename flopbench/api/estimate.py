@@ -2,8 +2,9 @@
 
 Training on T tokens costs C ≈ 6·N·T FLOPs (Kaplan et al. 2020, §2.1), ≈ 8·N·T with full activation
 recomputation (forward + backward + a recomputed forward: the factor 4 of Narayanan et al. 2021,
-Eq. 3), N = N_matmul (README, "Which N"). The GPUs do at most G x peak FLOP/s; efficient frameworks
-reach about half of that in practice (PaLM's 46.2 % MFU, Chowdhery et al. 2022, Table 3), so
+Eq. 3), N = N_matmul, the matmul weights a token passes through: all of them in a dense model, the
+router, shared and top_k experts of a mixture of experts (README, "Which N"). The GPUs do at most
+G x peak FLOP/s; efficient frameworks reach about half of that in practice (PaLM's 46.2 % MFU, Chowdhery et al. 2022, Table 3), so
 
     time = C / (G x peak x MFU),    GPU-hours = C / (peak x MFU) / 3600.
 
@@ -181,7 +182,7 @@ def estimate(config: ModelConfig | str, tokens: int | str, gpus: int = 1, *, seq
     wall_seconds = gpu_seconds / gpus
     gpu_key = None if peak_tflops is not None else lookup_gpu(gpu or "h100").key
     return {
-        "model": cfg.name, "config": cfg.as_dict(), "n_matmul": analytic.param_counts(cfg).matmul,
+        "model": cfg.name, "config": cfg.as_dict(), "n_matmul": analytic.param_counts(cfg).active_matmul,
         "seq_len": T, "tokens": tokens, "method": method, "method_formula": METHODS[method],
         "flops_per_token": float(per_token), "flops": round(flops),
         "gpus": gpus, "gpu": gpu_key, "dtype": dtype,

@@ -31,6 +31,17 @@ def test_gpt2_xl_300b_tokens_on_8_h100_by_hand(capsys):
     assert doc["gpu_hours"] == pytest.approx(8 * seconds / 3600) and doc["gpu_hours"] == pytest.approx(1571.63, abs=0.01)
 
 
+def test_mixture_of_experts_uses_the_active_weights():
+    """Mixtral 8x7B by hand: per layer q, o 4096² each, k, v 4096·1024 each, router 4096·8, two of the eight
+    SwiGLU experts 2·3·4096·14336; 32 layers plus the LM head 4096·32000. 6N takes these active weights
+    (12.75B), not all 46.6B matmul weights."""
+    per_layer = 2 * 4096**2 + 2 * 4096 * 1024 + 4096 * 8 + 2 * 3 * 4096 * 14336
+    active = 32 * per_layer + 4096 * 32000
+    assert active == 12_748_587_008
+    doc = estimate("mixtral-8x7b", "1T", 64, seq_len=4096, gpu="h100-sxm")
+    assert doc["n_matmul"] == active and doc["flops_per_token"] == 6 * active
+
+
 def test_recompute_and_exact_by_hand():
     cfg, tokens = PRESETS["gpt2-xl"], 10**12
     assert estimate(cfg, tokens, recompute=True)["flops"] == 8 * N_XL * tokens
