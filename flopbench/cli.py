@@ -1,8 +1,11 @@
 """Command line: parse, call the Python API, render. No logic lives only here.
 
 Every command that prints numbers has `--json` (one JSON document on stdout, nothing else there);
-human output is a table on stdout (fitted to the terminal's encoding: an ASCII-only one gets ASCII
-stand-ins, never a UnicodeEncodeError); progress and warnings go to stderr. Bad input is one line on
+human output is a table on stdout, fitted to the terminal: its width (COLUMNS, else the terminal's, else
+100 columns; `--wide` prints wide tables unfolded) and its encoding (an ASCII-only one gets ASCII
+stand-ins, never a UnicodeEncodeError). Progress and warnings go to stderr; under `--json` only the
+warnings, unless `--progress` is given. Help texts show argparse's defaults (`%(default)s`), which
+tests/cli/test_terminal.py checks against the `RunOptions` / `InferOptions` defaults. Bad input is one line on
 stderr and exit code 2 (`UsageError`), never a traceback; Ctrl-C is "flopbench: interrupted" and exit
 code 130. `--help`, `estimate` and `count --no-torch` never import torch: the API modules are imported
 by the command that needs them.
@@ -75,7 +78,8 @@ def _tokens(value: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _add_model_args(p: argparse.ArgumentParser, default_model: str, batch_size: int | None = 1) -> None:
+def _add_model_args(p: argparse.ArgumentParser, default_model: str, batch_size: int | None = 1,
+                    wide: bool = True, progress: bool = False) -> None:
     p.add_argument("--model", default=default_model,
                    help=f"preset ({', '.join(PRESETS)}; default {default_model}) or the path of a Hugging Face "
                         f"config.json (model_type {', '.join(HF_MODEL_TYPES)}), read offline")
@@ -84,10 +88,35 @@ def _add_model_args(p: argparse.ArgumentParser, default_model: str, batch_size: 
                        help=f"override the model's {field}")
     if batch_size is not None:
         p.add_argument("--batch-size", type=_positive_int, default=batch_size,
-                       help=f"sequences per step (default {batch_size})")
+                       help="sequences per step (default %(default)s)")
     p.add_argument("--seq-len", type=_positive_int, default=None,
                    help="tokens per sequence (default: the model's max positions)")
+    _add_output_args(p, wide=wide, progress=progress)
+
+
+def _add_output_args(p: argparse.ArgumentParser, wide: bool = False, progress: bool = False) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    if wide:
+        p.add_argument("--wide", action="store_true",
+                       help="print the tables at full width, unfolded (default: fit the terminal, COLUMNS or 100)")
+    if progress:
+        p.add_argument("--progress", action="store_true",
+                       help="show progress on stderr under --json too (default: only warnings there)")
+
+
+def _width(args: argparse.Namespace) -> int:
+    return text.WIDE if getattr(args, "wide", False) else text.terminal_width()
+
+
+def _progress(args: argparse.Namespace) -> "text.Progress":
+    """The command's progress on stderr: quiet (warnings only) under --json unless --progress."""
+    return text.Progress(sys.stderr, _width(args), quiet=args.json and not args.progress)
+
+
+def _warn(lines, prefix: str, args: argparse.Namespace) -> None:
+    width = min(_width(args), text.terminal_width())
+    for line in lines:
+        print(text.wrap(f"{prefix}{line}", width, "    "), file=sys.stderr)
 
 
 def _config_from(args: argparse.Namespace):
@@ -99,7 +128,12 @@ def _emit(args: argparse.Namespace, doc: dict, render) -> None:
         json.dump(doc, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(text.for_encoding(render(doc), getattr(sys.stdout, "encoding", None) or "utf-8"))
+        _write(render(doc, _width(args)))
+
+
+def _write(out: str) -> None:
+    sys.stdout.write(text.for_encoding(out, getattr(sys.stdout, "encoding", None) or "utf-8"))
+    sys.stdout.flush()
 
 
 def cmd_count(args: argparse.Namespace) -> int:
@@ -123,18 +157,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     checks = Thresholds(min_mfu=args.min_mfu, min_hfu=args.min_hfu,
                         max_counted_vs_analytic=args.max_counted_vs_analytic, max_vs_baseline=args.max_vs_baseline)
+    progress = text.RunProgress(_progress(args))
+
+    def header(doc: dict) -> None:  # before anything is timed: on stdout, or under --json with the progress
+        if args.json:
+            progress.message(text.run_header(doc, _width(args)).rstrip("\n"))
+        else:
+            _write(text.run_header(doc, _width(args)))
+
     try:
-        doc = run(_config_from(args), options, checks=checks)
+        doc = run(_config_from(args), options, checks=checks, progress=progress.message, on_start=header,
+                  on_step=progress.step)
     finally:
+        progress.close()
         if args.dist:
             from .timing import distributed
 
             distributed.finish()
     if not doc["is_main"]:  # under torchrun only rank 0 prints
         return 0
-    _emit(args, doc, text.render_run)
-    for c in doc["checks"]:
-        print(f"check: {text.check_line(c)}", file=sys.stderr)
+    _emit(args, doc, lambda d, width: text.render_run(d, width, header=False))
+    _warn([text.check_line(c) for c in doc["checks"]], "check: ", args)
     return 1 if any(not c["ok"] for c in doc["checks"]) else 0
 
 
@@ -145,7 +188,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
                            device=args.device, dtype=args.dtype, warmup=args.warmup, iters=args.iters,
                            peak_tflops=args.peak_tflops, peak_gbps=args.peak_gbps, compile=args.compile,
                            ceilings=not args.no_ceilings, out=None if args.no_save else args.out)
-    _emit(args, infer(_config_from(args), options), text.render_infer)
+    progress = _progress(args)
+    try:
+        doc = infer(_config_from(args), options, progress=progress.line)
+    finally:
+        progress.close()
+    _emit(args, doc, text.render_infer)
     return 0
 
 
@@ -160,7 +208,7 @@ def cmd_gpus(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .api.sweep import sweep
 
-    _emit(args, sweep(args.spec, out=args.out, resume=args.resume), text.render_sweep)
+    _emit(args, sweep(args.spec, out=args.out, resume=args.resume, progress=_progress(args)), text.render_sweep)
     return 0
 
 
@@ -178,8 +226,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
                    exact=args.exact, gpu=args.gpu, dtype=args.dtype, peak_tflops=args.peak_tflops, mfu=args.mfu,
                    mfu_from=args.mfu_from)
     _emit(args, doc, text.render_estimate)
-    for warning in doc["warnings"]:
-        print(f"warning: {warning}", file=sys.stderr)
+    _warn(doc["warnings"], "warning: ", args)
     return 0
 
 
@@ -198,23 +245,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_count)
 
     p = sub.add_parser("run", help="time real steps and report MFU / HFU (default: a small model that runs on a CPU)")
-    _add_model_args(p, default_model="tiny", batch_size=8)
-    p.add_argument("--device", default="auto", choices=DEVICES, help="auto = cuda if available, else cpu")
+    _add_model_args(p, default_model="tiny", batch_size=8, progress=True)
+    p.add_argument("--device", default="auto", choices=DEVICES,
+                   help="auto = cuda if available, else cpu (default %(default)s)")
     p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
-                   help="auto = bf16 on CUDA (fp16 before compute capability 8.0), fp32 on CPU")
+                   help="auto = bf16 on CUDA (fp16 before compute capability 8.0), fp32 on CPU "
+                        "(default %(default)s)")
     p.add_argument("--checkpointing", default="both", choices=CHECKPOINTING_CHOICES,
-                   help="activation checkpointing of every block; both = time each (default)")
+                   help="activation checkpointing of every block; both = time each (default %(default)s)")
     p.add_argument("--warmup", type=_at_most(_non_negative_int, MAX_WARMUP, "warm-up steps (MAX_WARMUP)"), default=3,
-                   help=f"untimed steps first (default 3, at most {MAX_WARMUP:,})")
+                   help=f"untimed steps first (default %(default)s, at most {MAX_WARMUP:,})")
     p.add_argument("--iters", type=_at_most(_positive_int, MAX_ITERS, "timed steps (MAX_ITERS)"), default=10,
-                   help=f"timed steps (default 10, at most {MAX_ITERS:,})")
+                   help=f"timed steps (default %(default)s, at most {MAX_ITERS:,})")
     p.add_argument("--peak-tflops", type=_positive_float, default=None,
                    help="peak TFLOP/s to divide by (default: the table entry of the detected GPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--pad-vocab", type=_positive_int, default=1, metavar="MULTIPLE",
-                   help="pad the vocabulary to a multiple (e.g. 64: 50257 -> 50304); FLOPs count the padding")
+                   help="pad the vocabulary to a multiple (e.g. 64: 50257 -> 50304; default %(default)s = none); "
+                        "FLOPs count the padding")
     p.add_argument("--no-gemm", action="store_true", help="skip the GEMM-ceiling microbenchmark")
-    p.add_argument("--out", default="results", help="folder for the results (default results/)")
+    p.add_argument("--out", default="results", help="folder for the results (default %(default)s/)")
     p.add_argument("--no-save", action="store_true", help="write no files")
     p.add_argument("--min-mfu", type=_positive_float, default=None, metavar="FRACTION",
                    help="check: every train_step row without checkpointing reaches this MFU (exit 1 if not)")
@@ -229,21 +279,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("infer", help="generation: prefill and decode FLOPs, bytes, MFU and MBU (KV cache, greedy)")
-    _add_model_args(p, default_model="tiny", batch_size=1)
-    p.add_argument("--prompt-len", type=_positive_int, default=128, help="prompt tokens P (default 128)")
-    p.add_argument("--gen-len", type=_positive_int, default=32, help="generated tokens G (default 32)")
-    p.add_argument("--device", default="auto", choices=DEVICES, help="auto = cuda if available, else cpu")
+    _add_model_args(p, default_model="tiny", batch_size=1, progress=True)
+    p.add_argument("--prompt-len", type=_positive_int, default=128, help="prompt tokens P (default %(default)s)")
+    p.add_argument("--gen-len", type=_positive_int, default=32, help="generated tokens G (default %(default)s)")
+    p.add_argument("--device", default="auto", choices=DEVICES,
+                   help="auto = cuda if available, else cpu (default %(default)s)")
     p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
-                   help="auto = bf16 on CUDA (fp16 before compute capability 8.0), fp32 on CPU")
-    p.add_argument("--warmup", type=_non_negative_int, default=1, help="untimed generations first (default 1)")
-    p.add_argument("--iters", type=_positive_int, default=5, help="timed prefills (default 5)")
+                   help="auto = bf16 on CUDA (fp16 before compute capability 8.0), fp32 on CPU "
+                        "(default %(default)s)")
+    p.add_argument("--warmup", type=_non_negative_int, default=1,
+                   help="untimed generations first (default %(default)s)")
+    p.add_argument("--iters", type=_positive_int, default=5, help="timed prefills (default %(default)s)")
     p.add_argument("--peak-tflops", type=_positive_float, default=None,
                    help="peak TFLOP/s to divide by (default: the table entry of the detected GPU)")
     p.add_argument("--peak-gbps", type=_positive_float, default=None,
                    help="peak memory bandwidth in GB/s for MBU (default: the table entry of the detected GPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (dynamic shapes)")
     p.add_argument("--no-ceilings", action="store_true", help="skip the GEMM and copy-bandwidth microbenchmarks")
-    p.add_argument("--out", default="results", help="folder for the results (default results/)")
+    p.add_argument("--out", default="results", help="folder for the results (default %(default)s/)")
     p.add_argument("--no-save", action="store_true", help="write no files")
     p.set_defaults(func=cmd_infer)
 
@@ -256,9 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="run a grid of models x shapes x checkpointing x dtype from a TOML spec")
     p.add_argument("--spec", required=True, metavar="FILE.toml", help="the sweep spec (see benchmarks/*.toml)")
-    p.add_argument("--out", default="results", help="results go to OUT/<spec name>/rows.jsonl (default results/)")
+    p.add_argument("--out", default="results",
+                   help="results go to OUT/<spec name>/rows.jsonl (default %(default)s/)")
     p.add_argument("--resume", action="store_true", help="skip the rows the results file already has")
-    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    _add_output_args(p, wide=True, progress=True)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="Markdown report + PNG plots: analytic vs counted vs measured")
@@ -269,12 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("estimate", help="training time for T tokens on G GPUs: C = 6NT / (G x peak x MFU)")
-    _add_model_args(p, default_model="gpt2", batch_size=None)
+    _add_model_args(p, default_model="gpt2", batch_size=None, wide=False)
     p.add_argument("--tokens", type=_tokens, required=True, help="training tokens: 300e9, 300B, 1.4T, 2.5M, 1000000")
-    p.add_argument("--gpus", type=_positive_int, default=1, help="number of GPUs (default 1)")
+    p.add_argument("--gpus", type=_positive_int, default=1, help="number of GPUs (default %(default)s)")
     p.add_argument("--gpu", default="h100", help="peak-table GPU: h100, h100-pcie, a100, h200, l4, \"H100 SXM\", "
                                                  "an NVML name ... (default h100 = H100 SXM; see `flopbench gpus`)")
-    p.add_argument("--dtype", default="bf16", choices=DTYPES, help="peak-table column (default bf16)")
+    p.add_argument("--dtype", default="bf16", choices=DTYPES, help="peak-table column (default %(default)s)")
     p.add_argument("--peak-tflops", type=_positive_float, default=None, help="peak TFLOP/s per GPU (overrides --gpu)")
     p.add_argument("--mfu", type=_positive_float, default=None,
                    help="fraction of peak reached (default 0.5: about half of peak in practice, PaLM 46.2%%)")

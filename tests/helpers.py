@@ -32,3 +32,40 @@ class RecordPrecision(torch.autograd.Function):
     def backward(ctx, grad):
         RecordPrecision.seen.append(torch.get_float32_matmul_precision())
         return grad
+
+
+def unwrapped(text: str) -> str:
+    """`text` with the terminal's line folding undone: messages wider than the terminal continue on indented
+    lines (`output.text.wrap`), so a phrase a test looks for may span two of them."""
+    import re
+
+    return re.sub(r"\n +", " ", text)
+
+
+def counted_phases(cfg, batch_size: int, seq_len: int, early_stop: bool = True) -> dict:
+    """What `flops.counter.count_model` must give, from the analytic formulas: each phase, plus what the
+    model's mask-based attention kernel adds over any sliding windows (the masked square: once per
+    attention pass; 0 without windows)."""
+    from flopbench.flops import analytic
+
+    B, T = batch_size, seq_len
+    masked = analytic.masked_square_flops(cfg, B, T)
+    return {
+        "forward": analytic.forward_flops(cfg, B, T) + masked,
+        "train": analytic.train_flops(cfg, B, T) + 3 * masked,
+        "train_recompute": analytic.train_recompute_flops(cfg, B, T, early_stop=early_stop) + 4 * masked,
+        "train_recompute_selective": analytic.train_recompute_flops(cfg, B, T, checkpointing="selective")
+        + 4 * masked,
+    }
+
+
+class Logits(torch.nn.Module):
+    """A transformers causal LM as `forward(ids) -> model(input_ids=ids, use_cache=False).logits`: one
+    positional input, so fvcore can trace it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids):
+        return self.model(input_ids=ids, use_cache=False).logits

@@ -4,7 +4,8 @@ Training on T tokens costs C ≈ 6·N·T FLOPs (Kaplan et al. 2020, §2.1), ≈ 
 recomputation (forward + backward + a recomputed forward: the factor 4 of Narayanan et al. 2021,
 Eq. 3), N = N_matmul, the matmul weights a token passes through: all of them in a dense model, the
 router, shared and top_k experts of a mixture of experts (README, "Which N"). The GPUs do at most
-G x peak FLOP/s; efficient frameworks reach about half of that in practice (PaLM's 46.2 % MFU, Chowdhery et al. 2022, Table 3), so
+G x peak FLOP/s; efficient frameworks reach about half of that in practice (PaLM's 46.2 % MFU,
+Chowdhery et al. 2022, Table 3), so
 
     time = C / (G x peak x MFU),    GPU-hours = C / (peak x MFU) / 3600.
 

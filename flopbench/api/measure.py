@@ -42,7 +42,7 @@ import torch
 from torch.utils._pytree import tree_leaves
 
 from ..errors import UsageError, check_int
-from ..flops.counter import UncountedOps, flop_counter
+from ..flops.counter import UncountedOps, flop_counter, uncounted_note
 from ..hardware.detect import device_peak
 from ..model.config import DTYPES
 from ..model.inputs import check_module
@@ -195,8 +195,7 @@ class Measurement:
         peak, source = self.peak()
         notes = [] if peak else [f"{source}; MFU is None"]
         if self.uncounted:
-            ops = ", ".join(f"{name} x{calls}" for name, calls in sorted(self.uncounted.items()))
-            notes.append(f"matmul-like ops without a FLOP formula, not in the FLOPs: {ops}")
+            notes.append(uncounted_note(self.uncounted))
         doc = {"steps": len(records), "timed_steps": len(timed), "counted_steps": sum(r["counted"] for r in records),
                "device": str(self.device), "compute_dtype": self.compute_dtype,
                "peak_tflops": peak, "peak_source": source,

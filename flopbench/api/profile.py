@@ -24,21 +24,30 @@ call and the loss (`timing.device.autocast`); None (default) runs the module as 
 is read from the autocast state or the parameters. A CUDA out-of-memory error in one step gives that row `status="oom"`.
 Side effects on the module: it is moved to `device` if one is given, its gradients are cleared, and
 stateful layers (BatchNorm running statistics) update as in any forward in training mode.
+
+Where the count ran is said in `notes` (and `counted_on`): on a meta copy, or on the module's own device
+when the copy could not run (a model that reads a value, e.g. `.item()`); that fall-back is also a
+`UserWarning` (stderr), as it does real arithmetic and needs the memory. A module whose `forward` takes
+`use_cache` (Hugging Face transformers models) is called with `use_cache=False` in every count and timed
+step, unless the inputs set it: a step of training builds no KV cache, and the cache object it returns
+(`DynamicCache`) is an output torch.jit, so fvcore, cannot trace.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from ..errors import UsageError, check_int, describe_error
-from ..flops.counter import count_module
+from ..flops.counter import count_module, uncounted_note
 from ..flops.fvcore import fvcore_module
 from ..hardware.detect import device_peak, environment
-from ..model.config import CHECKPOINTING
+from ..model.config import MODULE_CHECKPOINTING
 from ..model.inputs import Inputs, check_module, loss_of
 from ..output.records import to_dataframe
 from ..timing.clock import time_step
@@ -99,6 +108,7 @@ class Profile:
     rows: list[ProfileRow]
     notes: list[str]
     by_module: dict[str, dict[str, int]] = field(default_factory=dict)  # {module path: {forward, train}}
+    uncounted: dict[str, int] = field(default_factory=dict)  # matmul-like ops dispatched without a FLOP formula
     environment: dict = field(default_factory=dict)
 
     def row(self, mode: str) -> ProfileRow:
@@ -125,8 +135,10 @@ class Profile:
 
 def _check_options(checkpointing: str | None, warmup: int, iters: int) -> str:
     checkpointing = "none" if checkpointing is None else checkpointing
-    if checkpointing not in CHECKPOINTING:
-        raise UsageError(f"checkpointing={checkpointing!r}: choose one of None, {', '.join(map(repr, CHECKPOINTING))}")
+    if checkpointing not in MODULE_CHECKPOINTING:
+        raise UsageError(f"checkpointing={checkpointing!r}: choose one of None, "
+                         f"{', '.join(map(repr, MODULE_CHECKPOINTING))} (profile checkpoints the whole module call; "
+                         f"selective recomputation needs flopbench's own model, whose attention core it knows)")
     check_int("warmup", warmup, 0)
     check_int("iters", iters, 1)
     return checkpointing
@@ -143,6 +155,28 @@ def _timed_row(row: ProfileRow, step: Callable[[int], object], module: torch.nn.
     r = rates(row.model_flops, row.hardware_flops, stats.median_ms / 1e3, peak)
     row.achieved_tflops, row.mfu, row.hfu = r.achieved_tflops, r.mfu, r.hfu
     return row
+
+
+class _CacheOff(torch.nn.Module):
+    """`module` called with use_cache=False: for fvcore, which traces positional inputs only."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, use_cache=False, **kwargs)
+
+
+def _takes_use_cache(module: torch.nn.Module, inputs: Inputs) -> bool:
+    """True when `module.forward` has a `use_cache` parameter the inputs leave unset (see the module
+    docstring)."""
+    try:
+        signature = inspect.signature(module.forward)
+        return ("use_cache" in signature.parameters
+                and "use_cache" not in signature.bind_partial(*inputs.args, **inputs.kwargs).arguments)
+    except (TypeError, ValueError):  # no signature to read, or inputs it cannot bind: call as given
+        return False
 
 
 def profile(module: torch.nn.Module, example_inputs, loss_fn: Callable | None = None, *,
@@ -167,13 +201,25 @@ def profile(module: torch.nn.Module, example_inputs, loss_fn: Callable | None = 
     step_precision = (lambda: matmul_precision(dtype_name)) if dtype_name else contextlib.nullcontext
     forward_autocast = (lambda: autocast(dtype_name, dev)) if dtype_name else contextlib.nullcontext
     inputs = Inputs.of(example_inputs).map(lambda t: t.to(dev))
+    cache_off = _takes_use_cache(module, inputs)
+    if cache_off:
+        inputs = Inputs(inputs.args, {**inputs.kwargs, "use_cache": False})
     compute = None if dtype_name else (autocast_dtype(dev) or parameter_dtype(module))
     column = dtype_name or peak_column(compute)
     peak, peak_source = device_peak(dev, column, peak_tflops, compute)
 
     counts = count_module(module, inputs, loss_fn, checkpointing, context, meta=meta)
-    fv, fv_note = (fvcore_module(module, inputs, on_meta=counts.counted_on == "meta") if fvcore
-                   else (None, "fvcore not run (fvcore=False)"))
+    if counts.meta_fallback and meta:
+        warnings.warn(f"flopbench.profile: {type(module).__name__} counted on {counts.counted_on}, not on a meta "
+                      f"copy ({counts.meta_fallback}): real arithmetic, real memory", stacklevel=2)
+    if cache_off and fvcore:  # fvcore traces positional inputs only: the keyword goes in a wrapper
+        wrapper = type(type(module).__name__, (_CacheOff,), {})(module)  # notes name the user's class
+        fv, fv_note = fvcore_module(wrapper, Inputs(inputs.args, {k: v for k, v in inputs.kwargs.items()
+                                                                   if k != "use_cache"}),
+                                    on_meta=counts.counted_on == "meta")
+    else:
+        fv, fv_note = (fvcore_module(module, inputs, on_meta=counts.counted_on == "meta") if fvcore
+                       else (None, "fvcore not run (fvcore=False)"))
 
     def forward_step(i):
         with context(), torch.no_grad():
@@ -200,8 +246,15 @@ def profile(module: torch.nn.Module, example_inputs, loss_fn: Callable | None = 
     notes = []
     if counts.meta_fallback:
         notes.append(f"counted on {counts.counted_on}, not on a meta copy: {counts.meta_fallback}")
+    else:
+        notes.append("counted on meta: a copy of the module on the meta device (no arithmetic, no memory)")
+    if cache_off:
+        notes.append(f"called with use_cache=False ({type(module).__name__}.forward takes it): a training step "
+                     f"builds no KV cache")
     if peak is None:
         notes.append(f"{peak_source}; MFU and HFU are None")
+    if counts.uncounted:
+        notes.append(uncounted_note(counts.uncounted))
     if fv_note:
         notes.append(fv_note)
     elif fv.forward != counts.forward:
@@ -217,5 +270,5 @@ def profile(module: torch.nn.Module, example_inputs, loss_fn: Callable | None = 
         fvcore_forward=fv.forward if fv else None, fvcore_non_matmul=fv.non_matmul if fv else None,
         fvcore_unsupported=fv.unsupported if fv else {}, fvcore_note=fv_note,
         peak_tflops=peak, peak_source=peak_source, rows=rows, notes=notes,
-        by_module=counts.by_module, environment=environment(dev),
+        by_module=counts.by_module, environment=environment(dev), uncounted=dict(counts.uncounted),
     )

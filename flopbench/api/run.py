@@ -52,8 +52,8 @@ from ..flops.reconcile import explain_hardware_gap, explained_hardware_gap
 from ..hardware.detect import environment, gpu_peak
 from ..hardware.peaks import clock_adjusted_peak
 from ..hardware.telemetry import Telemetry, open_telemetry, throttled
-from ..model.config import (CHECKPOINTING, CHECKPOINTING_CHOICES, MAX_ITERS, MAX_WARMUP, MODES, ModelConfig, pad_vocab,
-                            validate_shapes, validate_tensor_sizes)
+from ..model.config import (CHECKPOINTING_CHOICES, MAX_ITERS, MAX_WARMUP, MODES, ModelConfig, checkpointing_modes,
+                            pad_vocab, validate_shapes, validate_tensor_sizes)
 from ..model.gpt import build_model, lm_loss
 from ..model.presets import as_config
 from ..output.records import ResultWriter, folder_safe
@@ -157,10 +157,19 @@ def flops_of_mode(cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: st
 
     if mode == "forward":
         f = analytic.forward_flops(cfg, B, T)
-        return ModeFlops(f, f, simple, rule(simple), simple_hw, rule(simple_hw))
+        return ModeFlops(f, f + analytic.masked_square_flops(cfg, B, T), simple, rule(simple), simple_hw,
+                         rule(simple_hw))
     model = analytic.train_flops(cfg, B, T)
-    hardware = analytic.train_recompute_flops(cfg, B, T) if checkpointing == "full" else model
-    return ModeFlops(model, hardware, simple, rule(simple), simple_hw, rule(simple_hw))
+    hardware = model if checkpointing == "none" else analytic.train_recompute_flops(cfg, B, T,
+                                                                                    checkpointing=checkpointing)
+    return ModeFlops(model, hardware + passes(mode, checkpointing) * analytic.masked_square_flops(cfg, B, T),
+                     simple, rule(simple), simple_hw, rule(simple_hw))
+
+
+def passes(mode: str, checkpointing: str) -> int:
+    """How many times a step of `mode` runs the attention core: once in a forward, three times in training
+    (backward = 2 x forward), four with any recomputation (full or selective checkpointing re-runs it)."""
+    return 1 if mode == "forward" else (3 if checkpointing == "none" else 4)
 
 
 def causal_skipped_flops(cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: str, rescore: int = 0) -> int:
@@ -172,8 +181,8 @@ def causal_skipped_flops(cfg: ModelConfig, B: int, T: int, mode: str, checkpoint
     full recomputation), plus `rescore`, the QK^T a fused kernel's backward re-forms
     (`flops.reconcile.explained_hardware_gap`). Halving them is the registry's "causal" convention
     (`estimates.REGISTRY["causal"]`: training FLOPs with 3/2 of the forward attention taken out)."""
-    passes = 1 if mode == "forward" else (4 if checkpointing == "full" else 3)
-    return (passes * estimates.Terms.of(cfg, B, T).attention + rescore) // 2
+    terms = estimates.Terms.of(cfg, B, T)
+    return passes(mode, checkpointing) * (terms.causal_skipped + terms.masked) + rescore // 2
 
 
 @contextlib.contextmanager
@@ -274,9 +283,21 @@ def _modes_to_run(options: RunOptions) -> list[tuple[str, str]]:
             raise UsageError(f"mode {mode!r}: choose from {', '.join(MODES)}")
     if options.checkpointing not in CHECKPOINTING_CHOICES:
         raise UsageError(f"--checkpointing {options.checkpointing!r}: choose one of {', '.join(CHECKPOINTING_CHOICES)}")
-    ckpts = CHECKPOINTING if options.checkpointing == "both" else (options.checkpointing,)
+    ckpts = checkpointing_modes(options.checkpointing)
     return [(m, "none") if m == "forward" else (m, c) for m in options.modes for c in ckpts
             if m != "forward" or c == ckpts[0]]
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """Where the timed steps of one row are, for `run(on_step=...)`: `done` of `warmup + iters` steps have
+    finished (the first `warmup` untimed); `done=0` as the first step begins."""
+
+    mode: str
+    checkpointing: str
+    done: int
+    warmup: int
+    iters: int
 
 
 @dataclass
@@ -293,6 +314,7 @@ class RunContext:
     gemm_tflops: float | None = None
     telemetry: Telemetry | None = None
     dist_info: distributed.DistInfo | None = None
+    on_step: Callable[[StepProgress], None] | None = None  # `run`'s per-step progress
 
 
 Failure = tuple[str, str]  # (row status, one-line message)
@@ -358,12 +380,18 @@ def measure_row(stepper: Stepper, ctx: RunContext, mode: str, checkpointing: str
 
     telemetry = ctx.telemetry
 
+    def report(done: int) -> None:  # a few microseconds inside a timed step (rich only records the count)
+        if ctx.on_step:
+            ctx.on_step(StepProgress(mode, checkpointing, done, options.warmup, options.iters))
+
     def timed_steps():
         def step(i: int) -> None:
             if i == options.warmup and telemetry:  # the first timed step: time_step has synced after warm-up
                 telemetry.start()
             stepper.step(mode)
+            report(i + 1)
 
+        report(0)
         try:
             return time_step(step, stepper.device, options.warmup, options.iters)
         finally:
@@ -411,15 +439,20 @@ def _rate(row: Row, ctx: RunContext, device_type: str) -> None:
 
 
 def run(config: ModelConfig | str, options: RunOptions | None = None, progress=None,
-        on_row: Callable[[dict], None] | None = None, checks: Thresholds | None = None, **fields) -> dict:
+        on_row: Callable[[dict], None] | None = None, checks: Thresholds | None = None,
+        on_start: Callable[[dict], None] | None = None, on_step: Callable[[StepProgress], None] | None = None,
+        **fields) -> dict:
     """Build `config` (a `ModelConfig` or a preset name), count its FLOPs, time real steps and report MFU /
     HFU: the `flopbench run --json` document, one row per mode (see the module docstring).
 
     Options are `RunOptions` fields (defaults as the CLI's), given as keywords (`batch_size`, `seq_len`,
     `device`, `dtype`, `checkpointing`, `warmup`, `iters`, `peak_tflops`, `compile`, `pad_vocab`, `gemm`,
     `out` — `out=None` writes no files —, `modes`, `dist`) or as one `RunOptions`. Rows are written to
-    disk as they finish when `out` is set. `progress(message)` receives status lines (default: stderr);
-    `on_row(record)` each row the moment it is measured (a sweep appends it to its file). `checks`
+    disk as they finish when `out` is set. In order, as the run goes: `on_start(doc)` receives the document
+    once its header fields are known (config, shape, device, dtype, peak, environment; before anything is
+    timed), `progress(message)` status lines and warnings (default: stderr), `on_step(StepProgress)` each
+    warm-up and timed step of each row, `on_row(record)` each row the moment it is measured (a sweep
+    appends it to its file). Only rank 0 of a torchrun job reports. `checks`
     (`Thresholds`) are evaluated on the result: its `checks` list has one entry per check, each with `ok`.
     A run that cannot fit in memory (`timing.memory.check_fits`) raises `ModelDoesNotFit` before the
     model is built."""
@@ -434,6 +467,7 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
         device = distributed.device_for(dist_info, device.type)
         if not dist_info.is_main:  # only rank 0 prints and writes
             progress, options = (lambda msg: None), dataclasses.replace(options, out=None)
+            on_start = on_step = None
     dtype = resolve_dtype(options.dtype, device)
     cfg = pad_vocab(cfg, options.pad_vocab)
     B = options.batch_size
@@ -450,7 +484,7 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
     env = environment(device)
     gpu = env["gpu"]
     peak, peak_source = gpu_peak(gpu, dtype, options.peak_tflops)  # dtype names = table columns
-    ctx = RunContext(cfg, B, T, options, device, peak, gpu, dist_info=dist_info)
+    ctx = RunContext(cfg, B, T, options, device, peak, gpu, dist_info=dist_info, on_step=on_step)
     shards = dist_info.world_size if dist_info and dist_info.kind == "fsdp" else 1
     free = available_bytes(device)
     failure, verdicts = None, {}
@@ -466,8 +500,6 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
     if dist_info:
         run_id = f"{distributed.gather(run_id)[0]}-{dist_info.kind}{dist_info.world_size}"  # rank 0's clock
     writer = ResultWriter(options.out, run_id, env) if options.out else None
-    if peak is None:  # after every usage check, so a bad invocation prints one line only
-        progress(f"warning: {peak_source}; MFU and HFU will be null")
     doc = {
         "run_id": run_id, "config": cfg.as_dict(), "batch_size": B, "seq_len": T, "tokens_per_step": B * T,
         "device": str(device), "dtype": dtype, "compile": options.compile,
@@ -479,6 +511,10 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
         if dist_info else None,
         "is_main": dist_info is None or dist_info.is_main,
     }
+    if on_start:  # the header first: after every usage check, so a bad invocation prints one line only
+        on_start(doc)
+    if peak is None:
+        progress(f"warning: {peak_source}; MFU and HFU will be null")
 
     if options.gemm:
         size = 8192 if device.type == "cuda" else 512

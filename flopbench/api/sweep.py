@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,7 @@ from ..hardware.detect import environment
 from ..model.config import CHECKPOINTING, DEVICES, DTYPES, MODES, OVERRIDABLE, ModelConfig, pad_vocab, validate_shapes
 from ..model.presets import resolve_config
 from ..output.records import ResultWriter, check_folder_name, row_key
+from ..output.text import Progress
 from ..timing.device import ModelDoesNotFit, free_memory, resolve_device, resolve_dtype
 from .run import RunOptions, run
 
@@ -353,24 +355,27 @@ def stale_row(row: dict, spec: Spec, by_key: dict[tuple, Point]) -> str | None:
     return None
 
 
-def run_sweep(spec: Spec, out: str | Path = "results", resume: bool = False, stderr=None) -> dict:
+def run_sweep(spec: Spec, out: str | Path = "results", resume: bool = False, stderr=None,
+              progress: Progress | None = None) -> dict:
     """Run every grid point of `spec` not yet in `<out>/<spec.name>/rows.jsonl` (with `resume`).
 
-    Progress (a tqdm bar with ETA, weighted by each point's FLOPs) and warnings go to `stderr`.
+    Progress and warnings go to `progress` (default: an `output.text.Progress` on `stderr`, default
+    sys.stderr): on a terminal a rich.progress bar weighted by each point's FLOPs, with the point, its row
+    and step, and an ETA; elsewhere one line per grid point with the share done and the ETA.
     Ctrl-C (KeyboardInterrupt) is re-raised after saying what was kept; every finished row is on disk.
     """
-    stderr = stderr or sys.stderr
+    progress = progress or Progress(stderr or sys.stderr)
     points = grid(spec)
     env = environment(resolve_device(spec.device))
-    with ResultWriter(out, spec.name, env, resume=resume, fresh=False,
-                      warn=lambda msg: print(msg, file=stderr, flush=True)) as writer:
-        return _run_points(spec, points, writer, env, stderr)
+    try:
+        with ResultWriter(out, spec.name, env, resume=resume, fresh=False, warn=progress.line) as writer:
+            return _run_points(spec, points, writer, env, progress)
+    finally:
+        progress.close()
 
 
-def _run_points(spec: Spec, points: list[Point], writer: ResultWriter, env: dict, stderr) -> dict:
+def _run_points(spec: Spec, points: list[Point], writer: ResultWriter, env: dict, bar: Progress) -> dict:
     """The body of `run_sweep`, with the folder's `writer` open (and locked)."""
-    from tqdm import tqdm
-
     jsonl = Path(writer.files["rows.jsonl"])
     by_key = {p.key(m): p for p in points for m in p.modes}
     for line, row in enumerate(writer.rows, 1):
@@ -380,16 +385,15 @@ def _run_points(spec: Spec, points: list[Point], writer: ResultWriter, env: dict
                              f"use a new --out, or drop those rows from {jsonl}")
     old_env = writer.previous_environment
     if old_env and _environment_changes(old_env, env):
-        print(f"warning: resuming on another environment ({'; '.join(_environment_changes(old_env, env))}); "
-              f"{writer.files['environment.json']} describes the first", file=stderr)
+        bar.line(f"warning: resuming on another environment ({'; '.join(_environment_changes(old_env, env))}); "
+                 f"{writer.files['environment.json']} describes the first")
 
     done = {row_key(r) for r in writer.rows}
     todo = [(p, tuple(m for m in p.modes if p.key(m) not in done)) for p in points]
     todo = [(p, modes) for p, modes in todo if modes]
     skipped = sum(len(p.modes) for p in points) - sum(len(m) for _, m in todo)
     if skipped:
-        print(f"resume: {skipped} rows already in {jsonl}, {len(todo)} of {len(points)} grid points to run",
-              file=stderr)
+        bar.line(f"resume: {skipped} rows already in {jsonl}, {len(todo)} of {len(points)} grid points to run")
     first_new = len(writer.rows)
     timing = timing_of(spec)
 
@@ -397,40 +401,43 @@ def _run_points(spec: Spec, points: list[Point], writer: ResultWriter, env: dict
         writer.append({**row, "timing": timing})
 
     warned: set[str] = set()
-    bar = tqdm(total=sum(_weight(spec, p, m) for p, m in todo), file=stderr, smoothing=0, dynamic_ncols=True,
-               desc=f"sweep {spec.name}",
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]{postfix}")
+    total, done = sum(_weight(spec, p, m) for p, m in todo), 0
+    bar.start(f"sweep {spec.name}", total, steps=False)  # weighted by FLOPs: a percentage, not a count
     try:
         for i, (point, modes) in enumerate(todo, 1):
-            where = f"{i}/{len(todo)} {point.label}"
-            bar.set_postfix_str(where)
+            where = f"sweep {spec.name} {i}/{len(todo)} {point.label}"
+            bar.update(done, where)
 
             def progress(msg: str, where=where) -> None:
                 if msg.startswith("warning:"):
                     if msg not in warned:
                         warned.add(msg)
-                        bar.write(msg, file=stderr)
+                        bar.line(msg)
                 else:
-                    bar.set_postfix_str(f"{where}: {msg.split(':')[0].rstrip(' .')}")
+                    bar.update(done, f"{where}: {msg.split(':')[0].rstrip(' .')}")
 
+            def on_step(s, where=where) -> None:
+                bar.update(done, f"{where}: {s.mode}/{s.checkpointing} step {s.done}/{s.warmup + s.iters}")
+
+            started = time.monotonic()
             try:
-                run(point.cfg, _options(spec, point, modes), progress=progress, on_row=keep)
+                run(point.cfg, _options(spec, point, modes), progress=progress, on_row=keep, on_step=on_step)
             except ModelDoesNotFit as e:
-                bar.write(f"{point.label}: {e}; recorded as oom", file=stderr)
+                bar.line(f"{point.label}: {e}; recorded as oom")
                 for row in _oom_rows(point, modes, spec, str(e)):
                     keep(row)
             free_memory(resolve_device(spec.device))  # the finished model's memory, before the next
-            bar.update(_weight(spec, point, modes))
+            done += _weight(spec, point, modes)
+            bar.update(done, where)
+            if not bar.live:  # a log: one line per grid point, not a bar
+                bar.line(f"{where}: done in {time.monotonic() - started:.1f} s; {100 * done / total:.0f}% of the "
+                         f"sweep, ETA {bar.eta()}")
     except KeyboardInterrupt:
         bar.close()
-        print(f"interrupted: {writer.appended} new rows kept in {jsonl} ({len(writer.rows)} in all); "
-              f"run again with --resume to continue", file=stderr)
+        bar.line(f"interrupted: {writer.appended} new rows kept in {jsonl} ({len(writer.rows)} in all); "
+                 f"run again with --resume to continue")
         raise
-    except BaseException:  # e.g. a full disk: the bar clears its line, so the error is the one line left
-        bar.leave = False
-        bar.close()
-        raise
-    bar.close()
+    bar.finish(f"sweep {spec.name}: {len(todo)} grid points in {bar.elapsed():.1f} s" if todo else None)
     new_rows = writer.rows[first_new:]
     statuses = [r["status"] for r in new_rows]
     return {
@@ -441,9 +448,11 @@ def _run_points(spec: Spec, points: list[Point], writer: ResultWriter, env: dict
     }
 
 
-def sweep(spec: Spec | str | Path, out: str | Path = "results", resume: bool = False) -> dict:
+def sweep(spec: Spec | str | Path, out: str | Path = "results", resume: bool = False,
+          progress: Progress | None = None) -> dict:
     """Run a sweep spec (a TOML path or a loaded `Spec`): the `flopbench sweep --json` document.
 
     Every row is appended to `<out>/<spec name>/rows.jsonl` as it is measured; `resume=True` skips rows
-    already there. `flopbench.to_dataframe(doc)` gives the new rows as a DataFrame."""
-    return run_sweep(spec if isinstance(spec, Spec) else load_spec(spec), out=out, resume=resume)
+    already there. `progress`: where the progress goes (an `output.text.Progress`; default stderr).
+    `flopbench.to_dataframe(doc)` gives the new rows as a DataFrame."""
+    return run_sweep(spec if isinstance(spec, Spec) else load_spec(spec), out=out, resume=resume, progress=progress)

@@ -252,10 +252,10 @@ def components(cfg: ModelConfig, batch_size: int, seq_len: int) -> list[Componen
     matmul_rows([qkv], L)
     for layer_type, suffix in (("full", ""), ("sliding", "_sliding")):
         keys = keys_per_query(cfg, T, layer_type)
-        sym = "T" if layer_type == "full" else "min(T, W)"
+        square = "2·B·T²" if layer_type == "full" else "2·B·T·min(T, W)"
         head = "d" if q == d else "n_head·head_dim"
-        row(f"attn_scores{suffix}", 2 * BT * keys * q, by_type[layer_type], True, True, f"QK^T: 2·B·T·{sym}·{head}")
-        row(f"attn_values{suffix}", 2 * BT * keys * q, by_type[layer_type], True, True, f"AV: 2·B·T·{sym}·{head}")
+        row(f"attn_scores{suffix}", 2 * BT * keys * q, by_type[layer_type], True, True, f"QK^T: {square}·{head}")
+        row(f"attn_values{suffix}", 2 * BT * keys * q, by_type[layer_type], True, True, f"AV: {square}·{head}")
     matmul_rows([out_proj], L)
     matmul_rows(dense_mats[2:], L - n_moe)
     matmul_rows(moe_mats[2:], n_moe)

@@ -169,6 +169,14 @@ def flop_counter(display: bool = False, depth: int | None = None) -> FlopCounter
     return FlopCounterMode(display=display, depth=depth, custom_mapping=EXTRA_FLOP_FORMULAS)
 
 
+def uncounted_note(uncounted: dict[str, int]) -> str | None:
+    """The one-line note a result carries when matmul-like ops ran without a FLOP formula (None if none)."""
+    if not uncounted:
+        return None
+    ops = ", ".join(f"{name} x{calls}" for name, calls in sorted(uncounted.items()))
+    return f"matmul-like ops without a FLOP formula, not in the FLOPs: {ops}"
+
+
 class UncountedOps(TorchDispatchMode):
     """Records the matmul-like operators dispatched inside it that `counter` has no FLOP formula for
     (`uncounted`: name -> calls), so a count that misses work says so."""

@@ -2,9 +2,10 @@
 
 fvcore traces the forward with torch.jit (positional tensor inputs only; it has no backward) and
 reports **multiply-adds** (its docstring: "one fused multiply-add as one flop"); flopbench doubles every
-matmul count into FLOPs. It has no handle for `aten::scaled_dot_product_attention` nor for `aten::_grouped_mm`
-(the mixture-of-experts experts of transformers 5); `fvcore_analysis` adds both. flopbench's own model is traced on the meta device (`count_fvcore`, layer-extrapolated like
-the torch count); a user's module on a meta copy where torch.jit can trace one, else on the module
+matmul count into FLOPs. It has no handle for `aten::scaled_dot_product_attention` nor for
+`aten::_grouped_mm` (the mixture-of-experts experts of transformers 5); `fvcore_analysis` adds both.
+flopbench's own model is traced on the meta device (`count_fvcore`, layer-extrapolated like the torch
+count); a user's module on a meta copy where torch.jit can trace one, else on the module
 itself (`fvcore_module`). Where tracing fails, the result carries the reason.
 """
 

@@ -30,6 +30,9 @@ LAYER_TYPES = ("full", "sliding")
 #: Activation checkpointing: none; full (every block, torch's non-reentrant `checkpoint`); selective (only
 #: the attention core QK^T, softmax, AV of every block: Korthikanti et al. 2022, §4.1).
 CHECKPOINTING = ("none", "full", "selective")
+#: The checkpointing `profile` offers for any module: none, or the whole module call (it cannot know where
+#: a module's attention core is, so "selective" needs flopbench's own model).
+MODULE_CHECKPOINTING = ("none", "full")
 #: What `run --checkpointing` takes: one of those; both (none and full, each timed); all (all three).
 CHECKPOINTING_CHOICES = (*CHECKPOINTING, "both", "all")
 

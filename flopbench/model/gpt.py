@@ -311,14 +311,15 @@ class Block(nn.Module):
         after = cfg.norm_position in ("sandwich", "post")
         self.ln_attn_out, self.ln_mlp_out = (_norm(cfg), _norm(cfg)) if after else (None, None)
 
-    @staticmethod
-    def _apply(norm: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
-        return x if norm is None else norm(x)
-
     def forward(self, x: torch.Tensor, rope: Rope | None = None, cache: KVCache | None = None, layer: int = 0,
                 pos: int = 0) -> torch.Tensor:
-        x = x + self._apply(self.ln_attn_out, self.attn(self._apply(self.ln_1, x), rope, cache, layer, pos))
-        return x + self._apply(self.ln_mlp_out, self.mlp(self._apply(self.ln_2, x)))
+        x = x + normed(self.ln_attn_out, self.attn(normed(self.ln_1, x), rope, cache, layer, pos))
+        return x + normed(self.ln_mlp_out, self.mlp(normed(self.ln_2, x)))
+
+
+def normed(norm: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+    """norm(x), or x where the block has no norm at that place (`NORM_POSITIONS`)."""
+    return x if norm is None else norm(x)
 
 
 class GPT(nn.Module):

@@ -112,7 +112,8 @@ def _layer_types(read: Reader, n_layer: int, window: int | None, pattern) -> tup
     if listed is not None:
         types = tuple(_LAYER_TYPES[t] for t in listed)
         if len(types) != n_layer:
-            raise UsageError(f"layer_types has {len(types)} entries for num_hidden_layers={n_layer}: give one per layer")
+            raise UsageError(f"layer_types has {len(types)} entries for num_hidden_layers={n_layer}: "
+                             f"give one per layer")
     else:
         types = pattern if isinstance(pattern, tuple) else tuple(
             pattern(i) for i in range(_listable(n_layer, "a per-layer attention pattern")))

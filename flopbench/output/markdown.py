@@ -1,13 +1,14 @@
 """The Markdown report (`report.md`) and its tables (tabulate's "github" format).
 
 Rendering only: every number arrives computed (`api.report` derives them); here they are formatted
-(SI prefixes through `text.si`, percentages through `text.percent`) and laid out in four sections, one
-per plot, plus the rows that did not run.
+(SI prefixes through `text.si`, percentages through `text.percent`, every other measured number through
+`text.fixed`: one format per column) and laid out in four sections, one per plot, plus the rows that did
+not run. tabulate writes these tables because rich, which draws the terminal's, writes no Markdown.
 """
 
 from __future__ import annotations
 
-from .text import percent, si
+from .text import fixed, percent, si
 
 #: Column headers of the counted and exact per-token series; an estimate's header is its name.
 SERIES_HEADERS = {
@@ -18,13 +19,13 @@ SERIES_HEADERS = {
 
 
 def _fmt(v) -> str:
-    """One table cell: "–" for None, thousands separators for integers and large floats, else 4 digits."""
+    """One table cell: "–" for None; integers with thousands separators; floats in fixed point with 4
+    significant digits and thousands separators (`text.fixed`), so a column reads alike at every magnitude
+    ("12,765" and "3,894", never "12,765" beside "3894")."""
     if v is None:
         return "–"
     if isinstance(v, float):
-        if v == 0:
-            return "0"
-        return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
+        return fixed(v, 4)
     if isinstance(v, int):
         return f"{v:,}"
     return str(v).replace("|", "/").replace("\n", " ")
@@ -127,7 +128,8 @@ def report_markdown(*, results: str, n_rows: int, status_counts: dict[str, int],
         lines += [f"Note: in {noisy} of {len(rows)} rows the slowest timed step took more than {noisy_factor} x the "
                   f"fastest: the machine was noisy while they ran; read their medians with the spread.", ""]
     table_rows = [{**r, "mfu": _pct(r["mfu"]), "hfu": _pct(r["hfu"]), "gemm_fraction": _pct(r["gemm_fraction"]),
-                   "spread": f"{r['min_ms']:.4g}–{r['max_ms']:.4g}" if r["min_ms"] and r["max_ms"] else None}
+                   "spread": (f"{fixed(r['min_ms'], 4)}–{fixed(r['max_ms'], 4)}" if r["min_ms"] and r["max_ms"]
+                              else None)}
                   for r in rows]
     lines += [markdown_table(table_rows, {
         "model": "model", "seq_len": "T", "batch_size": "B", "dtype": "dtype", "mode": "mode",

@@ -1,17 +1,45 @@
-"""Terminal rendering of the documents the API returns (tables through tabulate). Formatting only: every
-number shown on a terminal is formatted here (`si`, `flops`, `scientific`, `percent`), each command's
-document has its `render_*` function, and `for_encoding` fits the text to a terminal that cannot show
-every character (an ASCII-only one)."""
+"""Terminal output: the documents the API returns rendered for a person, and the progress shown while a
+command runs. Formatting only: every number shown on a terminal is formatted here (`si`, `flops`,
+`scientific`, `percent`, `grouped`), each command's document has its `render_*` function, and
+`for_encoding` fits the text to a terminal that cannot show every character (an ASCII-only one).
+
+One terminal library, rich, draws every terminal table (`table`: rich.table.Table, columns folded to the
+width) and every progress bar (`Progress`: rich.progress, on a terminal only). tabulate is kept for one
+thing rich does not write: the GitHub-Markdown tables of report.md (`output.markdown`).
+
+Width: each `render_*` fits its lines into `width` columns (`terminal_width()`: COLUMNS, else the
+terminal's width, else `DEFAULT_WIDTH`): prose is wrapped, table columns are folded. `width=WIDE` (the
+CLI's `--wide`) prints every table at its full width and every line unbroken. The output is plain: no
+colour, no markup, no box-drawing characters (a header rule of "-"), so it greps and survives any encoding.
+"""
 
 from __future__ import annotations
 
+import io
 import math
+import shutil
+import sys
+import textwrap
+import time
 
 from ..model.config import DTYPES
 
-_SI = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
-#: From here on `si` writes scientific notation: past 1000 E the largest prefix would only add digits.
-SCIENTIFIC_FROM = 1e21
+_SI = ((1e24, "Y"), (1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+#: From here on `si` writes scientific notation: past 1000 Y (yotta, the largest SI prefix before 2022) a
+#: prefix would only add digits.
+SCIENTIFIC_FROM = 1e27
+#: The width when neither COLUMNS nor a terminal says (output piped to a file or another program).
+DEFAULT_WIDTH = 100
+#: `--wide`: so wide that no table is folded and no line wrapped.
+WIDE = 1_000_000
+#: Narrower than this, folding would leave columns one character wide: fold at this width instead.
+MIN_WIDTH = 40
+
+
+def terminal_width() -> int:
+    """The width to fit output into: COLUMNS, else the terminal's width, else `DEFAULT_WIDTH` (not a
+    terminal); never below `MIN_WIDTH`."""
+    return max(MIN_WIDTH, shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns)
 
 
 def scientific(value: int | float, fmt: str) -> str:
@@ -34,9 +62,10 @@ def scientific(value: int | float, fmt: str) -> str:
 
 
 def si(value: int | float, fmt: str) -> str:
-    """`value` scaled to its SI prefix, formatted with `fmt`: si(3.5e12, ".3f") == "3.500 T"; below 1000
-    there is no prefix (and no trailing space). From `SCIENTIFIC_FROM` on, or not finite, scientific
-    notation and a space instead of a prefix: si(1.23e305, ".3f") == "1.230e+305 " (any integer works)."""
+    """`value` scaled to its SI prefix (k through Y), formatted with `fmt`: si(3.5e12, ".3f") == "3.500 T";
+    below 1000 there is no prefix (and no trailing space). From `SCIENTIFIC_FROM` on, or not finite,
+    scientific notation and a space instead of a prefix: si(1.23e305, ".3f") == "1.230e+305 " (any
+    integer works)."""
     if (isinstance(value, float) and not math.isfinite(value)) or abs(value) >= SCIENTIFIC_FROM:
         return f"{scientific(value, fmt)} "
     for scale, prefix in _SI:
@@ -46,10 +75,29 @@ def si(value: int | float, fmt: str) -> str:
 
 
 def flops(n: int | float | None) -> str:
-    """A FLOPs count with an SI prefix: 3.51 TFLOPs (a count, never a rate); 1.230e+305 FLOPs past 1000 E."""
+    """A FLOPs count with an SI prefix: 3.51 TFLOPs (a count, never a rate); 2.799 ZFLOPs; 1.230e+305
+    FLOPs past 1000 YFLOPs."""
     if n is None:
         return "-"
     return f"{n:.0f} FLOPs" if abs(n) < 1e3 else f"{si(n, '.3f')}FLOPs"
+
+
+def fixed(value: int | float | None, digits: int = 3, trim: bool = True) -> str:
+    """A measured number as f"{value:.{digits}g}" writes it (`digits` significant digits, trailing zeros
+    dropped), but never in scientific notation and with thousands separators, so a column reads alike at
+    every magnitude: fixed(12765.4) == "12,765" and fixed(3894.0) == "3,894" (not "1.28e+04" and "3.89e+03",
+    nor "12,765" beside "3894"); fixed(12.345) == "12.3", fixed(0.012345) == "0.0123", fixed(2.0) == "2"
+    (at most 9 decimals); `trim=False` keeps the trailing zeros (fixed(0.2, trim=False) == "0.200": every
+    digit measured); "-" for None."""
+    if value is None:
+        return "-"
+    if not math.isfinite(value):
+        return str(value)
+    if value == 0:
+        return "0"
+    decimals = min(9, max(0, digits - 1 - math.floor(math.log10(abs(value)))))
+    shown = f"{value:,.{decimals}f}"
+    return shown.rstrip("0").rstrip(".") if trim and "." in shown else shown
 
 
 #: ASCII stand-ins for the non-ASCII characters flopbench prints (formulas, citations, ±), used where the
@@ -76,11 +124,46 @@ def percent(x: float | None, digits: int = 1, space: str = "") -> str:
     return "-" if x is None else f"{100 * x:.{digits}f}{space}%"
 
 
-def table(rows: list[dict]) -> str:
-    """A plain-text table of dict rows (keys are the headers), text left-aligned, via tabulate."""
-    from tabulate import tabulate
+def wrap(text: str, width: int, indent: str = "  ") -> str:
+    """Each line of `text` wrapped at spaces to `width` columns, continuation lines indented by `indent`; a
+    word longer than the width (a path) is broken, so no line is wider. `width=WIDE`: unchanged."""
+    if width >= WIDE:
+        return text
+    return "\n".join(textwrap.fill(line, width, subsequent_indent=indent, break_on_hyphens=False,
+                                   drop_whitespace=True) if len(line) > width else line
+                     for line in text.split("\n"))
 
-    return tabulate(rows, headers="keys", tablefmt="simple", disable_numparse=True)
+
+def _console(width: int, file=None):
+    """A rich Console that writes plain text (no colour, markup, emoji or highlighting) `width` columns wide."""
+    from rich.console import Console
+
+    return Console(file=file if file is not None else io.StringIO(), width=width, color_system=None,
+                   highlight=False, markup=False, emoji=False, soft_wrap=False)
+
+
+def _header_rule():
+    """rich's box for `table`: no borders, a rule of ASCII "-" under the header (greppable, any encoding)."""
+    from rich.box import Box
+
+    return Box("    \n    \n -  \n    \n    \n    \n    \n    \n", ascii=True)
+
+
+def table(rows: list[dict], width: int = DEFAULT_WIDTH, right: tuple[str, ...] = ()) -> str:
+    """A plain-text table of dict rows (keys are the headers; every row's keys, in first-seen order) at most
+    `width` columns wide: rich.table.Table, each cell folded within its column when the table is wider
+    (overflow="fold"); `right` names the right-aligned columns. Trailing spaces are stripped."""
+    from rich.table import Table
+
+    headers = list(dict.fromkeys(k for r in rows for k in r))
+    t = Table(box=_header_rule(), show_edge=False, pad_edge=False, padding=(0, 1, 0, 0), header_style=None)
+    for h in headers:
+        t.add_column(h, overflow="fold", justify="right" if h in right else "left")
+    for r in rows:
+        t.add_row(*("" if r.get(h) is None else str(r[h]) for h in headers))
+    console = _console(width)
+    console.print(t)
+    return "\n".join(line.rstrip() for line in console.file.getvalue().rstrip("\n").split("\n"))
 
 
 def _section(title: str, body: str) -> str:
@@ -88,21 +171,53 @@ def _section(title: str, body: str) -> str:
 
 
 def architecture(cfg: dict) -> str:
-    """The architecture fields of a config document in one phrase: 'mlp=swiglu norm=rmsnorm ...'."""
+    """The architecture fields of a config document in one phrase: 'mlp=swiglu norm=rmsnorm ...', with the
+    fields beyond GPT-2 and Llama (head_dim set apart, QK-norm, norm placement, windows, experts, soft caps)
+    where a model has them."""
     kv = cfg.get("n_kv_head") or cfg["n_head"]
-    return (f"n_kv_head={kv} mlp={cfg.get('mlp', 'gelu')} norm={cfg.get('norm', 'layernorm')} "
-            f"positions={cfg.get('positions', 'learned')} bias={cfg['bias']} tied={cfg['tie_embeddings']}")
+    words = [f"n_kv_head={kv} mlp={cfg.get('mlp', 'gelu')} norm={cfg.get('norm', 'layernorm')} "
+             f"positions={cfg.get('positions', 'learned')} bias={cfg['bias']} tied={cfg['tie_embeddings']}"]
+    if cfg.get("head_dim") and cfg["head_dim"] * cfg["n_head"] != cfg["d_model"]:
+        words.append(f"head_dim={cfg['head_dim']}")
+    words += [f"{key}={cfg[key]}" for key, plain in (("qk_norm", "none"), ("norm_position", "pre"))
+              if cfg.get(key, plain) != plain]
+    if "sliding" in cfg.get("layer_types", ()):
+        words.append(f"window={cfg['sliding_window']} layers={'/'.join(cfg['layer_types'])} (cycled)")
+    if cfg.get("n_experts"):
+        shared = f" shared={cfg['n_shared_experts']}x{cfg['d_ff_shared']}" if cfg.get("n_shared_experts") else ""
+        dense = f" dense_layers={len(cfg['dense_layers'])}" if cfg.get("dense_layers") else ""
+        words.append(f"experts={cfg['n_experts']} top_k={cfg['top_k']} d_ff_expert={cfg['d_ff_expert']}{shared}{dense}")
+    words += [f"{key}={cfg[key]}" for key in ("attn_softcap", "final_softcap") if cfg.get(key)]
+    if cfg.get("embed_scale"):
+        words.append("embed_scale")
+    return " ".join(words)
 
 
-def render_count(doc: dict) -> str:
+#: Labels of the parameter counts `count` knows; any other integer count is shown under its key. N of the
+#: simple rules is the active matmul count (= matmul for a model without experts).
+PARAM_LABELS = {"total": "total", "non_embedding": "non-embedding", "matmul": "matmul", "active": "active",
+                "active_matmul": "active matmul (N in 2N/6N/8N)"}
+
+
+def _param_rows(p: dict) -> list[dict]:
+    """The parameter table: the active counts only where they differ (a mixture of experts); else the matmul
+    count is the N of the simple rules."""
+    moe = p.get("active", p["total"]) != p["total"]
+    labels = dict(PARAM_LABELS, **({} if moe else {"matmul": "matmul (N in 2N/6N/8N)"}))
+    return [{"parameters": labels.get(k, k.replace("_", " ")), "count": f"{v:,}"} for k, v in p.items()
+            if isinstance(v, int) and not isinstance(v, bool)  # a count a newer document adds is shown too
+            and (moe or k not in ("active", "active_matmul"))]
+
+
+def render_count(doc: dict, width: int = DEFAULT_WIDTH) -> str:
     cfg, p, a = doc["config"], doc["params"], doc["analytic"]
+    params = _param_rows(p)
     out = [
-        f"flopbench count: {cfg['name']}  n_layer={cfg['n_layer']} d_model={cfg['d_model']} "
-        f"n_head={cfg['n_head']} d_ff={cfg['d_ff']} vocab={cfg['vocab_size']}  {architecture(cfg)}  "
-        f"batch={doc['batch_size']} x seq={doc['seq_len']} = {doc['tokens']:,} tokens per step\n",
-        f"conventions: {doc['conventions']}\n",
-        _section("Parameters", f"total {p['total']:,}   non-embedding {p['non_embedding']:,}   "
-                               f"matmul (N in 2N/6N/8N) {p['matmul']:,}"),
+        wrap(f"flopbench count: {cfg['name']}  n_layer={cfg['n_layer']} d_model={cfg['d_model']} "
+             f"n_head={cfg['n_head']} d_ff={cfg['d_ff']} vocab={cfg['vocab_size']}  {architecture(cfg)}  "
+             f"batch={doc['batch_size']} x seq={doc['seq_len']} = {doc['tokens']:,} tokens per step", width) + "\n",
+        wrap(f"conventions: {doc['conventions']}", width) + "\n",
+        _section("Parameters", table(params, width, right=("count",))),
     ]
     comp_rows = [
         {"component": c["name"], "formula": c["formula"], "x": c["count"], "forward": flops(c["forward"]),
@@ -110,7 +225,8 @@ def render_count(doc: dict) -> str:
          "kind": "matmul" if c["matmul"] else "non-matmul (approx.)"}
         for c in a["components"]
     ]
-    out.append(_section("Forward FLOPs per component (per step)", table(comp_rows)))
+    out.append(_section("Forward FLOPs per component (per step)",
+                        table(comp_rows, width, right=("x", "forward", "train (3x)"))))
     headline = [
         {"quantity": "forward", "analytic": flops(a["forward"])},
         {"quantity": "train (fwd + bwd)", "analytic": flops(a["train"])},
@@ -124,86 +240,99 @@ def render_count(doc: dict) -> str:
     if "fvcore" in counted:
         for row, key in zip(headline, ("forward", None, None, None)):
             row["fvcore x2"] = flops(counted["fvcore"][key]) if key else "(forward only)"
-    out.append(_section("Totals (matmul FLOPs per step)", table(headline)))
+    out.append(_section("Totals (matmul FLOPs per step)",
+                        table(headline, width, right=("analytic", "torch (meta)", "fvcore x2"))))
     est_rows = [
         {"estimate": name, "FLOPs": flops(v), "phase": a["estimate_details"][name]["phase"],
          "source": a["estimate_details"][name]["source"]}
         for name, v in a["estimates"].items()
     ]
-    out.append(_section("Named estimates (per step)", table(est_rows)))
+    out.append(_section("Named estimates (per step)", table(est_rows, width, right=("FLOPs",))))
     rec_rows = [
         {"left": c["left"], "right": c["right"], "ratio": f"{c['ratio']:.4f}", "status": c["status"],
          "why": c["reason"]}
         for c in doc["reconciliation"]
     ]
-    out.append(_section("Reconciliation", table(rec_rows)))
+    out.append(_section("Reconciliation", table(rec_rows, width)))
     if "fvcore" in counted and counted["fvcore"]["unsupported"]:
         skipped = ", ".join(f"{op} x{n}" for op, n in counted["fvcore"]["unsupported"].items())
-        out.append(f"\nfvcore skipped (no FLOP handle, none of them a matmul): {skipped}\n")
+        out.append("\n" + wrap(f"fvcore skipped (no FLOP handle, none of them a matmul): {skipped}", width) + "\n")
     out.append(f"\ncounted in {doc['count_seconds']:.2f} s\n")
     return "".join(out)
 
 
-def render_run(doc: dict) -> str:
+def run_header(doc: dict, width: int = DEFAULT_WIDTH) -> str:
+    """The first lines of `run`'s output, known before anything is timed: model, shape, dtype, device, peak
+    (and the torchrun layout). The CLI prints them as the run starts; `render_run` begins with them."""
     cfg, env, peak = doc["config"], doc["environment"], doc["peak"]
     gpu = env.get("gpu")
     where = (f"{gpu['name']} (driver {gpu.get('driver_version')}, via {gpu['source']})" if gpu
              else f"CPU ({env['cpu_count']} cores)")
-    out = [
+    lines = [
         f"flopbench run: {cfg['name']}  n_layer={cfg['n_layer']} d_model={cfg['d_model']} n_head={cfg['n_head']} "
         f"vocab={cfg['vocab_size']}  {architecture(cfg)}  batch={doc['batch_size']} x seq={doc['seq_len']}  "
-        f"{doc['dtype']}{' compiled' if doc['compile'] else ''}\n",
-        f"device: {doc['device']} = {where}; torch {env['torch']}, CUDA {env['cuda_runtime']}\n",
-        f"peak: {peak['tflops'] if peak['tflops'] else '-'} TFLOP/s ({peak['source']})\n",
+        f"{doc['dtype']}{' compiled' if doc['compile'] else ''}",
+        f"device: {doc['device']} = {where}; torch {env['torch']}, CUDA {env['cuda_runtime']}",
+        f"peak: {peak['tflops'] if peak['tflops'] else '-'} TFLOP/s ({peak['source']})",
     ]
     par = doc.get("parallelism")
     if par:
-        out.append(f"torchrun: {par['kind']} x {par['world_size']} ranks ({par['backend']}); each rank times its own "
-                   f"batch; step time = the slowest rank's median; MFU / HFU per GPU\n")
+        lines.append(f"torchrun: {par['kind']} x {par['world_size']} ranks ({par['backend']}); each rank times its "
+                     f"own batch; step time = the slowest rank's median; MFU / HFU per GPU")
+    return "".join(wrap(line, width) + "\n" for line in lines)
+
+
+def render_run(doc: dict, width: int = DEFAULT_WIDTH, header: bool = True) -> str:
+    """`flopbench run`: the header (`run_header`; `header=False` leaves it out, the CLI printed it at the
+    start), the GEMM ceiling, and per row its time and rates, then its FLOPs."""
+    peak = doc["peak"]
+    out = [run_header(doc, width)] if header else []
     if doc["gemm_ceiling"]:
         g = doc["gemm_ceiling"]
         vs = f", {percent(g['tflops_median'] / peak['tflops'])} of peak" if peak["tflops"] else ""
-        out.append(f"GEMM ceiling: {g['tflops_median']:.3g} TFLOP/s median ({g['size']}^3 {g['dtype']}{vs})\n")
-    rows = []
+        out.append(wrap(f"GEMM ceiling: {fixed(g['tflops_median'], trim=False)} TFLOP/s median "
+                        f"({g['size']}^3 {g['dtype']}{vs})",
+                        width) + "\n")
+    rows, counts = [], []
     for r in doc["rows"]:
         t = r["time_ms"]
         rows.append({
             "mode": r["mode"], "ckpt": r["checkpointing"], "status": r["status"],
-            "step ms (median ± IQR)": f"{t['median_ms']:.2f} ± {t['iqr_ms']:.2f}" if t else "-",
+            "step ms": fixed(t["median_ms"]) if t else "-", "± IQR": fixed(t["iqr_ms"]) if t else "-",
             "tokens/s": f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "-",
-            "TFLOP/s": f"{r['achieved_tflops']:.2f}" if r["achieved_tflops"] else "-",
-            "MFU": percent(r["mfu"]), "HFU": percent(r["hfu"]),
+            "TFLOP/s": fixed(r["achieved_tflops"]), "MFU": percent(r["mfu"]), "HFU": percent(r["hfu"]),
             "simple": f"{r['simple_formula']}: {percent(r['mfu_simple'])}",
-            "model FLOPs": flops(r["model_flops"]),
-            "HW FLOPs counted": flops(r["hardware_flops"]),
-            "HW analytic": flops(r["hardware_flops_analytic"]),
         })
         if r.get("distributed"):
             d = r["distributed"]
             rows[-1]["all ranks tokens/s"] = f"{d['aggregate_tokens_per_s']:,.0f}"
             rows[-1]["slowest"] = f"rank {d['slowest_rank']}"
-    out.append(_section("Measured (per step)", table(rows)))
+        counts.append({"mode": r["mode"], "ckpt": r["checkpointing"], "model FLOPs": flops(r["model_flops"]),
+                       "HW FLOPs counted": flops(r["hardware_flops"]),
+                       "HW analytic": flops(r["hardware_flops_analytic"])})
+    out.append(_section("Measured (per step; step ms = median)", table(
+        rows, width, right=("step ms", "± IQR", "tokens/s", "TFLOP/s", "MFU", "HFU", "all ranks tokens/s"))))
+    out.append(_section("FLOPs (per step)", table(counts, width, right=("model FLOPs", "HW FLOPs counted",
+                                                                        "HW analytic"))))
     notes = sorted({f"{r['mode']}/{r['checkpointing']}: {r['hardware_flops_note']}" for r in doc["rows"]
                     if r["hardware_flops_note"] not in ("", "equal")})
     if notes:
-        out.append("\ncounted vs analytic hardware FLOPs:\n" + "".join(f"  {n}\n" for n in notes))
-    out.append("\nMFU = model FLOPs (no recompute) / (median time x peak); HFU = FLOPs counted on the device "
-               "(recompute included) / (time x peak); simple = 2N/6N (Kaplan et al. 2020) or 8N (Narayanan et al. 2021) "
-               "in place of the exact count.\n")
+        out.append("\ncounted vs analytic hardware FLOPs:\n" + "".join(wrap(f"  {n}", width, "    ") + "\n"
+                                                                      for n in notes))
+    out.append("\n" + wrap("MFU = model FLOPs (no recompute) / (median time x peak); HFU = FLOPs counted on the "
+                           "device (recompute included) / (time x peak); simple = 2N/6N (Kaplan et al. 2020) or 8N "
+                           "(Narayanan et al. 2021) in place of the exact count.", width, "") + "\n")
     if doc["files"]:
-        out.append(f"saved: {doc['files']['rows.jsonl']} (+ rows.csv, environment.json)\n")
+        out.append(wrap(f"saved: {doc['files']['rows.jsonl']} (+ rows.csv, environment.json)", width) + "\n")
     return "".join(out)
 
 
-def peak_table(entries: list[dict]) -> str:
+def peak_table(entries: list[dict], width: int = DEFAULT_WIDTH) -> str:
     """The peak table (the `table` of the `gpus` document) as plain text."""
-    from tabulate import tabulate
-
-    rows = [(e["name"], *("-" if e[f"{d}_tflops"] is None else f"{e[f'{d}_tflops']:g}" for d in DTYPES))
+    rows = [{"GPU": e["name"], **{d: "-" if e[f"{d}_tflops"] is None else f"{e[f'{d}_tflops']:g}" for d in DTYPES}}
             for e in entries]
-    text = tabulate(rows, headers=("GPU", *DTYPES), tablefmt="simple", disable_numparse=True,
-                    colalign=("left", *("right",) * len(DTYPES)))
-    return text + "\ndense peak TFLOP/s (no 2:4 sparsity); bf16/fp16 = tensor cores, FP32 accumulate; - = none"
+    return table(rows, width, right=DTYPES) + "\n" + wrap(
+        "dense peak TFLOP/s (no 2:4 sparsity); bf16/fp16 = tensor cores, FP32 accumulate; - = none", width)
 
 
 def check_line(check: dict) -> str:
@@ -212,89 +341,198 @@ def check_line(check: dict) -> str:
     return f"{verdict} {check['check']} [{check['row']}]: expected {check['expected']}, measured {check['measured']}"
 
 
-def render_infer(doc: dict) -> str:
+def render_infer(doc: dict, width: int = DEFAULT_WIDTH) -> str:
     """`flopbench infer`: the prefill and the decode steps, FLOPs and bytes, time, MFU and MBU."""
     cfg, peak, p, d = doc["config"], doc["peak"], doc["prefill"], doc["decode"]
-    out = [f"flopbench infer: {cfg['name']}  batch={doc['batch_size']} prompt={doc['prompt_len']} "
-           f"generate={doc['gen_len']}  {doc['dtype']} on {doc['device']}\n",
-           f"peak: {peak['tflops'] or '-'} TFLOP/s ({peak['source']}); {peak['gbps'] or '-'} GB/s "
-           f"({peak['gbps_source']})\n"]
+    out = [wrap(f"flopbench infer: {cfg['name']}  batch={doc['batch_size']} prompt={doc['prompt_len']} "
+                f"generate={doc['gen_len']}  {doc['dtype']} on {doc['device']}", width) + "\n",
+           wrap(f"peak: {peak['tflops'] or '-'} TFLOP/s ({peak['source']}); {peak['gbps'] or '-'} GB/s "
+                f"({peak['gbps_source']})", width) + "\n"]
     c = doc["ceilings"]
     if c["gemm"]:
-        out.append(f"ceilings: GEMM {c['gemm']['tflops_median']:.3g} TFLOP/s, "
-                   f"copy {c['copy']['gbps_median']:.3g} GB/s\n")
+        out.append(f"ceilings: GEMM {fixed(c['gemm']['tflops_median'])} TFLOP/s, "
+                   f"copy {fixed(c['copy']['gbps_median'])} GB/s\n")
     rows = [{"phase": "prefill", "context": doc["prompt_len"], "FLOPs": flops(p["flops"]),
-             "bytes": si(p["bytes"], ".3g") + "B", "FLOP/byte": f"{p['intensity']:.3g}",
-             "median ms": f"{p['time_ms']['median_ms']:.3g}", "TFLOP/s": f"{p['achieved_tflops']:.3g}",
+             "bytes": si(p["bytes"], ".3g") + "B", "FLOP/byte": fixed(p["intensity"]),
+             "median ms": fixed(p["time_ms"]["median_ms"]), "TFLOP/s": fixed(p["achieved_tflops"]),
              "MFU": percent(p["mfu"]), "MBU": percent(p["mbu"]), "tokens/s": "-"}]
     if d["time_ms"]:
         rows.append({"phase": "decode (median)", "context": d["context"], "FLOPs": flops(d["flops"]),
-                     "bytes": si(d["bytes"], ".3g") + "B", "FLOP/byte": f"{d['intensity']:.3g}",
-                     "median ms": f"{d['time_ms']['median_ms']:.3g}", "TFLOP/s": f"{d['achieved_tflops']:.3g}",
+                     "bytes": si(d["bytes"], ".3g") + "B", "FLOP/byte": fixed(d["intensity"]),
+                     "median ms": fixed(d["time_ms"]["median_ms"]), "TFLOP/s": fixed(d["achieved_tflops"]),
                      "MFU": percent(d["mfu"]), "MBU": percent(d["mbu"]), "tokens/s": f"{d['tokens_per_s']:,.0f}"})
-    out.append(_section("Generation (per step)", table(rows)))
+    numbers = ("context", "FLOPs", "bytes", "FLOP/byte", "median ms", "TFLOP/s", "MFU", "MBU", "tokens/s")
+    out.append(_section("Generation (per step)", table(rows, width, right=numbers)))
     if d["buckets"]:
         buckets = [{"context": f"{b['context_from']}-{b['context_to']}", "steps": b["steps"],
-                    "median ms": f"{b['median_ms']:.3g}", "MBU": percent(b["mbu"]), "MFU": percent(b["mfu"])}
+                    "median ms": fixed(b["median_ms"]), "MBU": percent(b["mbu"]), "MFU": percent(b["mfu"])}
                    for b in d["buckets"]]
-        out.append(_section("Decode steps by context", table(buckets)))
+        out.append(_section("Decode steps by context", table(buckets, width, right=numbers + ("steps",))))
     rec = [{"counted": r["left"], "analytic": r["right"], "status": r["status"]} for r in doc["reconciliation"]]
-    out.append(_section("Counted vs analytic", table(rec)))
+    out.append(_section("Counted vs analytic", table(rec, width)))
     if doc["files"]:
-        out.append(f"\nsaved: {doc['files']['rows.jsonl']}\n")
+        out.append("\n" + wrap(f"saved: {doc['files']['rows.jsonl']}", width) + "\n")
     return "".join(out)
 
 
-def render_gpu_lookup(doc: dict) -> str:
+def render_gpu_lookup(doc: dict, width: int = DEFAULT_WIDTH) -> str:
     """`gpus --lookup NAME`: the table entry NAME matches and the peak per dtype it would get."""
     e = doc["table_entry"]
     mig = doc["mig"]
-    head = f"{doc['lookup']} -> {e['name']} ({e['key']}, {e['sms'] or '?'} SMs; {e['source']})\n"
+    head = wrap(f"{doc['lookup']} -> {e['name']} ({e['key']}, {e['sms'] or '?'} SMs; {e['source']})", width) + "\n"
     if mig:
         head += f"MIG slice: {mig['slice_sms'] or '?'} of {mig['chip_sms'] or '?'} SMs\n"
     rows = [{"dtype": d, "peak TFLOP/s": "-" if p["tflops"] is None else f"{p['tflops']:g}", "source": p["source"]}
             for d, p in doc["peaks"].items()]
-    return head + table(rows) + "\n"
+    return head + table(rows, width, right=("peak TFLOP/s",)) + "\n"
 
 
-def render_gpus(doc: dict) -> str:
+def render_gpus(doc: dict, width: int = DEFAULT_WIDTH) -> str:
     gpu, key = doc["detected"], doc["table_entry"]
     entry = next((e["name"] for e in doc["table"] if e["key"] == key), "not in table")
     found = (f"detected: {gpu['name']} (via {gpu['source']}) -> {entry}" if gpu
              else "detected: no CUDA GPU (NVML and torch.cuda found none)")
-    return f"{peak_table(doc['table'])}\n\n{found}\n"
+    return f"{peak_table(doc['table'], width)}\n\n{wrap(found, width)}\n"
 
 
-def render_sweep(doc: dict) -> str:
+def render_sweep(doc: dict, width: int = DEFAULT_WIDTH) -> str:
     """The sweep's new rows as a terminal table."""
     rows = [{"model": r["model"], "T": r["seq_len"], "B": r["batch_size"], "dtype": r["dtype"],
              "ckpt": r["checkpointing"], "mode": r["mode"], "status": r["status"],
-             "median ms": f"{r['time_ms']['median_ms']:.2f}" if r.get("time_ms") else "-",
-             "TFLOP/s": "-" if r.get("achieved_tflops") is None else f"{r['achieved_tflops']:.3f}",
-             "MFU": percent(r.get("mfu")), "HFU": percent(r.get("hfu"))} for r in doc["rows"]]
-    head = (f"flopbench sweep {doc['name']}: {doc['grid_points_run']} of {doc['grid_points']} grid points run, "
-            f"{len(doc['rows'])} new rows ({doc['rows_skipped']} already present), {doc['rows_total']} in "
-            f"{doc['files']['rows.jsonl']}\n")
-    return head + (table(rows) + "\n" if rows else "")
+             "median ms": fixed(r["time_ms"]["median_ms"]) if r.get("time_ms") else "-",
+             "TFLOP/s": fixed(r.get("achieved_tflops")), "MFU": percent(r.get("mfu")), "HFU": percent(r.get("hfu"))}
+            for r in doc["rows"]]
+    head = wrap(f"flopbench sweep {doc['name']}: {doc['grid_points_run']} of {doc['grid_points']} grid points run, "
+                f"{len(doc['rows'])} new rows ({doc['rows_skipped']} already present), {doc['rows_total']} in "
+                f"{doc['files']['rows.jsonl']}", width) + "\n"
+    return head + (table(rows, width, right=("T", "B", "median ms", "TFLOP/s", "MFU", "HFU")) + "\n" if rows else "")
 
 
-def render_estimate(doc: dict) -> str:
+def render_estimate(doc: dict, width: int = DEFAULT_WIDTH) -> str:
     gpu = f"{doc['gpus']} x {doc['gpu'] or 'GPU (--peak-tflops)'}"
     prefixed = f" ({flops(doc['flops'])})" if doc["flops"] < SCIENTIFIC_FROM else ""  # else flops() repeats it
-    return (
+    lines = [
         f"flopbench estimate: {doc['model']}, N_matmul = {doc['n_matmul']:,}, {doc['tokens']:,} tokens "
-        f"(sequences of {doc['seq_len']})\n"
+        f"(sequences of {doc['seq_len']})",
         f"  compute   C = {scientific(doc['flops'], '.4g')} FLOPs{prefixed}; "
-        f"{flops(doc['flops_per_token'])} per token\n"
-        f"              {doc['method']}: {doc['method_formula']}\n"
-        f"  hardware  {gpu}, {doc['dtype']} dense peak {doc['peak_tflops']:g} TFLOP/s ({doc['peak_source']})\n"
-        f"  MFU       {doc['mfu']:.3f} ({doc['mfu_source']})\n"
-        f"  GPU-hours {doc['gpu_hours']:,.0f}\n"
-        f"  wall time {doc['wall_hours']:,.1f} h = {doc['wall_days']:,.2f} days on {doc['gpus']} GPU{'s' if doc['gpus'] != 1 else ''}\n"
-        f"  (C / (G x peak x MFU); ignores communication, data loading, optimizer and logging)\n"
-    )
+        f"{flops(doc['flops_per_token'])} per token",
+        f"              {doc['method']}: {doc['method_formula']}",
+        f"  hardware  {gpu}, {doc['dtype']} dense peak {doc['peak_tflops']:g} TFLOP/s ({doc['peak_source']})",
+        f"  MFU       {doc['mfu']:.3f} ({doc['mfu_source']})",
+        f"  GPU-hours {doc['gpu_hours']:,.0f}",
+        f"  wall time {doc['wall_hours']:,.1f} h = {doc['wall_days']:,.2f} days on {doc['gpus']} "
+        f"GPU{'s' if doc['gpus'] != 1 else ''}",
+        "  (C / (G x peak x MFU); ignores communication, data loading, optimizer and logging)",
+    ]
+    return "".join(wrap(line, width, " " * (14 if i else 2)) + "\n" for i, line in enumerate(lines))
 
 
-def render_report(doc: dict) -> str:
-    plots = "\n".join(f"  {p}" for p in doc["plots"].values()) or "  (none: matplotlib is not installed)"
-    return f"flopbench report: {doc['rows']} rows from {doc['results']}\n  {doc['report']}\nplots:\n{plots}\n"
+def render_report(doc: dict, width: int = DEFAULT_WIDTH) -> str:
+    plots = [f"  {p}" for p in doc["plots"].values()] or ["  (none: matplotlib is not installed)"]
+    lines = [f"flopbench report: {doc['rows']} rows from {doc['results']}", f"  {doc['report']}", "plots:", *plots]
+    return "".join(wrap(line, width, "    ") + "\n" for line in lines)
+
+
+class Progress:
+    """Progress of a long command on `stream` (stderr), at most `width` columns wide.
+
+    `line(message)`: a status line or a warning (wrapped). `start(description, total)` begins a task,
+    `update(done, description)` moves it, `finish(summary)` ends it and prints `summary`. On a terminal
+    the task is a live rich.progress bar (description, bar, done/total, elapsed, ETA) that disappears when
+    the task finishes (transient): what stays is one line per task. Not a terminal (a log file, a pipe,
+    CI): no bar and nothing per step, only the lines, so a log gets a few lines per task. `quiet` (`--json`
+    without `--progress`): only warnings (lines starting "warning:"). `close()` ends a bar left running
+    (an error, Ctrl-C)."""
+
+    def __init__(self, stream=None, width: int | None = None, quiet: bool = False, live: bool | None = None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = terminal_width() if width is None or width >= WIDE else width
+        self.quiet = quiet
+        isatty = getattr(self.stream, "isatty", None)
+        self.live = not quiet and (bool(isatty and isatty()) if live is None else live)
+        self._bar = self._task = None
+        self._started, self._done, self._total = time.monotonic(), 0, 0
+
+    def line(self, message: str) -> None:
+        if self.quiet and not message.startswith("warning:"):
+            return
+        text = for_encoding(wrap(message, self.width), getattr(self.stream, "encoding", None) or "utf-8")
+        if self._bar is not None:
+            self._bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def start(self, description: str, total: int, steps: bool = True) -> None:
+        """Begin a task of `total` units: steps (shown as done/total), or with `steps=False` a weight such as
+        FLOPs (shown as a percentage)."""
+        self.close()
+        self._started, self._done, self._total = time.monotonic(), 0, total
+        if not self.live:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TaskProgressColumn, TextColumn
+        from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+
+        self._bar = Bar(TextColumn("{task.description}", markup=False), BarColumn(bar_width=20),
+                        MofNCompleteColumn() if steps else TaskProgressColumn(), TimeElapsedColumn(),
+                        TextColumn("ETA"), TimeRemainingColumn(),
+                        console=_console_for(self.stream, self.width), transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task(description, total=total)
+
+    def update(self, done: int, description: str | None = None) -> None:
+        self._done = done
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, **({"description": description} if description else {}))
+
+    def elapsed(self) -> float:
+        """Seconds since `start`."""
+        return time.monotonic() - self._started
+
+    def eta(self) -> str:
+        """The time left, from the pace so far ("?" before anything is done)."""
+        if not self._done or not self._total:
+            return "?"
+        return f"{self.elapsed() * (self._total - self._done) / self._done:.0f} s"
+
+    def finish(self, summary: str | None = None) -> None:
+        self.close()
+        if summary:
+            self.line(summary)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            bar, self._bar = self._bar, None
+            bar.stop()
+
+
+def _console_for(stream, width: int):
+    """A rich Console on a terminal `stream` (colours as the terminal allows) `width` columns wide."""
+    from rich.console import Console
+
+    return Console(file=stream, width=width, highlight=False, markup=False, emoji=False)
+
+
+class RunProgress:
+    """`run`'s progress on a `Progress`: its status lines (`message`) and, per timed row, a bar over the
+    warm-up and timed steps (`step`, given `api.run.StepProgress`) that ends in one line with the time taken."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
+    def message(self, msg: str) -> None:
+        self.progress.line(msg)
+
+    def step(self, s) -> None:
+        total, name = s.warmup + s.iters, f"{s.mode} (checkpointing {s.checkpointing})"
+        if s.done == 0:
+            self.progress.start(f"{name}: warm-up", total)
+            return
+        phase = f"warm-up {s.done}/{s.warmup}" if s.done <= s.warmup else f"timed {s.done - s.warmup}/{s.iters}"
+        self.progress.update(s.done, f"{name}: {phase}")
+        if s.done == total:
+            self.progress.finish(f"{name}: {s.warmup} warm-up + {s.iters} timed steps in "
+                                 f"{self.progress.elapsed():.1f} s")
+
+    def close(self) -> None:
+        self.progress.close()

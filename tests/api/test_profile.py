@@ -312,3 +312,73 @@ def test_cuda_profile_bf16_counts_match_cpu_and_mfu_in_range():
     entry = match_gpu(detect_gpu(0).name)
     assert entry is not None and p.peak_tflops == entry.tflops["bf16"]  # the detected GPU's table entry
     assert all(0 < r.mfu < 1 for r in p.rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# A Hugging Face transformers model: where it was counted, and use_cache=False
+# --------------------------------------------------------------------------------------------------
+
+HF_L, HF_D, HF_V, HF_T = 1, 32, 64, 16
+
+
+def tiny_hf_gpt2():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=HF_L, n_embd=HF_D, n_head=2, vocab_size=HF_V, n_positions=32,
+                                     bos_token_id=0, eos_token_id=0)
+    return transformers.GPT2LMHeadModel(config)  # built offline from the config: no download
+
+
+# forward of GPT-2, B = 1, by hand: per layer QKV 2·T·d·3d, QK^T and AV 2·T²·d each, output projection 2·T·d²,
+# MLP 2 x 2·T·d·4d; then the LM head 2·T·d·V
+HF_FORWARD = (HF_L * (2 * HF_T * HF_D * 3 * HF_D + 2 * 2 * HF_T * HF_T * HF_D + 2 * HF_T * HF_D * HF_D
+                      + 2 * 2 * HF_T * HF_D * 4 * HF_D) + 2 * HF_T * HF_D * HF_V)
+
+
+def test_transformers_model_is_counted_without_a_cache_and_fvcore_agrees():
+    model = tiny_hf_gpt2()
+    idx = torch.randint(0, HF_V, (1, HF_T))
+    with pytest.warns(UserWarning, match="GPT2LMHeadModel counted on cpu, not on a meta copy"):
+        p = flopbench.profile(model, idx, **FAST)
+    assert HF_FORWARD == 491_520
+    assert p.forward_flops == HF_FORWARD
+    # without use_cache=False the output holds a DynamicCache, which torch.jit (so fvcore) cannot trace
+    assert p.fvcore_note is None and p.fvcore_forward == HF_FORWARD
+    assert any(n.startswith("called with use_cache=False (GPT2LMHeadModel.forward takes it)") for n in p.notes)
+    # transformers' mask code reads a value (.item()) when no cache is passed: the count ran on the CPU, and
+    # the notes say where and why
+    assert p.counted_on == "cpu" and "item()" in p.meta_fallback
+    assert p.notes[0] == f"counted on cpu, not on a meta copy: {p.meta_fallback}"
+    assert all(r.status == "ok" for r in p.rows)
+
+
+def test_use_cache_given_by_the_caller_is_kept():
+    model = tiny_hf_gpt2()
+    idx = torch.randint(0, HF_V, (1, HF_T))
+    p = flopbench.profile(model, {"input_ids": idx, "use_cache": True}, fvcore=False, **FAST)
+    assert p.forward_flops == HF_FORWARD  # a cache built on the side adds no matmul
+    assert not any("use_cache=False" in n for n in p.notes)
+
+
+def test_a_meta_count_says_so():
+    p = flopbench.profile(mlp(), torch.randn(N, A), **FAST)
+    assert p.counted_on == "meta" and p.meta_fallback is None
+    assert p.notes[0].startswith("counted on meta: a copy of the module on the meta device")
+
+
+def test_matmul_like_ops_without_a_formula_are_listed_not_silently_zero():
+    """torch has no FLOP formula for aten.dot: a module built on it counts 0 FLOPs, and the profile says
+    which op was left out rather than reporting 0 as if it were the truth."""
+
+    class Dots(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(8))
+
+        def forward(self, x):
+            return torch.dot(x, self.w)
+
+    prof = flopbench.profile(Dots(), torch.ones(8), warmup=0, iters=1, fvcore=False)
+    assert prof.forward_flops == 0
+    assert prof.uncounted == {"dot": 1}  # one counted forward (dot's backward is two elementwise products)
+    assert "matmul-like ops without a FLOP formula, not in the FLOPs: dot x1" in prof.notes

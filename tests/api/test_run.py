@@ -134,7 +134,7 @@ def test_pad_vocab_counts_padded_matmul():
 def test_cli_run_json(capsys, tmp_path):
     code = main(["run", "--n-layer", "1", "--d-model", "32", "--n-head", "2", "--vocab-size", "64", "--seq-len", "16",
                  "--batch-size", "2", "--warmup", "0", "--iters", "2", "--checkpointing", "full", "--no-gemm",
-                 "--peak-tflops", "2.5", "--out", str(tmp_path), "--json"])
+                 "--peak-tflops", "2.5", "--out", str(tmp_path), "--json", "--progress"])
     out, err = capsys.readouterr()
     assert code == 0
     doc = json.loads(out)

@@ -65,7 +65,8 @@ def test_grid_order_and_forward_once(tmp_path):
 
 def test_sweep_writes_one_file_with_every_row(tmp_path, capsys):
     out = tmp_path / "out"
-    code, stdout, err = sweep(["--spec", str(small_spec(tmp_path)), "--out", str(out), "--json"], capsys)
+    code, stdout, err = sweep(["--spec", str(small_spec(tmp_path)), "--out", str(out), "--json", "--progress"],
+                              capsys)
     assert code == 0
     doc = json.loads(stdout)
     jsonl = out / "s" / "rows.jsonl"

@@ -48,7 +48,7 @@ CASES = [
     (["count", "--bogus"], "unrecognized arguments: --bogus"),
     # sizes torch cannot build, refused before any tensor (before: "Storage size calculation overflowed")
     (["count", "--batch-size", "100000000000"],
-     ("batch_size x seq_len x max(d_model, d_ff, vocab_size) = 100000000000 x 1024 x 50257 "
+     ("batch_size x seq_len x the widest layer = 100000000000 x 1024 x 50257 "
       "= 5,146,316,800,000,000,000 elements, above the limit of 1,152,921,504,606,846,976 (2**60")),
     (["count", "--max-seq-len", "1000000000", "--seq-len", "1000000000"],
      "batch_size x n_head x seq_len^2 = 1 x 12 x 1000000000^2 = 12,000,000,000,000,000,000 elements, above the limit"),

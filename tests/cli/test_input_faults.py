@@ -48,7 +48,7 @@ def test_a_model_file_that_never_ends_is_refused(tmp_path, fifo, which):
 
 @pytest.mark.parametrize("args, shown", [
     # The component formulas (2·B·T·d, T²) become 2*B*T*d and T^2.
-    (["count", "--no-torch", *TINY], ["2*B*T*d*3d", "QK^T: 2*B*T^2*d", "forward ~ 2*N_matmul per token"]),
+    (["count", "--no-torch", "--wide", *TINY], ["2*B*T*d*3d", "QK^T: 2*B*T^2*d", "forward ~ 2*N_matmul per token"]),
     # The citation's section sign and the formula's dot.
     (["estimate", "--tokens", "1B"],
      ["Kaplan et al. 2020, sec. 2.1: C = 6*N_matmul*T", "compute   C = 7.412e+17 FLOPs"]),
@@ -102,7 +102,7 @@ def test_numbers_of_any_size_format():
     assert text.si(3.5e12, ".3f") == "3.500 T" and text.flops(3.51e12) == "3.510 TFLOPs"  # unchanged below 1000 E
     assert text.flops(123 * 10**303) == "1.230e+305 FLOPs"
     assert text.flops(10**5000) == "1.000e+5000 FLOPs"  # Python will not even str() an int this long
-    assert text.flops(2_798_948_000_000_000_000_000) == "2.799e+21 FLOPs"
+    assert text.flops(2_798_948_000_000_000_000_000) == "2.799 ZFLOPs"
     assert text.scientific(99_999_999, ".3f") == "1.000e+08"  # 9.9999999 rounds up: the exponent moves
     assert text.scientific(2.7989e21, ".4g") == f"{2.7989e21:.4g}" == "2.799e+21"
     assert text.flops(float("inf")) == "inf FLOPs" and text.flops(float("nan")) == "nan FLOPs"

@@ -15,6 +15,7 @@ import traceback
 
 import pandas as pd
 import pytest
+from helpers import unwrapped
 
 from flopbench.cli import main
 from flopbench.output.records import read_records
@@ -70,7 +71,7 @@ def cli_child(argv, tmp_path, timeout=30):
 def cli(capsys, *argv):
     code = main(list(argv))
     out, err = capsys.readouterr()
-    return code, out, err
+    return code, out, unwrapped(err)
 
 
 @pytest.fixture(scope="module")

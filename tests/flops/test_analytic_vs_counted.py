@@ -4,6 +4,7 @@ import random
 
 import pytest
 import torch
+from helpers import counted_phases
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from flopbench.flops import analytic, counter, estimates, fvcore
@@ -32,19 +33,6 @@ def random_configs(n, seed=1234):
         ), rng.randint(1, 3), rng.randint(1, 64)
 
 
-def analytic_phases(cfg, B, T, early_stop=True):
-    """The analytic counts of each phase, plus what the model's mask-based attention kernel adds over any
-    sliding windows (the masked square: once per attention pass)."""
-    masked = analytic.masked_square_flops(cfg, B, T)
-    return {
-        "forward": analytic.forward_flops(cfg, B, T) + masked,
-        "train": analytic.train_flops(cfg, B, T) + 3 * masked,
-        "train_recompute": analytic.train_recompute_flops(cfg, B, T, early_stop=early_stop) + 4 * masked,
-        "train_recompute_selective": analytic.train_recompute_flops(cfg, B, T, checkpointing="selective")
-        + 4 * masked,
-    }
-
-
 def test_gpt2_xl_reference_figure():
     # By hand: 2·T·(12·d²·L + d·V) + 4·T²·d·L with T=1024, d=1600, L=48, V=50257.
     T, d, L, V = 1024, 1600, 48, 50257
@@ -53,24 +41,24 @@ def test_gpt2_xl_reference_figure():
     cfg = PRESETS["gpt2-xl"]
     assert analytic.forward_flops(cfg, 1, 1024) == by_hand
     assert analytic.train_flops(cfg, 1, 1024) == 3 * by_hand
-    assert counter.count_model(cfg, 1, 1024) == analytic_phases(cfg, 1, 1024)
+    assert counter.count_model(cfg, 1, 1024) == counted_phases(cfg, 1, 1024)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"])
 def test_presets_analytic_equals_torch_counted(name):
     cfg = PRESETS[name]
-    assert counter.count_model(cfg, 2, 1024) == analytic_phases(cfg, 2, 1024)
+    assert counter.count_model(cfg, 2, 1024) == counted_phases(cfg, 2, 1024)
 
 
 def test_random_configs_analytic_equals_torch_counted():
     for cfg, B, T in random_configs(60):
-        assert counter.count_model(cfg, B, T) == analytic_phases(cfg, B, T), (cfg, B, T)
+        assert counter.count_model(cfg, B, T) == counted_phases(cfg, B, T), (cfg, B, T)
 
 
 def test_recompute_without_early_stop_is_four_forwards_of_the_blocks():
     for cfg, B, T in random_configs(10, seed=7):
         got = counter.count_model(cfg, B, T, early_stop=False)
-        assert got == analytic_phases(cfg, B, T, early_stop=False), (cfg, B, T)
+        assert got == counted_phases(cfg, B, T, early_stop=False), (cfg, B, T)
         head = 2 * B * T * cfg.d_model * cfg.vocab_size
         assert got["train_recompute"] == 4 * (got["forward"] - head) + 3 * head
 

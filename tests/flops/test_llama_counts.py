@@ -4,6 +4,7 @@ import random
 
 import pytest
 import torch
+from helpers import counted_phases
 
 from flopbench.api.run import RunOptions, run
 from flopbench.errors import UsageError
@@ -82,7 +83,7 @@ def test_presets_counted_equals_analytic(name):
     T = 8192 (past the 4096-token windows, where the masked square shows)."""
     cfg = PRESETS[name]
     T = min(8192, cfg.max_seq_len)
-    assert counter.count_model(cfg, 1, T) == phases(cfg, 1, T)
+    assert counter.count_model(cfg, 1, T) == counted_phases(cfg, 1, T)
 
 
 def test_llama3_70b_at_8192_counted_equals_analytic():
@@ -120,19 +121,6 @@ def mixed_configs(n, seed):
         ), rng.randint(1, 2), rng.randint(1, 48)
 
 
-def phases(cfg, B, T, early_stop=True):
-    """The analytic counts of each phase, plus what the model's mask-based attention kernel adds over any
-    sliding windows (the masked square: once per attention pass)."""
-    masked = analytic.masked_square_flops(cfg, B, T)
-    return {
-        "forward": analytic.forward_flops(cfg, B, T) + masked,
-        "train": analytic.train_flops(cfg, B, T) + 3 * masked,
-        "train_recompute": analytic.train_recompute_flops(cfg, B, T, early_stop=early_stop) + 4 * masked,
-        "train_recompute_selective": analytic.train_recompute_flops(cfg, B, T, checkpointing="selective")
-        + 4 * masked,
-    }
-
-
 def test_mixed_configs_cover_every_option():
     cfgs = [c for c, _, _ in mixed_configs(50, seed=3)]
     assert {c.mlp for c in cfgs} == {"gelu", "swiglu"} and {c.norm for c in cfgs} == {"layernorm", "rmsnorm"}
@@ -142,12 +130,12 @@ def test_mixed_configs_cover_every_option():
 
 def test_mixed_random_configs_counted_equals_analytic():
     for cfg, B, T in mixed_configs(50, seed=3):
-        assert counter.count_model(cfg, B, T) == phases(cfg, B, T), (cfg, B, T)
+        assert counter.count_model(cfg, B, T) == counted_phases(cfg, B, T), (cfg, B, T)
 
 
 def test_mixed_configs_without_early_stop():
     for cfg, B, T in mixed_configs(8, seed=4):
-        assert counter.count_model(cfg, B, T, early_stop=False) == phases(cfg, B, T, early_stop=False), cfg
+        assert counter.count_model(cfg, B, T, early_stop=False) == counted_phases(cfg, B, T, early_stop=False), cfg
 
 
 def test_mixed_layer_extrapolation_equals_counting_the_whole_stack():
@@ -258,7 +246,7 @@ def test_sdpa_formulas_hand_torch_equal_head_counts(monkeypatch):
 def test_gqa_counted_on_meta():
     B, T, d, L = 2, 32, 64, 2
     c = counter.count_model(GQA, B, T)
-    assert c == phases(GQA, B, T)
+    assert c == counted_phases(GQA, B, T)
     # Attention scores at full width: 4·B·T²·d per layer, not 4·B·T²·(n_kv_head·head_dim).
     assert c["forward"] - 2 * B * T * analytic.param_counts(GQA).matmul == 4 * B * T * T * d * L
     assert fvcore.count_fvcore(GQA, B, T).forward == c["forward"]

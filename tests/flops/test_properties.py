@@ -1,6 +1,7 @@
 """Property tests (hypothesis): for any legal config, the analytic formulas equal what torch counts, and
 the parameter formula equals the model's parameters."""
 
+from helpers import counted_phases
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -44,14 +45,7 @@ SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[Healt
 @given(configs())
 def test_analytic_equals_counted(case):
     cfg, B, T = case
-    masked = analytic.masked_square_flops(cfg, B, T)  # what the mask-based kernel adds over sliding windows
-    assert counter.count_model(cfg, B, T) == {
-        "forward": analytic.forward_flops(cfg, B, T) + masked,
-        "train": analytic.train_flops(cfg, B, T) + 3 * masked,
-        "train_recompute": analytic.train_recompute_flops(cfg, B, T) + 4 * masked,
-        "train_recompute_selective": analytic.train_recompute_flops(cfg, B, T, checkpointing="selective")
-        + 4 * masked,
-    }
+    assert counter.count_model(cfg, B, T) == counted_phases(cfg, B, T)
 
 
 @SETTINGS

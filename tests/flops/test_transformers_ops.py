@@ -4,6 +4,7 @@ for (grouped, quantized, fused matmuls), each checked by hand."""
 
 import pytest
 import torch
+from helpers import Logits
 from torch.utils.flop_counter import FlopCounterMode
 
 from flopbench.flops.counter import UncountedOps, count_step, flop_counter
@@ -24,15 +25,6 @@ CASES = [(m, a) for m in DENSE + MOE for a in ("eager", "sdpa") if (m, a) != ("g
 EXPERTS = ["grouped_mm", "batched_mm", "eager"]  # transformers' ExpertsInterface (integrations/moe.py) + eager
 
 
-class Logits(torch.nn.Module):
-    """model(input_ids=ids, use_cache=False).logits: one positional input, so fvcore can trace it."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, ids):
-        return self.model(input_ids=ids, use_cache=False).logits
 
 
 def build(model_type: str, attn: str = "eager", experts: str | None = None) -> Logits:

@@ -7,6 +7,8 @@ the sublayers. The config is written as transformers writes config.json (`to_jso
 keys that differ from its defaults, so flopbench's defaults are tested too) and read back by flopbench.
 Then:
 - parameters: flopbench's analytic total == transformers' model == flopbench's own model, exactly;
+- flopbench's own model of the same config, counted on meta == the analytic forward, train and
+  train_recompute (full and selective);
 - forward FLOPs: `flopbench.profile(<the transformers model>)` == flopbench's analytic forward, exactly,
   plus the masked square where windows slide (transformers, like flopbench's model, scores every key and
   masks: `analytic.masked_square_flops`).
@@ -14,9 +16,10 @@ Then:
 
 import pytest
 import torch
+from helpers import Logits, counted_phases
 
 import flopbench
-from flopbench.flops import analytic
+from flopbench.flops import analytic, counter
 from flopbench.model.gpt import build_model
 from flopbench.model.hf import load_hf_config
 
@@ -55,13 +58,6 @@ def hf_model(model_type: str):
     return transformers.AutoModelForCausalLM.from_config(cfg).eval(), cfg
 
 
-class Logits(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, ids):
-        return self.model(input_ids=ids, use_cache=False).logits
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -85,6 +81,13 @@ def test_forward_flops_equal_exactly(case):
     prof = flopbench.profile(Logits(model), ids, warmup=0, iters=1, fvcore=False)
     assert prof.forward_flops == analytic.forward_flops(cfg, B, T) + analytic.masked_square_flops(cfg, B, T)
     assert prof.train_flops == 3 * prof.forward_flops  # eager attention: backward = 2 x forward
+
+
+def test_flopbench_model_counted_on_meta_equals_analytic(case):
+    """flopbench's own model of each model type, counted on the meta device: forward, train, full and
+    selective recomputation equal the analytic counts (plus the masked square where windows slide)."""
+    _, _, cfg = case
+    assert counter.count_model(cfg, B, T) == counted_phases(cfg, B, T)
 
 
 def test_the_features_were_read(case):

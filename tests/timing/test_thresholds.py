@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from helpers import unwrapped
 
 from flopbench.cli import main
 from flopbench.timing.thresholds import Thresholds, parse_baseline, run_checks
@@ -15,7 +16,7 @@ TINY = ["run", "--n-layer", "1", "--d-model", "32", "--n-head", "2", "--vocab-si
 def cli(capsys, *argv):
     code = main([*TINY, *argv])
     out, err = capsys.readouterr()
-    return code, out, err
+    return code, out, unwrapped(err)
 
 
 def test_min_mfu_violation_exits_1_and_says_expected_and_measured(capsys):
