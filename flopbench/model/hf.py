@@ -1,22 +1,21 @@
 """Read a Hugging Face `config.json` into a `ModelConfig`: offline, the file only (no hub, no weights).
 
-Supported `model_type`s and the keys read (Hugging Face `transformers` names; a key marked "default"
-may be absent and takes the value `transformers` gives it):
+One small function per `model_type` (`MAPPERS`) reads its keys by their transformers names; a key that is
+absent takes the value transformers gives it (transformers 5 spellings included: `rope_parameters`,
+`layer_types`). Each function's docstring says what the family is: gpt2, llama, mistral (every layer
+sliding, default window 4096), mixtral (experts), qwen2 (Q/K/V biases), qwen3 and qwen3_moe (QK-norm,
+head_dim 128, experts with dense `mlp_only_layers`), gemma / gemma2 / gemma3_text (GeGLU, scaled
+embeddings, sandwich norms, windows, soft caps), phi3 (fused projections: the same matmuls), olmo2
+(post-norms, QK-norm over the projections), smollm3 (Llama-like).
 
-- `gpt2`: n_embd, n_layer, n_head, n_positions, vocab_size; n_inner (default null = 4·n_embd),
-  tie_word_embeddings (default true). GPT-2 always has biases, LayerNorm, learned positions, GELU.
-- `llama`, `mistral`: hidden_size, num_hidden_layers, num_attention_heads, intermediate_size,
-  vocab_size, max_position_embeddings; num_key_value_heads (default num_attention_heads),
-  tie_word_embeddings (default false), attention_bias and mlp_bias (default false), rope_theta
-  (default 10000), head_dim (default hidden_size / num_attention_heads; another value is refused).
-  Both are SwiGLU, RMSNorm, RoPE.
-
-What does not change the FLOPs of a training step is not read (dropout, eps, rope_scaling, init).
-Mistral's `sliding_window` is not modelled: flopbench counts (and its model runs) full causal attention.
-A key's value must have its JSON type: an integer (12, not 12.0, true or "12"), a boolean, or a number for
-rope_theta; `_name_or_path`, if present, printable text. The file is read through `files.read_text` (a
-regular file of bounded size: never a FIFO or /dev/zero). Every problem is a `UsageError` of one line
-naming the file, the key, the bad value and what is allowed.
+What does not change the FLOPs of a training step is not read (dropout, eps, rope scaling, init, Gemma's
+query_pre_attn_scalar). What changes them in a way flopbench does not model is refused, never counted
+wrong: an unknown `model_type`, the keys of `NOT_MODELLED` (e.g. DeepSeek's multi-head latent attention),
+a `layer_types` entry other than full or sliding attention. A key's value must have its JSON type: an
+integer (12, not 12.0, true or "12"), a boolean, or a number for rope_theta; `_name_or_path`, if present,
+printable text. The file is read through `files.read_text` (a regular file of bounded size: never a FIFO
+or /dev/zero). Every problem is a `UsageError` of one line naming the file, the key, the bad value and
+what is allowed.
 """
 
 from __future__ import annotations
