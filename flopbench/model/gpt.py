@@ -1,21 +1,24 @@
 """The decoder-only model flopbench measures: GPT-2 (Radford et al. 2019), written after nanoGPT's model.py,
-with the Llama-family options of `ModelConfig`.
+with every option of `ModelConfig` (Llama, Mistral, Mixtral, Qwen, Gemma, Phi-3, OLMo 2).
 
-Pre-norm blocks; learned position embeddings or rotary ones (RoPE, Su et al. 2021, in the
-"rotate half" layout of the Hugging Face Llama code); a GELU MLP (4x in GPT-2) or a SwiGLU MLP
-(Shazeer 2020); LayerNorm or RMSNorm; causal attention through `F.scaled_dot_product_attention` (so
-the GPU picks its flash / cuDNN kernel), with fewer key/value heads than query heads for grouped-query
-attention (Ainslie et al. 2023); an LM head tied to the token embedding or not. Parameter counts match
-the published GPT-2, Llama 2 / 3 and Mistral checkpoints (tests).
+Blocks with norms before, around or after attention and MLP; learned position embeddings or rotary
+ones (RoPE, Su et al. 2021, in the "rotate half" layout of the Hugging Face Llama code); a GELU MLP (4x in
+GPT-2), a SwiGLU or GeGLU MLP (Shazeer 2020) or a mixture of experts (`MoE`); LayerNorm or RMSNorm,
+QK-norm; causal attention through `F.scaled_dot_product_attention` (so the GPU picks its flash / cuDNN
+kernel), a band mask in sliding-window layers, written out where a soft cap sits between QK^T and the
+softmax (`attention_core`); fewer key/value heads than query heads for grouped-query attention (Ainslie
+et al. 2023); an LM head tied to the token embedding or not. Parameter counts match the published
+checkpoints and the transformers implementation of each family (tests).
 
 Grouped-query attention goes to SDPA with `enable_gqa=True` (torch >= 2.5): the kernel broadcasts each
 K/V head over its group of query heads, and torch counts QK^T and AV over all query heads.
 
 Activation checkpointing (`checkpointing="full"`) wraps every block in torch's non-reentrant
 `checkpoint`. Its early stop is set explicitly because it changes the hardware FLOPs: with early stop
-(torch's default) the recompute ends once every tensor backward needs is rebuilt, so a block's last
-matmul (the MLP down-projection, GELU or SwiGLU alike) is not recomputed; without it the whole block
-runs again. Early stop off is set through the `torch.utils.checkpoint.set_checkpoint_early_stop(False)`
+(torch's default) the recompute ends once every tensor backward needs is rebuilt, so a pre-norm dense
+block's last matmul (the MLP down-projection) is not recomputed; without it the whole block runs again
+(`flops.analytic.recomputed_with_early_stop`). Selective checkpointing (`checkpointing="selective"`,
+Korthikanti et al. 2022, §4.1) checkpoints only `attention_core` in every block, without early stop. Early stop off is set through the `torch.utils.checkpoint.set_checkpoint_early_stop(False)`
 context manager, which every torch pyproject allows has (the `checkpoint(..., early_stop=)` argument only
 exists from torch 2.9); the flag is read when `checkpoint` runs the forward, so the context covers that
 call. Early stop on is torch's default and needs no context (none in a compiled forward either).
