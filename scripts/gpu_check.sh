@@ -2,16 +2,20 @@
 # GPU validation in one call of at most 10 minutes (one GPU):
 #   the GPU tests (pytest -m gpu), the detected GPU and its peaks, then `flopbench run` for gpt2 and gpt2-xl at
 #   T=1024, B=8, bf16, checkpointing none and full (eager, with the GEMM ceiling), gpt2 compiled, and a
-#   Llama-shaped run (llama3-8b cut to 4 layers: GQA, SwiGLU, RMSNorm, RoPE; T=4096, B=1). Compiled gpt2-xl
-#   is gpu_perf.sh's: compiling its forward and backward took over 100 s on an H200.
+#   Llama-shaped run (llama3-8b cut to 4 layers: GQA, SwiGLU, RMSNorm, RoPE; T=4096, B=1), and the newer
+#   families cut to 2 layers with every checkpointing mode (none, full, selective): qwen3-30b-a3b (128 experts,
+#   top 8, QK-norm, head_dim 128; T=4096) and gemma2-9b (a sliding and a full layer, soft caps, sandwich norms;
+#   T=8192, past the 4096 window). Compiled gpt2-xl is gpu_perf.sh's: compiling its forward and backward took
+#   over 100 s on an H200.
 #
 #   bash scripts/gpu_check.sh WORK_DIR [TARBALL]
 #
 # Time: every step runs under its own `timeout`, and all steps under a budget (GPU_CHECK_BUDGET_S, default
-# 450 s): a step gets min(its limit, what is left of the budget), so with the summary (30 s at most) the script
+# 500 s): a step gets min(its limit, what is left of the budget), so with the summary (30 s at most) the script
 # ends by itself inside a 10-minute call. Limits (s): pytest 120, gpus 20, gpt2 50, gpt2-xl 80, gpt2 compiled 90,
-# llama 50 (sum 410). Measured on an H200 (2026-11): pytest 50-70, gpus 5, gpt2 20, gpt2-xl 27, gpt2 compiled
-# 56, llama 21: about 3.5 minutes in all (an H100 is a little slower).
+# llama 50, each family 60 (sum 530; the budget stops the last one early if the others ran long). Measured on
+# an H200 (2026-11): pytest 50-70, gpus 5, gpt2 20, gpt2-xl 27, gpt2 compiled 56, llama 21: about 3.5 minutes
+# (an H100 is a little slower); the family runs have not run on a GPU yet.
 #
 # Nothing finished is lost: after every step WORK_DIR is packed into TARBALL (default WORK_DIR.tgz; written to
 # a temporary name, then renamed), so a kill from outside still leaves every finished step in the tarball.
@@ -25,7 +29,8 @@
 # then unpack the tarball into results/<gpu-name>/ and commit it.
 #
 # CPU smoke test:  GPU_CHECK_DEVICE=cpu GPU_CHECK_MODELS=tiny GPU_CHECK_SEQ_LEN=64 GPU_CHECK_COMPILE_MODEL= GPU_CHECK_LLAMA_ARGS= \
-#                  GPU_CHECK_PYTEST=0 bash scripts/gpu_check.sh /tmp/gc
+#                  GPU_CHECK_PYTEST=0 GPU_CHECK_FAMILIES="--model qwen3-30b-a3b --n-layer 1 --seq-len 64 \
+#                  --d-model 256 --vocab-size 1024 --warmup 1 --iters 2" bash scripts/gpu_check.sh /tmp/gc
 set -uo pipefail
 work=${1:?usage: gpu_check.sh WORK_DIR [TARBALL]}
 tarball=${2:-${work%/}.tgz}
@@ -35,7 +40,9 @@ compile_model=${GPU_CHECK_COMPILE_MODEL-gpt2}
 seq=${GPU_CHECK_SEQ_LEN:-1024}
 batch=${GPU_CHECK_BATCH:-8}
 llama_args=${GPU_CHECK_LLAMA_ARGS-"--model llama3-8b --n-layer 4 --seq-len 4096 --batch-size 1"}
-budget=${GPU_CHECK_BUDGET_S:-450}
+families=${GPU_CHECK_FAMILIES-"--model qwen3-30b-a3b --n-layer 2 --seq-len 4096 --batch-size 1;--model gemma2-9b \
+--n-layer 2 --seq-len 8192 --batch-size 1"}  # ';'-separated argument strings, one run each
+budget=${GPU_CHECK_BUDGET_S:-500}
 cd "$(dirname "$0")/.."
 mkdir -p "$work" "$(dirname "$tarball")"
 work=$(cd "$work" && pwd)
@@ -78,6 +85,12 @@ if [ -n "$llama_args" ]; then
   step "run $llama_args" 50 python3 -m flopbench run $llama_args --device "$device" --checkpointing both --no-gemm \
     --out "$work"
 fi
+
+IFS=';' read -ra family_runs <<< "$families"
+for args in "${family_runs[@]}"; do
+  # shellcheck disable=SC2086  # word splitting of the argument string is intended
+  step "run $args" 60 python3 -m flopbench run $args --device "$device" --checkpointing all --no-gemm --out "$work"
+done
 
 timeout 30 python3 - "$work" <<'PY' > "$work/summary.md"
 import sys
