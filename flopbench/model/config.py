@@ -209,7 +209,8 @@ class ModelConfig:
 
 
 #: Config fields a user may override on top of a preset (CLI: --n-layer, --d-model, ...).
-OVERRIDABLE = ("n_layer", "d_model", "n_head", "d_ff", "vocab_size", "max_seq_len", "n_kv_head")
+OVERRIDABLE = ("n_layer", "d_model", "n_head", "d_ff", "vocab_size", "max_seq_len", "n_kv_head", "head_dim",
+               "sliding_window", "n_experts", "top_k", "d_ff_expert")
 _POSITIVE_INTS = ("n_layer", "d_model", "n_head", "d_ff", "vocab_size", "max_seq_len")
 _CHOICES = {"mlp": MLP_KINDS, "norm": NORM_KINDS, "positions": POSITION_KINDS, "norm_position": NORM_POSITIONS,
             "qk_norm": QK_NORMS}

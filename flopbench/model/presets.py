@@ -75,6 +75,8 @@ def resolve_config(model: str, **overrides) -> ModelConfig:
     changes = {k: v for k, v in overrides.items() if v is not None}
     if "d_model" in changes and "d_ff" not in changes and base.d_ff == 4 * base.d_model:
         changes["d_ff"] = 4 * changes["d_model"]  # keep the preset's 4x MLP ratio
+    if "sliding_window" in changes and "sliding" not in base.layer_types:
+        changes["layer_types"] = ("sliding",)  # a window on a model without one: every layer slides (Mistral)
     if changes:
         changes["name"] = f"{base.name}+custom"
     return base.replace(**changes)

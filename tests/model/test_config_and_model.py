@@ -85,3 +85,25 @@ def test_model_trains_on_cpu_and_checkpointing_gives_same_gradients(checkpointin
     for (name, p), q in zip(reference.named_parameters(), model.parameters()):
         torch.testing.assert_close(p.grad, q.grad, msg=name)
     assert model.lm_head.weight is model.wte.weight  # tied
+
+
+def test_overrides_of_the_new_fields_by_hand():
+    """--sliding-window on a model without windows makes every layer slide (Mistral-style); --n-experts needs
+    --top-k; llama3-8b with 8 experts of width 4096, 2 per token, counted by hand:
+    per layer attention 4096·(4096 + 2·1024) + 4096² = 41,943,040, router 4096·8 = 32,768, experts
+    8·3·4096² = 402,653,184 (2 of them active: 100,663,296), norms 2·4096; 32 layers; untied embeddings
+    2·128256·4096 = 1,050,673,152 and the final norm 4096."""
+    from flopbench.errors import UsageError
+    from flopbench.flops import analytic
+    from flopbench.model.presets import resolve_config
+
+    windowed = resolve_config("llama3-8b", n_layer=2, sliding_window=1024)
+    assert windowed.layer_types == ("sliding",) and windowed.sliding_window == 1024
+    # the masked square of a mask-based kernel: 4·B·T·(T − W)·d per sliding layer
+    assert analytic.masked_square_flops(windowed, 1, 4096) == 4 * 4096 * (4096 - 1024) * 4096 * 2
+    with pytest.raises(UsageError, match="top_k=0 is not allowed: each token uses 1 to n_experts=8 experts"):
+        resolve_config("llama3-8b", n_experts=8)
+    moe = analytic.param_counts(resolve_config("llama3-8b", n_experts=8, top_k=2, d_ff_expert=4096))
+    outside = 1_050_673_152 + 4096
+    assert moe.total == 32 * (41_943_040 + 32_768 + 402_653_184 + 8192) + outside == 15_279_067_136
+    assert moe.active == 32 * (41_943_040 + 32_768 + 100_663_296 + 8192) + outside == 5_615_390_720
