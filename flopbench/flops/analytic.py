@@ -80,9 +80,9 @@ def block_matrices(cfg: ModelConfig, moe: bool = False) -> list[Matrix]:
       used by every token.
     """
     d, kv, q = cfg.d_model, cfg.kv_dim, cfg.q_dim
-    qkv = "2·B·T·d·3d" if kv == d == q else "2·B·T·d·(n_head + 2·n_kv_head)·head_dim"
+    qkv = "2·B·T·d·3d" if kv == d == q else "2·B·T·d·(H + 2·H_kv)·d_h"
     mats = [Matrix("qkv_proj", "attention", d, q + 2 * kv, qkv, cfg.bias or cfg.qkv_bias),
-            Matrix("attn_out_proj", "attention", q, d, "2·B·T·d²" if q == d else "2·B·T·n_head·head_dim·d",
+            Matrix("attn_out_proj", "attention", q, d, "2·B·T·d²" if q == d else "2·B·T·H·d_h·d",
                    cfg.bias)]
     if not moe:
         return mats + _mlp_matrices(cfg, "mlp", cfg.d_ff, "d_ff")
@@ -217,7 +217,8 @@ def keys_per_query(cfg: ModelConfig, seq_len: int, layer_type: str) -> int:
 def components(cfg: ModelConfig, batch_size: int, seq_len: int) -> list[Component]:
     """The forward pass of one step, component by component; rows of work that no layer has are left out.
 
-    Matmul rows cost 2·H·D·W per matrix product (Kaplan et al. 2020, Table 1;
+    Formulas are written with H = n_head, H_kv = n_kv_head, d_h = head_dim, W = sliding_window.
+    Matmul rows cost 2·M·K·N per (M x K) by (K x N) product (Kaplan et al. 2020, Table 1;
     Hoffmann et al. 2022, App. F) over the weight matrices of `block_matrices`, with attention over the
     full T x T square (PaLM App. B) — over T x min(T, W) in a sliding layer (`keys_per_query`). QK^T and
     AV run once per *query* head, so they cost 2·B·T·keys·n_head·head_dim each whatever n_kv_head is (a
@@ -252,8 +253,8 @@ def components(cfg: ModelConfig, batch_size: int, seq_len: int) -> list[Componen
     matmul_rows([qkv], L)
     for layer_type, suffix in (("full", ""), ("sliding", "_sliding")):
         keys = keys_per_query(cfg, T, layer_type)
-        square = "2·B·T²" if layer_type == "full" else "2·B·T·min(T, W)"
-        head = "d" if q == d else "n_head·head_dim"
+        square = "2·B·T²" if layer_type == "full" else "2·B·T·min(T,W)"
+        head = "d" if q == d else "H·d_h"
         row(f"attn_scores{suffix}", 2 * BT * keys * q, by_type[layer_type], True, True, f"QK^T: {square}·{head}")
         row(f"attn_values{suffix}", 2 * BT * keys * q, by_type[layer_type], True, True, f"AV: {square}·{head}")
     matmul_rows([out_proj], L)
@@ -265,14 +266,14 @@ def components(cfg: ModelConfig, batch_size: int, seq_len: int) -> list[Componen
     k = norms_per_block(cfg)
     row(f"{kind}s", k * per_norm * BT * d, L, False, True, f"{k} norms x {per_norm}·B·T·d")
     if cfg.qk_norm != "none":
-        row("qk_norms", 4 * BT * (q + cfg.kv_dim), L, False, True, "4·B·T·(n_head + n_kv_head)·head_dim")
+        row("qk_norms", 4 * BT * (q + cfg.kv_dim), L, False, True, "4·B·T·(H + H_kv)·d_h")
     row(f"final_{kind}", per_norm * BT * d, 1, False, False, f"{per_norm}·B·T·d", per_layer=False)
     if cfg.positions == "rope":
-        row("rope", 3 * BT * (q + cfg.kv_dim), L, False, True, "3·B·T·(n_head + n_kv_head)·head_dim")
+        row("rope", 3 * BT * (q + cfg.kv_dim), L, False, True, "3·B·T·(H + H_kv)·d_h")
     for layer_type, suffix in (("full", ""), ("sliding", "_sliding")):
         keys = keys_per_query(cfg, T, layer_type)
         row(f"softmax{suffix}", 3 * B * H * T * keys, by_type[layer_type], False, True,
-            "3·B·H·T²" if layer_type == "full" else "3·B·H·T·min(T, W)")
+            "3·B·H·T²" if layer_type == "full" else "3·B·H·T·min(T,W)")
         if cfg.attn_softcap:
             row(f"attn_softcap{suffix}", 3 * B * H * T * keys, by_type[layer_type], False, True,
                 "3 per attention score")
