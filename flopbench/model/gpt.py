@@ -18,8 +18,8 @@ Activation checkpointing (`checkpointing="full"`) wraps every block in torch's n
 (torch's default) the recompute ends once every tensor backward needs is rebuilt, so a pre-norm dense
 block's last matmul (the MLP down-projection) is not recomputed; without it the whole block runs again
 (`flops.analytic.recomputed_with_early_stop`). Selective checkpointing (`checkpointing="selective"`,
-Korthikanti et al. 2022, §4.1) checkpoints only `attention_core` in every block, without early stop. Early stop off is set through the `torch.utils.checkpoint.set_checkpoint_early_stop(False)`
-context manager, which every torch pyproject allows has (the `checkpoint(..., early_stop=)` argument only
+Korthikanti et al. 2022, §4.1) checkpoints only `attention_core` in every block, without early stop.
+Early stop off is set through the `torch.utils.checkpoint.set_checkpoint_early_stop(False)` context manager, which every torch pyproject allows has (the `checkpoint(..., early_stop=)` argument only
 exists from torch 2.9); the flag is read when `checkpoint` runs the forward, so the context covers that
 call. Early stop on is torch's default and needs no context (none in a compiled forward either).
 """
@@ -195,11 +195,6 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c_proj(self.gelu(self.c_fc(x)))
 
-    @staticmethod
-    def batched(mlps: list["MLP"], x: torch.Tensor) -> torch.Tensor:
-        """The MLPs `mlps` applied to x (len(mlps), n, d), one slice each, as batched matmuls."""
-        return stacked_linear([m.c_proj for m in mlps], mlps[0].gelu(stacked_linear([m.c_fc for m in mlps], x)))
-
 
 class GatedMLP(nn.Module):
     """Llama's SwiGLU MLP (Shazeer 2020, eq. 6 with Swish_1 = SiLU) or Gemma's GeGLU (eq. 5, GELU-tanh
@@ -216,21 +211,6 @@ class GatedMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c_proj(self.act(self.c_gate(x)) * self.c_fc(x))
 
-    @staticmethod
-    def batched(mlps: list["GatedMLP"], x: torch.Tensor) -> torch.Tensor:
-        """The MLPs `mlps` applied to x (len(mlps), n, d), one slice each, as batched matmuls."""
-        gate, up = (stacked_linear([getattr(m, name) for m in mlps], x) for name in ("c_gate", "c_fc"))
-        return stacked_linear([m.c_proj for m in mlps], mlps[0].act(gate) * up)
-
-
-def stacked_linear(layers: list[nn.Linear], x: torch.Tensor) -> torch.Tensor:
-    """Each of `layers` applied to its slice of x (len(layers), n, d_in): one bmm, the FLOPs of the
-    len(layers) separate matmuls (2·n·d_in·d_out each, forward and backward alike)."""
-    y = torch.bmm(x, torch.stack([layer.weight for layer in layers]).transpose(1, 2))
-    if layers[0].bias is not None:
-        y = y + torch.stack([layer.bias for layer in layers])[:, None]
-    return y
-
 
 def _mlp(cfg: ModelConfig, width: int | None = None) -> nn.Module:
     return MLP(cfg, width) if cfg.mlp == "gelu" else GatedMLP(cfg, width)
@@ -242,10 +222,57 @@ def even_split(slots: int, n_experts: int) -> list[int]:
     return [share + (e < extra) for e in range(n_experts)]
 
 
+class Experts(nn.Module):
+    """`n_experts` MLPs of width d_ff_expert (GELU, or SwiGLU / GeGLU as `cfg.mlp` says), their weights
+    stacked in tensors of n_experts x d_in x d_out, as torchtitan's GroupedExperts keeps them: one expert is
+    a matmul with its own matrices (`run_one`), a run of experts one bmm (`run_group`). Either way a token
+    costs 2·d_in·d_out per matrix of its expert, the FLOPs of separate `nn.Linear`s."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        E, d, f = cfg.n_experts, cfg.d_model, cfg.d_ff_expert
+        self.names = ("gate", "up", "down") if cfg.mlp != "gelu" else ("up", "down")
+        self.act = F.silu if cfg.mlp == "swiglu" else functools.partial(F.gelu, approximate="tanh")
+        for name in self.names:
+            d_in, d_out = (f, d) if name == "down" else (d, f)
+            self.register_parameter(f"{name}_weight", nn.Parameter(torch.empty(E, d_in, d_out)))
+            self.register_parameter(f"{name}_bias", nn.Parameter(torch.empty(E, d_out)) if cfg.bias else None)
+
+    def _mlp(self, x: torch.Tensor, linear) -> torch.Tensor:
+        if "gate" in self.names:
+            return linear("down", self.act(linear("gate", x)) * linear("up", x))
+        return linear("down", self.act(linear("up", x)))
+
+    def run_group(self, x: torch.Tensor, first: int, last: int) -> torch.Tensor:
+        """Experts first .. last - 1 on x (last - first, n, d): slice i of x through expert first + i."""
+        def linear(name, h):
+            y = torch.bmm(h, getattr(self, f"{name}_weight")[first:last])
+            bias = getattr(self, f"{name}_bias")
+            return y if bias is None else y + bias[first:last, None]
+
+        return self._mlp(x, linear)
+
+    def unbound(self) -> dict[str, tuple]:
+        """Each matrix (and bias) split into one tensor per expert, once per forward: backward then stacks the
+        experts' gradients in one op (slicing one expert out at a time would give each a full-size gradient)."""
+        return {name: tuple(None if t is None else t.unbind(0)
+                            for t in (getattr(self, f"{name}_weight"), getattr(self, f"{name}_bias")))
+                for name in self.names}
+
+    def run_one(self, x: torch.Tensor, expert: int, parts: dict[str, tuple]) -> torch.Tensor:
+        """Expert `expert` on x (n, d), with the matrices of `unbound()`."""
+        def linear(name, h):
+            weights, biases = parts[name]
+            y = h @ weights[expert]
+            return y if biases is None else y + biases[expert]
+
+        return self._mlp(x, linear)
+
+
 class MoE(nn.Module):
     """A mixture-of-experts MLP (Shazeer et al. 2017; Fedus et al. 2022; Jiang et al. 2024, "Mixtral"):
     a router (d -> n_experts, no bias) scores each token, softmax, the top_k experts' weights renormalized
-    to sum to 1; each expert is an MLP of width d_ff_expert; shared experts (one MLP of width
+    to sum to 1; each expert is an MLP of width d_ff_expert (`Experts`); shared experts (one MLP of width
     n_shared_experts·d_ff_shared, DeepSeekMoE) see every token and run first.
 
     The experts run as a loop, not `torch._grouped_mm`: tokens are sorted by expert, and each expert
@@ -253,51 +280,48 @@ class MoE(nn.Module):
     The loop runs on every device and every torch flopbench supports (the grouped matmul is CUDA-only,
     bf16-only and new in torch 2.8), and each expert's matmuls are ordinary `mm`s that every counter
     knows, so the FLOPs are exactly 2·tokens·top_k·(matrices)·d·d_ff_expert whatever the routing. On the
-    meta device tokens have no values to route by, so the assignments are spread evenly (`even_split`):
-    the same total, with no data read."""
+    meta device tokens have no values to route by, so the assignments are spread evenly (`even_split`) and
+    the experts that take the same number of tokens run as one bmm: the same total, with no data read, in
+    two calls instead of n_experts (a 128-expert model counts in about a second)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.top_k = cfg.top_k
+        self.top_k, self.n_experts = cfg.top_k, cfg.n_experts
         self.router = nn.Linear(cfg.d_model, cfg.n_experts, bias=False)
         self.shared = _mlp(cfg, cfg.n_shared_experts * cfg.d_ff_shared) if cfg.n_shared_experts else None
-        self.experts = nn.ModuleList(_mlp(cfg, cfg.d_ff_expert) for _ in range(cfg.n_experts))
+        self.experts = Experts(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
-        n_tokens, n_experts = int(flat.shape[0]), len(self.experts)  # int: under torch.jit.trace a shape is a tensor
+        n_tokens = int(flat.shape[0])  # int: under torch.jit.trace a shape is a tensor
         probs = torch.softmax(self.router(flat).float(), dim=-1)
         weight, expert = probs.topk(self.top_k, dim=-1)
         weight = (weight / weight.sum(dim=-1, keepdim=True)).to(x.dtype)
         out = self.shared(flat) if self.shared is not None else torch.zeros_like(flat)
         order = expert.flatten().argsort(stable=True)
         token, weight = order // self.top_k, weight.flatten()[order]
-        if flat.is_meta:
-            return self._even(flat, out, token, weight, even_split(n_tokens * self.top_k, n_experts)).view_as(x)
-        counts = torch.bincount(expert.flatten(), minlength=n_experts).tolist()
         start = 0
-        for mlp, n in zip(self.experts, counts):
+        if flat.is_meta:  # the experts with equal shares of the even split are contiguous: one bmm per share
+            counts = even_split(n_tokens * self.top_k, self.n_experts)
+            first = 0
+            for n in sorted(set(counts), reverse=True):
+                last = first + counts.count(n)
+                if n:
+                    rows = token[start:start + n * (last - first)]
+                    y = self.experts.run_group(flat.index_select(0, rows).view(last - first, n, -1), first, last)
+                    out = out.index_add(0, rows, y.reshape(-1, y.shape[-1]) * weight[start:start + len(rows), None])
+                    start += len(rows)
+                first = last
+            return out.view_as(x)
+        counts = torch.bincount(expert.flatten(), minlength=self.n_experts).tolist()
+        parts = self.experts.unbound()
+        for e, n in enumerate(counts):
             if n:
                 rows = token[start:start + n]
-                out = out.index_add(0, rows, mlp(flat.index_select(0, rows)) * weight[start:start + n, None])
+                y = self.experts.run_one(flat.index_select(0, rows), e, parts)
+                out = out.index_add(0, rows, y * weight[start:start + n, None])
                 start += n
         return out.view_as(x)
-
-    def _even(self, flat: torch.Tensor, out: torch.Tensor, token: torch.Tensor, weight: torch.Tensor,
-              counts: list[int]) -> torch.Tensor:
-        """The experts on the meta device, where `counts` is an even split: the experts that take the same
-        number of tokens run as one batched matmul (`stacked_linear`) — the same FLOPs as the loop, in two
-        calls instead of n_experts (a 128-expert model counts in a second, not many)."""
-        start = 0
-        for n in sorted(set(counts), reverse=True):
-            group = [mlp for mlp, c in zip(self.experts, counts) if c == n]
-            if not n:
-                continue
-            rows = token[start:start + n * len(group)]
-            y = type(group[0]).batched(group, flat.index_select(0, rows).view(len(group), n, -1))
-            out = out.index_add(0, rows, y.reshape(-1, y.shape[-1]) * weight[start:start + n * len(group), None])
-            start += n * len(group)
-        return out
 
 
 class Block(nn.Module):
@@ -367,8 +391,9 @@ class GPT(nn.Module):
         for name, param in self.named_parameters():
             if name.endswith("bias"):
                 nn.init.zeros_(param)
-            elif param.dim() == 2:
-                std = 0.02 / math.sqrt(2 * self.cfg.n_layer) if name.endswith("c_proj.weight") else 0.02
+            elif param.dim() >= 2:  # matrices, and the experts' stacked matrices
+                residual = name.endswith(("c_proj.weight", "down_weight"))
+                std = 0.02 / math.sqrt(2 * self.cfg.n_layer) if residual else 0.02
                 nn.init.normal_(param, mean=0.0, std=std)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, pos: int = 0,
