@@ -96,15 +96,13 @@ def _fsdp2():
 
 def wrap(model: torch.nn.Module, info: DistInfo, device: torch.device, dtype: str = "fp32") -> torch.nn.Module:
     """DDP around the model, or FSDP2 `fully_shard` on each block then the root (in place), with the
-    mixed-precision policy of `dtype` (see the module docstring). A mixture of experts may leave an expert
-    without tokens on a rank, so its weights get no gradient there: DDP then has to look for unused
-    parameters (`find_unused_parameters`), or it waits forever for their all-reduce."""
+    mixed-precision policy of `dtype` (see the module docstring). Every parameter gets a gradient in every
+    step, so DDP needs no search for unused ones: a mixture of experts keeps its experts' weights stacked
+    (`model.gpt.Experts`), and an expert without tokens on a rank gets a zero gradient there."""
     if info.kind == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
-        moe = getattr(getattr(model, "cfg", None), "is_moe", False)
-        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                       find_unused_parameters=moe)
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     fully_shard, MixedPrecisionPolicy = _fsdp2()
     kwargs = {}
     if dtype in ("bf16", "fp16"):

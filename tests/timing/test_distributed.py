@@ -46,9 +46,9 @@ def test_two_ranks_rank0_reports_once(kind, tmp_path):
 
 
 def test_ddp_with_experts_that_get_no_tokens(tmp_path):
-    """A 16-expert top-1 Mixtral-like model on 2 x 16 tokens per rank: some expert gets no token on a rank,
-    so its weights have no gradient there. Before DDP was told to look for unused parameters, the first
-    backward failed ("Expected to have finished reduction in the prior iteration")."""
+    """A 16-expert top-1 Mixtral-like model on 2 x 16 tokens per rank: some expert gets no token on a rank.
+    With one module per expert its weights had no gradient there and DDP's first backward failed ("Expected
+    to have finished reduction in the prior iteration"); the stacked expert weights get a zero gradient."""
     config = tmp_path / "config.json"
     config.write_text(json.dumps({
         "model_type": "mixtral", "hidden_size": 32, "intermediate_size": 16, "num_hidden_layers": 1,
