@@ -234,9 +234,8 @@ def components(cfg: ModelConfig, batch_size: int, seq_len: int) -> list[Componen
     """
     B, T, d, H, V = batch_size, seq_len, cfg.d_model, cfg.n_head, cfg.vocab_size
     BT, L, q = B * T, cfg.n_layer, cfg.q_dim
-    kinds = cfg.layer_kinds()
-    n_moe = sum(n for (_, moe), n in kinds.items() if moe)
-    by_type = {t: sum(n for (kind, _), n in kinds.items() if kind == t) for t in ("full", "sliding")}
+    n_moe = cfg.count_layers(moe=True)
+    by_type = {t: cfg.count_layers(t) for t in ("full", "sliding")}
     rows: list[Component] = []
 
     def row(name, flops, count, matmul, recomputed, formula, per_layer=True):
@@ -295,7 +294,7 @@ def masked_square_flops(cfg: ModelConfig, batch_size: int, seq_len: int) -> int:
     over the full T x T square, not T x min(T, W): 4·B·T·(T − min(T, W))·n_head·head_dim per sliding layer.
     torch's FlopCounterMode (and flopbench's model, which passes SDPA a mask) count that square."""
     T = seq_len
-    sliding = sum(n for (t, _), n in cfg.layer_kinds().items() if t == "sliding")
+    sliding = cfg.count_layers("sliding")
     return 4 * batch_size * T * (T - keys_per_query(cfg, T, "sliding")) * cfg.q_dim * sliding if sliding else 0
 
 

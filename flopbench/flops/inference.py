@@ -65,7 +65,7 @@ def weights_read(cfg: ModelConfig, tokens: int = 1) -> int:
     n = analytic.param_counts(cfg)
     unread = 0
     if cfg.is_moe:
-        n_moe = sum(count for (_, moe), count in cfg.layer_kinds().items() if moe)
+        n_moe = cfg.count_layers(moe=True)
         per_expert = sum(m.params // m.copies for m in analytic.block_matrices(cfg, moe=True) if m.copies > 1)
         unread = n_moe * (cfg.n_experts - min(cfg.n_experts, tokens * cfg.top_k)) * per_expert
     return n.non_embedding - unread + (cfg.d_model * cfg.vocab_size if cfg.tie_embeddings else 0)

@@ -187,6 +187,12 @@ class ModelConfig:
                     kinds[(t, moe)] = kinds.get((t, moe), 0) + k
         return kinds
 
+    def count_layers(self, layer_type: str | None = None, moe: bool | None = None) -> int:
+        """How many layers have attention `layer_type` ("full" / "sliding") and a mixture-of-experts MLP or
+        not (`moe`); None matches either."""
+        return sum(n for (t, m), n in self.layer_kinds().items()
+                   if layer_type in (None, t) and moe in (None, m))
+
     def uniform(self, kind: tuple[str, bool], n_layer: int) -> "ModelConfig":
         """This model with `n_layer` layers, all of `kind` (a `layer_kinds` entry): what the counters
         measure to count a model whose layers differ (`flops.counter.extrapolate_layers`)."""

@@ -19,9 +19,9 @@ Activation checkpointing (`checkpointing="full"`) wraps every block in torch's n
 block's last matmul (the MLP down-projection) is not recomputed; without it the whole block runs again
 (`flops.analytic.recomputed_with_early_stop`). Selective checkpointing (`checkpointing="selective"`,
 Korthikanti et al. 2022, §4.1) checkpoints only `attention_core` in every block, without early stop.
-Early stop off is set through the `torch.utils.checkpoint.set_checkpoint_early_stop(False)` context manager, which every torch pyproject allows has (the `checkpoint(..., early_stop=)` argument only
-exists from torch 2.9); the flag is read when `checkpoint` runs the forward, so the context covers that
-call. Early stop on is torch's default and needs no context (none in a compiled forward either).
+Early stop off is set through the `torch.utils.checkpoint.set_checkpoint_early_stop(False)` context
+manager, which every torch pyproject allows has (the `checkpoint(..., early_stop=)` argument only exists
+from torch 2.9); the flag is read when `checkpoint` runs the forward, so the context covers that call. Early stop on is torch's default and needs no context (none in a compiled forward either).
 """
 
 from __future__ import annotations
@@ -153,7 +153,9 @@ class CausalSelfAttention(nn.Module):
         self.q_norm, self.k_norm = (nn.RMSNorm(w, eps=1e-6) for w in widths) if widths else (None, None)
 
     def forward(self, x: torch.Tensor, rope: Rope | None = None, cache: KVCache | None = None, layer: int = 0,
-                pos: int = 0) -> torch.Tensor:
+                pos: int = 0, window_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`window_mask`: the sliding-window mask of this step (`attention_mask`), built once per forward by
+        `GPT.forward` and used by the sliding layers only."""
         B, T, _ = x.shape
         q_dim, kv_dim = self.n_head * self.head_dim, self.n_kv_head * self.head_dim
         q, k, v = self.c_attn(x).split((q_dim, kv_dim, kv_dim), dim=2)
@@ -172,7 +174,7 @@ class CausalSelfAttention(nn.Module):
             if T == 1 and self.window is not None:  # a decode step sees only the last `window` keys
                 k, v = k[:, :, -self.window:], v[:, :, -self.window:]
         causal = cache is None or bool(T > 1)  # `cache is None` first: under torch.jit.trace T is a tensor
-        mask = attention_mask(T, k.shape[2], self.window, x.device) if causal else None
+        mask = window_mask if causal and self.window is not None else None
         if self.selective and torch.is_grad_enabled():
             with set_checkpoint_early_stop(False):
                 y = checkpoint(attention_core, q, k, v, mask, causal, self.cap, self.groups, use_reentrant=False)
@@ -196,6 +198,12 @@ class MLP(nn.Module):
         return self.c_proj(self.gelu(self.c_fc(x)))
 
 
+def gate_activation(cfg: ModelConfig):
+    """The activation of a gated MLP's gate: SiLU for SwiGLU, GELU (tanh approximation) for GeGLU (and for
+    the experts of a GELU model)."""
+    return F.silu if cfg.mlp == "swiglu" else functools.partial(F.gelu, approximate="tanh")
+
+
 class GatedMLP(nn.Module):
     """Llama's SwiGLU MLP (Shazeer 2020, eq. 6 with Swish_1 = SiLU) or Gemma's GeGLU (eq. 5, GELU-tanh
     gate): down(act(gate(x)) * up(x)), three matrices."""
@@ -203,7 +211,7 @@ class GatedMLP(nn.Module):
     def __init__(self, cfg: ModelConfig, width: int | None = None):
         super().__init__()
         width = width or cfg.d_ff
-        self.act = F.silu if cfg.mlp == "swiglu" else functools.partial(F.gelu, approximate="tanh")
+        self.act = gate_activation(cfg)
         self.c_gate = nn.Linear(cfg.d_model, width, bias=cfg.bias)
         self.c_fc = nn.Linear(cfg.d_model, width, bias=cfg.bias)  # "up"
         self.c_proj = nn.Linear(width, cfg.d_model, bias=cfg.bias)  # "down"
@@ -232,7 +240,7 @@ class Experts(nn.Module):
         super().__init__()
         E, d, f = cfg.n_experts, cfg.d_model, cfg.d_ff_expert
         self.names = ("gate", "up", "down") if cfg.mlp != "gelu" else ("up", "down")
-        self.act = F.silu if cfg.mlp == "swiglu" else functools.partial(F.gelu, approximate="tanh")
+        self.act = gate_activation(cfg)
         for name in self.names:
             d_in, d_out = (f, d) if name == "down" else (d, f)
             self.register_parameter(f"{name}_weight", nn.Parameter(torch.empty(E, d_in, d_out)))
@@ -339,8 +347,8 @@ class Block(nn.Module):
         self.ln_attn_out, self.ln_mlp_out = (_norm(cfg), _norm(cfg)) if after else (None, None)
 
     def forward(self, x: torch.Tensor, rope: Rope | None = None, cache: KVCache | None = None, layer: int = 0,
-                pos: int = 0) -> torch.Tensor:
-        x = x + normed(self.ln_attn_out, self.attn(normed(self.ln_1, x), rope, cache, layer, pos))
+                pos: int = 0, window_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + normed(self.ln_attn_out, self.attn(normed(self.ln_1, x), rope, cache, layer, pos, window_mask))
         return x + normed(self.ln_mlp_out, self.mlp(normed(self.ln_2, x)))
 
 
@@ -405,16 +413,19 @@ class GPT(nn.Module):
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(pos, pos + T, device=idx.device))
         rope = self.rope(T, pos) if self.rope is not None else None
+        # one mask for every sliding layer of this step (a T x T boolean tensor: not rebuilt layer by layer)
+        sliding = "sliding" in self.cfg.layer_types and (cache is None or bool(T > 1))
+        mask = attention_mask(T, pos + T, self.cfg.sliding_window, idx.device) if sliding else None
         if cache is not None:
             for layer, block in enumerate(self.h):
-                x = block(x, rope, cache, layer, pos)
+                x = block(x, rope, cache, layer, pos, window_mask=mask)
             return softcap(self.lm_head(self.ln_f(x[:, -1:] if last_only else x)), self.cfg.final_softcap)
         for block in self.h:
             if self.checkpointing == "full" and torch.is_grad_enabled():
                 with contextlib.nullcontext() if self.early_stop else set_checkpoint_early_stop(False):
-                    x = checkpoint(block, x, rope, use_reentrant=False)
+                    x = checkpoint(block, x, rope, window_mask=mask, use_reentrant=False)
             else:
-                x = block(x, rope)
+                x = block(x, rope, window_mask=mask)
         return softcap(self.lm_head(self.ln_f(x)), self.cfg.final_softcap)
 
 

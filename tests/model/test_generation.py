@@ -56,5 +56,4 @@ def test_counted_prefill_and_decode_equal_analytic(cfg, device):
     # context = P + 1 keys at the first step (the prompt and the new token), P + 2 at the second
     assert steps == [inference.decode_flops(cfg, B, P + 1), inference.decode_flops(cfg, B, P + 2)]
     # one more key: QK^T and AV in every full layer; a sliding layer's window of 4 is full already
-    full = sum(n for (t, _), n in cfg.layer_kinds().items() if t == "full")
-    assert steps[1] - steps[0] == 4 * B * cfg.q_dim * full
+    assert steps[1] - steps[0] == 4 * B * cfg.q_dim * cfg.count_layers("full")
