@@ -15,6 +15,8 @@ The Python API (the command line is a thin layer over it; see README "Use from P
 - `estimate(config, tokens, gpus, ...)` — training FLOPs, GPU-hours and days (`flopbench estimate`);
 - `infer(config, prompt_len=..., gen_len=..., ...)` — prefill and decode FLOPs, bytes, MFU and MBU
   (`flopbench infer`);
+- `explain(config, checkpointing=..., ...)` — where the MFU goes: a step's time by class of work and the
+  waterfall from the dense peak down to the MFU (`flopbench explain`);
 - `profile(module, example_inputs, loss_fn=None, ...)` — counted FLOPs, timed steps and MFU of any
   `nn.Module`;
 - `measure(model, peak_tflops=None)` — a context manager giving per-step FLOPs, time and MFU of your
@@ -34,7 +36,7 @@ from .model.presets import PRESETS, resolve_config
 __version__ = "0.1.0"
 
 __all__ = ["ModelConfig", "PRESETS", "UsageError", "count", "run", "gpus", "sweep", "report", "estimate", "profile",
-           "measure", "infer", "to_dataframe", "read_rows", "resolve_config", "RunOptions", "InferOptions", "Thresholds",
+           "measure", "infer", "to_dataframe", "read_rows", "resolve_config", "RunOptions", "InferOptions", "Thresholds", "explain", "ExplainOptions",
            "Profile", "Measurement"]
 
 #: Public names served from a submodule on first use (PEP 562), so `import flopbench` stays cheap.
@@ -42,7 +44,7 @@ _LAZY = {
     "count": "api.count", "run": "api.run", "RunOptions": "api.run", "gpus": "api.gpus", "sweep": "api.sweep",
     "report": "api.report", "estimate": "api.estimate", "profile": "api.profile", "Profile": "api.profile",
     "measure": "api.measure", "Measurement": "api.measure", "Thresholds": "timing.thresholds", "infer": "api.infer",
-    "InferOptions": "api.infer",
+    "InferOptions": "api.infer", "explain": "api.explain", "ExplainOptions": "api.explain",
     "to_dataframe": "output.records", "read_rows": "output.records",
 }
 

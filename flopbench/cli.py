@@ -20,7 +20,8 @@ import signal
 import sys
 
 from .errors import UsageError
-from .model.config import CHECKPOINTING_CHOICES, DEVICES, DTYPES, MAX_ITERS, MAX_WARMUP, OVERRIDABLE
+from .model.config import (CHECKPOINTING_CHOICES, DEVICES, DTYPES, MAX_ITERS, MAX_PROFILE_STEPS, MAX_WARMUP, MODES,
+                           OVERRIDABLE)
 from .model.hf import MAPPERS as HF_MODEL_TYPES
 from .model.presets import PRESETS, resolve_config
 from .output import text
@@ -197,6 +198,23 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .api.explain import ExplainOptions, explain
+
+    options = ExplainOptions(batch_size=args.batch_size, seq_len=args.seq_len, device=args.device, dtype=args.dtype,
+                             checkpointing=args.checkpointing, mode=args.mode, compile=args.compile,
+                             warmup=args.warmup, iters=args.iters, profile_steps=args.profile_steps,
+                             peak_tflops=args.peak_tflops, pad_vocab=args.pad_vocab,
+                             out=None if args.no_save else args.out)
+    progress = _progress(args)
+    try:
+        doc = explain(_config_from(args), options, progress=progress.line)
+    finally:
+        progress.close()
+    _emit(args, doc, text.render_explain)
+    return 0
+
+
 def cmd_gpus(args: argparse.Namespace) -> int:
     from .api.gpus import gpus
 
@@ -299,6 +317,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="folder for the results (default %(default)s/)")
     p.add_argument("--no-save", action="store_true", help="write no files")
     p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("explain", help="where the MFU goes: a step's time by class of work, and the waterfall "
+                                       "from the dense peak to the MFU")
+    _add_model_args(p, default_model="tiny", batch_size=8, progress=True)
+    p.add_argument("--device", default="auto", choices=DEVICES,
+                   help="auto = cuda if available, else cpu (default %(default)s)")
+    p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
+                   help="auto = bf16 on CUDA (fp16 before compute capability 8.0), fp32 on CPU "
+                        "(default %(default)s)")
+    p.add_argument("--checkpointing", default="none", choices=CHECKPOINTING_CHOICES,
+                   help="activation checkpointing; both / all = the modes side by side (default %(default)s)")
+    p.add_argument("--mode", default="train_step", choices=MODES, help="the step explained (default %(default)s)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--warmup", type=_at_most(_non_negative_int, MAX_WARMUP, "warm-up steps (MAX_WARMUP)"), default=3,
+                   help=f"untimed steps first (default %(default)s, at most {MAX_WARMUP:,})")
+    p.add_argument("--iters", type=_at_most(_positive_int, MAX_ITERS, "timed steps (MAX_ITERS)"), default=10,
+                   help=f"timed steps (default %(default)s, at most {MAX_ITERS:,})")
+    p.add_argument("--profile-steps", type=_at_most(_positive_int, MAX_PROFILE_STEPS, "profiled steps (MAX_PROFILE_STEPS)"), default=3,
+                   help="steps recorded by torch.profiler after the timed ones (default %(default)s)")
+    p.add_argument("--peak-tflops", type=_positive_float, default=None,
+                   help="peak TFLOP/s to divide by (default: the table entry of the detected GPU)")
+    p.add_argument("--pad-vocab", type=_positive_int, default=1, metavar="MULTIPLE",
+                   help="pad the vocabulary to a multiple (default %(default)s = none)")
+    p.add_argument("--out", default="results", help="folder for the results (default %(default)s/)")
+    p.add_argument("--no-save", action="store_true", help="write no files")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("gpus", help="the dense peak table and the GPU detected here")
     p.add_argument("--lookup", default=None, metavar="NAME",

@@ -47,7 +47,7 @@ import torch
 
 from ..errors import UsageError, options_from
 from ..flops import analytic, estimates
-from ..flops.counter import count_step
+from ..flops.counter import StepCount, count_step
 from ..flops.reconcile import explain_hardware_gap, explained_hardware_gap
 from ..hardware.detect import environment, gpu_peak
 from ..hardware.peaks import clock_adjusted_peak
@@ -262,19 +262,24 @@ class Stepper:
             if mode == "train_step":
                 self.optim().step()
 
-    def counted_flops(self, mode: str) -> int:
-        """Hardware FLOPs of one step as dispatched on the device (eager model: the same matmuls; the
-        optimizer adds none)."""
+    def count(self, mode: str) -> StepCount:
+        """FlopCounterMode over one step of `mode` as dispatched on the device: the eager model (the same
+        matmuls as a compiled one; the optimizer adds none)."""
         with matmul_precision(self.dtype):
             if mode == "forward":
                 with torch.no_grad():
-                    counted = count_step(lambda: self.forward(self.eager)).forward
+                    counted = count_step(lambda: self.forward(self.eager))
             else:
                 self.eager.zero_grad(set_to_none=True)
-                counted = count_step(lambda: self.forward(self.eager), self.loss).train
+                counted = count_step(lambda: self.forward(self.eager), self.loss)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return counted
+
+    def counted_flops(self, mode: str) -> int:
+        """Hardware FLOPs of one step (`count`)."""
+        counted = self.count(mode)
+        return counted.forward if mode == "forward" else counted.train
 
 
 def _modes_to_run(options: RunOptions) -> list[tuple[str, str]]:
@@ -441,7 +446,7 @@ def _rate(row: Row, ctx: RunContext, device_type: str) -> None:
 def run(config: ModelConfig | str, options: RunOptions | None = None, progress=None,
         on_row: Callable[[dict], None] | None = None, checks: Thresholds | None = None,
         on_start: Callable[[dict], None] | None = None, on_step: Callable[[StepProgress], None] | None = None,
-        **fields) -> dict:
+        on_measured: Callable[[Stepper, dict], None] | None = None, **fields) -> dict:
     """Build `config` (a `ModelConfig` or a preset name), count its FLOPs, time real steps and report MFU /
     HFU: the `flopbench run --json` document, one row per mode (see the module docstring).
 
@@ -452,7 +457,9 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
     once its header fields are known (config, shape, device, dtype, peak, environment; before anything is
     timed), `progress(message)` status lines and warnings (default: stderr), `on_step(StepProgress)` each
     warm-up and timed step of each row, `on_row(record)` each row the moment it is measured (a sweep
-    appends it to its file). Only rank 0 of a torchrun job reports. `checks`
+    appends it to its file), `on_measured(stepper, record)` each "ok" row right after, with the `Stepper` that
+    timed it, still warm (`flopbench.explain` profiles the same step there). Only rank 0 of a torchrun job
+    reports. `checks`
     (`Thresholds`) are evaluated on the result: its `checks` list has one entry per check, each with `ok`.
     A run that cannot fit in memory (`timing.memory.check_fits`) raises `ModelDoesNotFit` before the
     model is built."""
@@ -554,6 +561,8 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
                 writer.append(record)
             if on_row:
                 on_row(record)
+            if on_measured and record["status"] == "ok":
+                on_measured(stepper, record)
             free_memory(device)  # between rows: no step's tensors are referenced any more
     finally:
         if ctx.telemetry:

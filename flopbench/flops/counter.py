@@ -207,11 +207,17 @@ class StepCount:
     forward_by_module: dict[str, int]
     train_by_module: dict[str, int]
     uncounted: dict[str, int] = field(default_factory=dict)  # matmul-like ops without a formula -> calls
+    by_op: dict[str, int] = field(default_factory=dict)  # the whole step's FLOPs per aten op name ("mm", ...)
 
 
 def by_module(counter: FlopCounterMode) -> dict[str, int]:
     """The counter's FLOPs per module path (every op under a module counts for it and its parents)."""
     return {module: sum(by_op.values()) for module, by_op in counter.get_flop_counts().items()}
+
+
+def by_op(counter: FlopCounterMode) -> dict[str, int]:
+    """The counter's FLOPs per aten op name (e.g. "mm", "_scaled_dot_product_flash_attention"), all modules."""
+    return {packet.__name__: flops for packet, flops in counter.get_flop_counts().get("Global", {}).items()}
 
 
 def count_step(forward: Callable[[], object], loss: Callable[[object], torch.Tensor] | None = None) -> StepCount:
@@ -226,7 +232,8 @@ def count_step(forward: Callable[[], object], loss: Callable[[object], torch.Ten
             if value.requires_grad:
                 value.backward()
                 train = counter.get_total_flops()
-    return StepCount(forward_flops, train, forward_by_module, by_module(counter), dict(watcher.uncounted))
+    return StepCount(forward_flops, train, forward_by_module, by_module(counter), dict(watcher.uncounted),
+                     by_op(counter))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -51,6 +51,8 @@ DTYPES = ("fp32", "tf32", "bf16", "fp16")
 #: stable median needs (10 steps by default), and a bound on how long a typo such as `--iters 10000000` can run.
 MAX_ITERS = 10_000
 MAX_WARMUP = 1_000
+#: At most this many steps recorded by torch.profiler (`flopbench explain`): each is synchronized and kept in memory.
+MAX_PROFILE_STEPS = 100
 
 #: The largest size flopbench accepts: each config field and batch dimension, the elements of any one
 #: tensor a step builds and the parameter count. torch sizes are signed 64-bit integers and it refuses a

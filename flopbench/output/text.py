@@ -375,6 +375,49 @@ def render_infer(doc: dict, width: int = DEFAULT_WIDTH) -> str:
     return "".join(out)
 
 
+def render_explain(doc: dict, width: int = DEFAULT_WIDTH) -> str:
+    """`flopbench explain`: each checkpointing mode's time by class of work, then the waterfall from the dense
+    peak to the MFU, the modes side by side."""
+    peak, rows = doc["peak"], doc["explained"]
+    out = [wrap(f"flopbench explain: {doc['config']['name']}  {doc['mode']}  batch={doc['batch_size']} "
+                f"seq={doc['seq_len']}  {doc['dtype']} on {doc['device']}"
+                f"{'  compiled' if doc['compile'] else ''}", width) + "\n",
+           wrap(f"peak: {peak['tflops'] or '-'} TFLOP/s ({peak['source']})", width) + "\n"]
+    for e in rows:
+        out.append(wrap(f"checkpointing {e['checkpointing']}: step {fixed(e['step_ms'])} ms (median timed; "
+                        f"profiled {fixed(e['profiled_step_ms'])} ms), MFU {percent(e['mfu'])}, "
+                        f"HFU {percent(e['hfu'])}", width) + "\n")
+    if not rows:
+        return "".join(out)
+    names = [c["name"] for c in rows[0]["categories"]]
+    classes = []
+    for i, name in enumerate(names):
+        line = {"class": name}
+        for e in rows:
+            c = e["categories"][i]
+            line[f"{e['checkpointing']} ms"] = fixed(c["time_ms"])
+            line[f"{e['checkpointing']} share"] = percent(c["share"])
+            line[f"{e['checkpointing']} TFLOP/s"] = fixed(c["achieved_tflops"]) if c["achieved_tflops"] else "-"
+        classes.append(line)
+    numbers = tuple(k for k in classes[0] if k != "class")
+    out.append(_section("Where the step's time goes", table(classes, width, right=numbers)))
+    if all(e["waterfall"] for e in rows):
+        steps = []
+        for i, w in enumerate(rows[0]["waterfall"]):
+            line = {"step": w["name"]}
+            for e in rows:
+                v = e["waterfall"][i]
+                line[f"{e['checkpointing']}"] = percent(v["value"])
+                line[f"{e['checkpointing']} loss"] = percent(v["loss"]) if "loss" in v else ""
+            steps.append(line)
+        out.append(_section("From the dense peak to MFU", table(steps, width, right=tuple(steps[0])[1:])))
+    else:
+        out.append("\n" + wrap(rows[0]["waterfall_note"], width) + "\n")
+    if doc["files"]:
+        out.append("\n" + wrap(f"saved: {doc['files']['rows.jsonl']}", width) + "\n")
+    return "".join(out)
+
+
 def render_gpu_lookup(doc: dict, width: int = DEFAULT_WIDTH) -> str:
     """`gpus --lookup NAME`: the table entry NAME matches and the peak per dtype it would get."""
     e = doc["table_entry"]
