@@ -50,9 +50,13 @@ class ExplainOptions:
     out: str | None = "results"  # None: write nothing
 
 
+#: The kernels (operators on the CPU) a breakdown lists by their share of the profiled time.
+TOP = 15
+
+
 def profile_step(stepper: Stepper, mode: str, steps: int) -> dict:
     """`steps` steps of `mode` under torch.profiler: the class times (µs, idle included) summed over the
-    steps, and the mean profiled step (its window, ms)."""
+    steps, the mean profiled step (its window, ms), and the `TOP` kernels (operators) by share."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     # libkineto writes a "profiler_start" / "profiler_stop" line to stderr around every recording unless its
@@ -67,18 +71,26 @@ def profile_step(stepper: Stepper, mode: str, steps: int) -> dict:
                 stepper.step(mode)
                 clock.sync()
     spans, windows = breakdown.spans_of(prof, stepper.device.type)
-    times = dict.fromkeys(breakdown.NAMES, 0.0)
+    by_name: dict[str, float] = {}
     for window in windows:
-        for name, us in breakdown.class_times(spans, window).items():
-            times[name] += us
+        for name, us in breakdown.exclusive_times(spans, window).items():
+            by_name[name] = by_name.get(name, 0.0) + us
+    times = dict.fromkeys(breakdown.NAMES, 0.0)
+    for name, us in by_name.items():
+        times["idle" if name == "idle" else breakdown.classify(name)] += us
+    total = sum(by_name.values()) or 1.0
+    top = [{"name": name, "class": breakdown.classify(name), "share": us / total}
+           for name, us in sorted(by_name.items(), key=lambda kv: -kv[1]) if name != "idle"][:TOP]
     return {"times_us": times, "profiled_step_ms": sum(b - a for a, b in windows) / max(len(windows), 1) / 1e3,
-            "steps": len(windows)}
+            "steps": len(windows), "top": top}
 
 
 def explain_row(record: dict, stepper: Stepper, mode: str, steps: int) -> dict:
     """The breakdown of one measured `run` row: categories, waterfall, and what they rest on."""
     profiled = profile_step(stepper, mode, steps)
     counted = stepper.count(mode)
+    for t in profiled["top"]:
+        t["time_ms"] = t["share"] * record["time_ms"]["median_ms"]
     flops = breakdown.class_flops(counted.by_op)
     shares = breakdown.shares_of(profiled["times_us"])
     step_s = record["time_ms"]["median_ms"] / 1e3
@@ -90,7 +102,7 @@ def explain_row(record: dict, stepper: Stepper, mode: str, steps: int) -> dict:
             "profiled_step_ms": profiled["profiled_step_ms"], "profiled_steps": profiled["steps"],
             "mfu": record["mfu"], "hfu": record["hfu"], "model_flops": record["model_flops"],
             "hardware_flops": record["hardware_flops"], "clock_ratio": kappa, "categories": cats,
-            "waterfall": waterfall, "flops_by_op": counted.by_op,
+            "waterfall": waterfall, "flops_by_op": counted.by_op, "top": profiled["top"],
             "waterfall_note": None if peak else "no peak: pass peak_tflops (--peak-tflops) for a waterfall"}
 
 

@@ -264,6 +264,16 @@ def roofline(df) -> tuple[list[dict], list[dict]]:
     return points, roofs
 
 
+def explanations(df) -> list[dict]:
+    """The `flopbench explain` rows: {label, categories, waterfall} each."""
+    if "kind" not in df.columns:
+        return []
+    rows = df[(df["kind"] == "explain") & (df["status"] == "ok")]
+    return [{"label": f"{r['model']} {r['mode']} ckpt {r['checkpointing']} B={int(r['batch_size'])} {r['device']}",
+             "categories": json.loads(r["categories"]), "waterfall": json.loads(_value(r.get("waterfall")) or "null")}
+            for _, r in rows.iterrows()]  # list cells are JSON text (`output.records.flatten`)
+
+
 def report(results: str | Path, out: str | Path | None = None) -> dict:
     """Write `report.md` (+ PNG plots when matplotlib is there) for the rows under `results`.
 
@@ -320,6 +330,12 @@ def report(results: str | Path, out: str | Path | None = None) -> dict:
             plots.plot_roofline(plt, points, roofs, out / "roofline.png")
             drawn["roofline"] = str(out / "roofline.png")
         text += markdown.roofline_section(points, roofs, "roofline" in drawn)
+    explained = explanations(df)
+    if explained:
+        if plt is not None and all(e["waterfall"] for e in explained):
+            plots.plot_waterfall(plt, explained, out / "waterfall.png")
+            drawn["waterfall"] = str(out / "waterfall.png")
+        text += markdown.waterfall_section(explained, "waterfall" in drawn)
     (out / "report.md").write_text(text, encoding="utf-8")
     return {"results": str(results), "out": str(out), "report": str(out / "report.md"), "plots": drawn,
             "matplotlib": plt is not None, "rows": len(df), "status_counts": status_counts, "notes": notes}

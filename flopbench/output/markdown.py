@@ -167,3 +167,24 @@ def roofline_section(points: list[dict], roofs: list[dict], with_plot: bool) -> 
     lines += ["Attainable TFLOP/s = min(compute roof, bandwidth × FLOP/byte) (Williams et al. 2009): the prefill "
               "sits near the compute roof, a decode step far left, under the bandwidth roof (its figure is MBU)."]
     return "\n".join(lines) + "\n"
+
+
+def waterfall_section(explained: list[dict], with_plot: bool) -> str:
+    """The report's `flopbench explain` section: each explained row's time by class of work and its waterfall
+    from the dense peak to the MFU, the rows side by side."""
+    lines = ["", "## 6. Where the MFU goes (`flopbench explain`)", ""]
+    if with_plot:
+        lines += ["![waterfall](waterfall.png)", ""]
+    labels = [e["label"] for e in explained]
+    names = [c["name"] for c in explained[0]["categories"]]
+    shares = [{"class": name, **{label: _pct(next(c["share"] for c in e["categories"] if c["name"] == name))
+                                 for label, e in zip(labels, explained)}} for name in names]
+    lines += [markdown_table(shares, {"class": "class", **{label: label for label in labels}}), ""]
+    steps = [{"step": s["name"], **{label: _pct(e["waterfall"][i]["value"]) if e["waterfall"] else "–"
+                                    for label, e in zip(labels, explained)}}
+             for i, s in enumerate(explained[0]["waterfall"] or [])]
+    if steps:
+        lines += [markdown_table(steps, {"step": "step", **{label: label for label in labels}}), ""]
+    lines += ["Each step of the waterfall is a measured loss (shares of the step's time from torch.profiler, FLOPs "
+              "per class from FlopCounterMode); they add up from the dense peak to the row's MFU."]
+    return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""The report's four plots, drawn with matplotlib (an optional extra: `pyplot()` is None without it).
+"""The report's plots, drawn with matplotlib (an optional extra: `pyplot()` is None without it).
 
 Drawing only: every number arrives computed (`api.report` derives them from the result rows and the
 estimate registry); the functions here choose bars, colours, scales and labels, and write a PNG.
@@ -268,4 +268,28 @@ def plot_roofline(plt, points: list[dict], roofs: list[dict], path: Path) -> Non
     ax.set_title("Roofline: prefill (compute-bound) and decode (memory-bound)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, **_OUTSIDE)
+    _save(plt, fig, path)
+
+
+def plot_waterfall(plt, explained: list[dict], path: Path) -> None:
+    """Each explained step's waterfall (`timing.breakdown.waterfall`): a bar per loss, floating from the value
+    before it to the value after, from the dense peak (1.0) down to the MFU; one panel per row.
+
+    `explained`: {label, waterfall: [{name, value, loss?}]}."""
+    n = len(explained)
+    fig, axes = plt.subplots(1, n, figsize=(6 * n, 5), squeeze=False)
+    for ax, e in zip(axes[0], explained):
+        steps = e["waterfall"]
+        names = [s["name"] for s in steps]
+        for i, s in enumerate(steps):
+            if "loss" in s:  # a loss: from the value before down to the value after
+                ax.bar(i, -s["loss"], bottom=s["value"] + s["loss"], color="#de2d26" if s["loss"] > 0 else "#31a354")
+            else:  # the dense peak and the MFU: whole bars
+                ax.bar(i, s["value"], color="#3182bd")
+            ax.text(i, max(s["value"], 0) + 0.01, f"{100 * s['value']:.1f}%", ha="center", fontsize=7)
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.08)
+        ax.set_ylabel("fraction of the dense peak")
+        ax.set_title(e["label"], fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
     _save(plt, fig, path)

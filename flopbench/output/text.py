@@ -413,6 +413,14 @@ def render_explain(doc: dict, width: int = DEFAULT_WIDTH) -> str:
         out.append(_section("From the dense peak to MFU", table(steps, width, right=tuple(steps[0])[1:])))
     else:
         out.append("\n" + wrap(rows[0]["waterfall_note"], width) + "\n")
+    for e in rows:
+        room = max(20, min(width, 100) - 34)
+        top = [{"kernel" if doc["device"].startswith("cuda") else "operator":
+                t["name"] if len(t["name"]) <= room else t["name"][:room - 3] + "...",
+                "class": t["class"], "ms": fixed(t["time_ms"]), "share": percent(t["share"])} for t in e["top"][:8]]
+        if top:
+            out.append(_section(f"Top of the step (checkpointing {e['checkpointing']})",
+                                table(top, width, right=("ms", "share"))))
     if doc["files"]:
         out.append("\n" + wrap(f"saved: {doc['files']['rows.jsonl']}", width) + "\n")
     return "".join(out)

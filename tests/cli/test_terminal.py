@@ -82,6 +82,8 @@ def run_at_100(capsys, monkeypatch, *argv) -> tuple[str, str]:
     ["infer", *TINY, "--device", "cpu", "--prompt-len", "8", "--gen-len", "3", "--warmup", "0", "--iters", "1",
      "--no-ceilings", "--no-save"],
     TINY_RUN,
+    ["explain", *TINY, "--device", "cpu", "--batch-size", "2", "--seq-len", "16", "--warmup", "0", "--iters", "1",
+     "--profile-steps", "1", "--peak-tflops", "1", "--checkpointing", "all", "--no-save"],  # 3 modes side by side
 ], ids=lambda argv: " ".join(argv[:3]))
 def test_every_line_fits_100_columns(capsys, monkeypatch, argv):
     monkeypatch.chdir(ROOT)
@@ -194,6 +196,7 @@ def _subparser(name: str):
 @pytest.mark.parametrize("command, options_class, inverted", [
     ("run", "flopbench.api.run:RunOptions", {"no_gemm": "gemm"}),
     ("infer", "flopbench.api.infer:InferOptions", {"no_ceilings": "ceilings"}),
+    ("explain", "flopbench.api.explain:ExplainOptions", {}),
 ])
 def test_help_defaults_are_the_dataclass_defaults(command, options_class, inverted):
     import dataclasses
