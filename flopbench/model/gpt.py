@@ -401,7 +401,8 @@ class GPT(nn.Module):
 
     Generation: `forward(idx, cache=KVCache(...), pos=p, last_only=True)` runs the tokens `idx` at positions
     p, p + 1, ... against the cache and returns the logits of the last position only (B, 1, vocab_size),
-    as `generate` does: a prompt at pos 0 (prefill), then one token per step (decode)."""
+    as `generate` does: a prompt at pos 0 (prefill), then one token per step (decode). `p` an int attends to
+    the keys written so far; `p` a 0-d tensor decodes statically over the whole cache (`KVCache`)."""
 
     def __init__(self, cfg: ModelConfig, checkpointing: str = "none", early_stop: bool = True):
         super().__init__()
@@ -443,7 +444,7 @@ class GPT(nn.Module):
                 std = 0.02 / math.sqrt(2 * self.cfg.n_layer) if residual else 0.02
                 nn.init.normal_(param, mean=0.0, std=std)
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, pos: int = 0,
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, pos: int | torch.Tensor = 0,
                 last_only: bool = False) -> torch.Tensor:
         _, T = idx.shape
         x = self.wte(idx)
