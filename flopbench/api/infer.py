@@ -100,11 +100,11 @@ def _median(values: list) -> float | None:
     return statistics.median(known) if known else None
 
 
-def weights_dtype(dtype: str) -> torch.dtype:
+def weights_dtype(dtype: str) -> str:
     """The dtype `infer` builds the model in: bf16 / fp16 weights for those runs, as inference engines keep
-    them (gpt-fast, vLLM), so a decode step reads 2 bytes per parameter, the bytes MBU divides; float32 for
+    them (gpt-fast, vLLM), so a decode step reads 2 bytes per parameter, the bytes MBU divides; fp32 for
     fp32 and tf32 (TF32 is a matmul mode of float32 weights)."""
-    return TORCH_DTYPES[dtype]
+    return "fp32" if dtype == "tf32" else dtype
 
 
 def _count_meta(cfg: ModelConfig, B: int, P: int, G: int) -> dict[str, int]:
@@ -171,37 +171,15 @@ def _infer(cfg, options, progress, device, dtype, env, run_id, writer, peaks) ->
                 "decode_hardware": inference.static_decode_flops(cfg, B, S)}
     progress(f"counting {cfg.name}: one prefill and one decode step, on meta and on {device} ...")
     counted = {"meta": _count_meta(cfg, B, P, G)}
-    model = build_model(cfg, device, dtype=weights_dtype(dtype)).eval()
+    model = build_model(cfg, device, dtype=TORCH_DTYPES[weights_dtype(dtype)]).eval()
     gen = Generator(model, cfg, B, P, G, compile=options.compile)
     with matmul_precision(dtype):
         counted[str(device)] = _count_device(gen)
-    square = masked_square_flops(cfg, B, P)
-    masked_keys = analytic["decode_hardware"] - analytic["decode"]
-    static = (f"; the static cache: the step scores all S = {S} cached keys in every layer, {masked_keys:,} "
-              f"FLOPs on the masked ones")
-    checks = []
-    for where, c in counted.items():
-        for phase in ("prefill", "decode"):
-            masked = square if phase == "prefill" else (masked_keys if where != "meta" else 0)
-            reason = ("the same matmuls: LM head on the last position only; attention over the keys in the cache"
-                      + ("; the prompt's mask-based attention scores all P keys, not the window"
-                         if phase == "prefill" and square else "")
-                      + (static if phase == "decode" and where != "meta" else ""))
-            checks.append(Check(f"counted.{where}.{phase}", c[phase], f"analytic.{phase}", analytic[phase],
-                                masked, reason))
-
-    ceilings = {"gemm": None, "copy": None}
-    if options.ceilings:
-        progress("ceilings: GEMM and device-to-device copy ...")
-        size = 8192 if device.type == "cuda" else 512
-        with precision(dtype, device):
-            gemm = gemm_ceiling(device, TORCH_DTYPES[dtype], size=size)
-        ceilings["gemm"] = {k: v for k, v in gemm.items() if k != "times_ms"}
-        ceilings["copy"] = copy_bandwidth(device, 2**30 if device.type == "cuda" else 2**26)
-
+    checks = _reconcile(cfg, B, P, S, counted, analytic)
+    ceilings = _ceilings(device, dtype, progress) if options.ceilings else {"gemm": None, "copy": None}
     doc = {
         "run_id": run_id, "config": cfg.as_dict(), "batch_size": B, "prompt_len": P, "gen_len": G,
-        "cache_len": S, "device": str(device), "dtype": dtype, "weights_dtype": str(weights_dtype(dtype)),
+        "cache_len": S, "device": str(device), "dtype": dtype, "weights_dtype": weights_dtype(dtype),
         "compile": options.compile, "compile_options": compile_options(device) if options.compile else None,
         "peak": peaks, "ceilings": ceilings, "prefill": None, "decode": None,
         "counted": counted, "analytic": analytic, "reconciliation": [c.as_dict() for c in checks],
@@ -224,6 +202,38 @@ def _infer(cfg, options, progress, device, dtype, env, run_id, writer, peaks) ->
                  f"to launch a step the GPU ran in {doc['decode']['time_ms']['median_ms']:.3g} ms"
                  + ("" if options.compile else "; --compile replays each step as one CUDA graph"))
     return doc
+
+
+def _reconcile(cfg: ModelConfig, B: int, P: int, S: int, counted: dict, analytic: dict) -> list[Check]:
+    """Counted vs analytic model FLOPs of the prefill and the first decode step, on meta and on the device.
+    Explained differences: the prompt's mask-based attention scores the whole P x P square in a sliding
+    layer (`masked_square_flops`); the device's static decode step scores all S cached keys in every layer,
+    the ones beyond its context masked (`inference.static_decode_flops`)."""
+    square = masked_square_flops(cfg, B, P)
+    masked_keys = analytic["decode_hardware"] - analytic["decode"]
+    checks = []
+    for where, c in counted.items():
+        for phase in ("prefill", "decode"):
+            static = phase == "decode" and where != "meta"
+            reason = ("the same matmuls: LM head on the last position only; attention over the keys in the cache"
+                      + ("; the prompt's mask-based attention scores all P keys, not the window"
+                         if phase == "prefill" and square else "")
+                      + (f"; the static cache: the step scores all S = {S} cached keys in every layer, "
+                         f"{masked_keys:,} FLOPs on the masked ones" if static else ""))
+            explained = square if phase == "prefill" else (masked_keys if static else 0)
+            checks.append(Check(f"counted.{where}.{phase}", c[phase], f"analytic.{phase}", analytic[phase],
+                                explained, reason))
+    return checks
+
+
+def _ceilings(device: torch.device, dtype: str, progress) -> dict:
+    """The measured GEMM and device-to-device copy ceilings."""
+    progress("ceilings: GEMM and device-to-device copy ...")
+    size = 8192 if device.type == "cuda" else 512
+    with precision(dtype, device):
+        gemm = gemm_ceiling(device, TORCH_DTYPES[dtype], size=size)
+    return {"gemm": {k: v for k, v in gemm.items() if k != "times_ms"},
+            "copy": copy_bandwidth(device, 2**30 if device.type == "cuda" else 2**26)}
 
 
 def _prefill(cfg, B: int, P: int, dtype: str, times: list[StepTime], cuda: bool, peaks: dict) -> dict:

@@ -110,7 +110,7 @@ def test_bf16_infer_runs_every_linear_with_bf16_weights():
         handle.remove()
     # 2 blocks x 4 Linears + the LM head, in the device count, every timed prefill and every decode step
     assert len(seen) >= 9 * (2 + FAST["iters"] + 4) and set(seen) == {(torch.bfloat16, torch.bfloat16)}
-    assert doc["weights_dtype"] == "torch.bfloat16"
+    assert doc["weights_dtype"] == "bf16"
     # the decode bytes MBU divides are 2 per weight: half the fp32 figure (2 bytes per value throughout)
     step = doc["decode"]["steps"][0]
     assert 2 * step["bytes"] == inference.decode_bytes(SMALL, 2, step["context"], "fp32").total
