@@ -312,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="peak TFLOP/s to divide by (default: the table entry of the detected GPU)")
     p.add_argument("--peak-gbps", type=_positive_float, default=None,
                    help="peak memory bandwidth in GB/s for MBU (default: the table entry of the detected GPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (dynamic shapes)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile, static shapes; decode as one CUDA graph on CUDA (reduce-overhead)")
     p.add_argument("--no-ceilings", action="store_true", help="skip the GEMM and copy-bandwidth microbenchmarks")
     p.add_argument("--out", default="results", help="folder for the results (default %(default)s/)")
     p.add_argument("--no-save", action="store_true", help="write no files")

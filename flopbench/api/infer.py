@@ -1,23 +1,27 @@
 """`flopbench.infer`: prefill and decode of greedy generation — FLOPs and bytes, counted, timed, MFU and MBU.
 
-One call, for flopbench's model (a preset or a config.json) with a static KV cache (`model.gpt.KVCache`,
-preallocated to P + G positions):
+One call, for flopbench's model (a preset or a config.json) built with its weights in the run's dtype
+(bf16 / fp16 weights, as inference engines keep them; fp32 and tf32 stay fp32; no autocast), with a static
+KV cache (`model.gpt.KVCache`, preallocated to S = P + G positions):
 
 1. **analytic** (`flops.inference`): the prefill's FLOPs (the forward over the P prompt tokens, the LM
-   head on the last position only, as `generate` does) and bytes; each decode step's FLOPs and bytes at
-   its context c (the keys attended, the new token included: P + 1 for the first step);
-2. **counted**: FlopCounterMode over one prefill and one decode step, on the meta device and on the run's
-   device, reconciled with the analytic values as `count` does;
-3. **measured**: `warmup` untimed generations, then the prefill timed `iters` times and one generation of
-   G tokens: 1 prefill + (G − 1) decode steps, each step timed on its own (CUDA events on a GPU,
-   perf_counter on the CPU). The prefill's figure is MFU; a decode step's is MBU = bytes /
-   (time x peak bandwidth) (`timing.rates`), reported as the median over the steps and per context bucket,
-   with tokens/s = B / median step time.
+   head on the last position only, as `generate` does) and bytes; each decode step's model FLOPs and bytes
+   at its context c (the keys attended, the new token included: P + 1 for the first step), and its
+   hardware FLOPs and bytes: a static decode step scores all S cached keys, the ones beyond c masked;
+2. **counted**: FlopCounterMode over one prefill and one decode step, on the meta device (the context's
+   keys) and on the run's device (the static step: all S keys), reconciled with the analytic model FLOPs
+   as `count` does, the masked keys the explained difference;
+3. **measured** (`timing.decode`): `warmup` untimed generations, then the prefill timed `iters` times and
+   one generation of G tokens: 1 prefill + (G − 1) decode steps, each step timed on its own (CUDA events on a
+   GPU, perf_counter on the CPU) and its host time beside it (`launch_bound` where host ≥ device). The
+   prefill's figure is MFU; a decode step's is MBU = bytes / (time x peak bandwidth) (`timing.rates`),
+   reported as the median over the steps and per context bucket, with tokens/s = B / median step time.
+   Each phase's row is written the moment it is measured.
 
-The peaks are the dense TFLOP/s and the memory bandwidth of the GPU's entry in the peak table for the
-dtype (or `peak_tflops` / `peak_gbps`); beside them the measured GEMM and copy-bandwidth ceilings.
-`compile=True` applies torch.compile (dynamic shapes: the attended length grows each step, so CUDA
-graphs, which need one static shape, are not used).
+The peaks are the dense TFLOP/s (a MIG slice's share, as `run` rates it: `hardware.detect.gpu_peak`) and
+the memory bandwidth of the GPU's entry in the peak table for the dtype (or `peak_tflops` / `peak_gbps`);
+beside them the measured GEMM and copy-bandwidth ceilings. `compile=True` applies torch.compile with static
+shapes, the decode step with CUDA graphs on CUDA (`timing.decode.compile_options`).
 """
 
 from __future__ import annotations
@@ -34,15 +38,16 @@ from ..flops import inference
 from ..flops.analytic import masked_square_flops
 from ..flops.counter import count_step
 from ..flops.reconcile import Check
-from ..hardware.detect import environment
-from ..hardware.peaks import resolve_bandwidth, resolve_peak
+from ..hardware.detect import environment, gpu_peak
+from ..hardware.peaks import resolve_bandwidth
 from ..model.config import MAX_ITERS, MAX_WARMUP, ModelConfig, validate_shapes
 from ..model.gpt import KVCache, build_model
 from ..model.presets import as_config
-from ..output.records import ResultWriter
+from ..output.records import ResultWriter, folder_safe
 from ..timing.bandwidth import copy_bandwidth
 from ..timing.clock import Clock, TimingStats
-from ..timing.device import TORCH_DTYPES, precision, resolve_device, resolve_dtype
+from ..timing.decode import Generator, StepTime, compile_options, time_decode, time_prefill
+from ..timing.device import TORCH_DTYPES, matmul_precision, precision, resolve_device, resolve_dtype
 from ..timing.gemm import gemm_ceiling
 from ..timing.rates import bandwidth_utilization, rates, utilization
 
@@ -95,39 +100,39 @@ def _median(values: list) -> float | None:
     return statistics.median(known) if known else None
 
 
-class Generator:
-    """Greedy generation over one model and one static cache: `prefill()`, then `decode(pos)` per token."""
-
-    def __init__(self, model: torch.nn.Module, cfg: ModelConfig, options: InferOptions, device: torch.device,
-                 dtype: str):
-        self.model, self.device, self.dtype = model, device, dtype
-        B, P, G = options.batch_size, options.prompt_len, options.gen_len
-        gen = torch.Generator(device="cpu").manual_seed(0)
-        self.prompt = torch.randint(0, cfg.vocab_size, (B, P), generator=gen).to(device)
-        self.cache = KVCache(cfg, B, P + G, device, TORCH_DTYPES[dtype])
-        self.forward = torch.compile(model, dynamic=True) if options.compile else model
-        self.token = self.prompt[:, -1:]
-
-    def prefill(self) -> None:
-        with torch.no_grad(), precision(self.dtype, self.device):
-            logits = self.forward(self.prompt, cache=self.cache, pos=0, last_only=True)
-        self.token = logits.argmax(-1)
-
-    def decode(self, pos: int) -> None:
-        with torch.no_grad(), precision(self.dtype, self.device):
-            logits = self.forward(self.token, cache=self.cache, pos=pos, last_only=True)
-        self.token = logits.argmax(-1)
+def weights_dtype(dtype: str) -> str:
+    """The dtype `infer` builds the model in: bf16 / fp16 weights for those runs, as inference engines keep
+    them (gpt-fast, vLLM), so a decode step reads 2 bytes per parameter, the bytes MBU divides; fp32 for
+    fp32 and tf32 (TF32 is a matmul mode of float32 weights)."""
+    return "fp32" if dtype == "tf32" else dtype
 
 
-def _count(model: torch.nn.Module, cfg: ModelConfig, B: int, P: int, G: int, device) -> dict[str, int]:
-    """FlopCounterMode over one prefill and the first decode step of `model` on `device`."""
-    cache = KVCache(cfg, B, P + G, device, torch.float32)
-    prompt = torch.zeros(B, P, dtype=torch.long, device=device)
-    token = torch.zeros(B, 1, dtype=torch.long, device=device)
+def _count_meta(cfg: ModelConfig, B: int, P: int, G: int) -> dict[str, int]:
+    """FlopCounterMode over one prefill and the first decode step on the meta device, at the context's keys."""
+    model = build_model(cfg, "meta").eval()
+    cache = KVCache(cfg, B, P + G, "meta", torch.float32)
+    prompt = torch.zeros(B, P, dtype=torch.long, device="meta")
+    token = torch.zeros(B, 1, dtype=torch.long, device="meta")
     with torch.no_grad():
         prefill = count_step(lambda: model(prompt, cache=cache, pos=0, last_only=True)).forward
         decode = count_step(lambda: model(token, cache=cache, pos=P, last_only=True)).forward
     return {"prefill": prefill, "decode": decode}
+
+
+def _count_device(gen: Generator) -> dict[str, int]:
+    """FlopCounterMode over the eager prefill and first static decode step that `gen` times."""
+    with torch.no_grad():
+        prefill = count_step(lambda: gen.prefill_step(gen.prompt)).forward
+        decode = count_step(lambda: gen.decode_step(gen.token, gen.positions[0])).forward
+    return {"prefill": prefill, "decode": decode}
+
+
+def _time_dict(times: list[StepTime], cuda: bool) -> tuple[dict, dict, bool | None]:
+    """(device time_ms stats, host_ms stats without the per-step list, launch_bound of the medians)."""
+    device = TimingStats(tuple(t.device_ms for t in times))
+    host = TimingStats(tuple(t.host_ms for t in times))
+    host_ms = {k: v for k, v in host.as_dict().items() if k != "times_ms"}
+    return device.as_dict(), host_ms, (host.median_ms >= device.median_ms) if cuda else None
 
 
 def infer(config: ModelConfig | str, options: InferOptions | None = None, progress=None, **fields) -> dict:
@@ -139,97 +144,144 @@ def infer(config: ModelConfig | str, options: InferOptions | None = None, progre
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
-    B, P, G = options.batch_size, options.prompt_len, options.gen_len
 
     env = environment(device)
     gpu_name = env["gpu"]["name"] if env["gpu"] else None
-    peak, peak_source = resolve_peak(gpu_name, dtype, options.peak_tflops)
+    peak, peak_source = gpu_peak(env["gpu"], dtype, options.peak_tflops)  # a MIG slice's share, as `run`
     peak_gbps, gbps_source = resolve_bandwidth(gpu_name, options.peak_gbps)
-    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}-infer-{device.type}-{dtype}"
-    writer = ResultWriter(options.out, run_id, env) if options.out else None
+    run_id = folder_safe(f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}-infer-{device.type}-{dtype}")
     for missing, source in ((peak, peak_source), (peak_gbps, gbps_source)):
         if missing is None:
             progress(f"warning: {source}")
+    writer = ResultWriter(options.out, run_id, env) if options.out else None
+    try:
+        return _infer(cfg, options, progress, device, dtype, env, run_id, writer,
+                      {"tflops": peak, "source": peak_source, "gbps": peak_gbps, "gbps_source": gbps_source})
+    finally:
+        if writer:
+            writer.close()  # releases the folder's lock, checks rows.csv, removes temp files
 
+
+def _infer(cfg, options, progress, device, dtype, env, run_id, writer, peaks) -> dict:
+    """`infer` once the results folder is open: count, measure, and write each phase's row as it is measured."""
+    B, P, G = options.batch_size, options.prompt_len, options.gen_len
+    S = P + G  # the static cache's positions: every decode step attends over all of them, masked
     contexts = list(range(P + 1, P + G))  # G - 1 decode steps: the first token comes from the prefill
-    analytic = {"prefill": inference.prefill_flops(cfg, B, P), "decode": inference.decode_flops(cfg, B, P + 1)}
+    analytic = {"prefill": inference.prefill_flops(cfg, B, P), "decode": inference.decode_flops(cfg, B, P + 1),
+                "decode_hardware": inference.static_decode_flops(cfg, B, S)}
     progress(f"counting {cfg.name}: one prefill and one decode step, on meta and on {device} ...")
-    counted = {"meta": _count(build_model(cfg, "meta").eval(), cfg, B, P, G, "meta")}
-    model = build_model(cfg, device).eval()
-    counted[str(device)] = _count(model, cfg, B, P, G, device)
-    masked = {"prefill": masked_square_flops(cfg, B, P), "decode": 0}  # the decode step slices its window
-    checks = [Check(f"counted.{where}.{phase}", c[phase], f"analytic.{phase}", analytic[phase], masked[phase],
-                    "the same matmuls: LM head on the last position only; attention over the keys in the cache"
-                    + ("; the prompt's mask-based attention scores all P keys, not the window" if masked[phase]
-                       else ""))
-              for where, c in counted.items() for phase in ("prefill", "decode")]
-
-    ceilings = {"gemm": None, "copy": None}
-    if options.ceilings:
-        progress("ceilings: GEMM and device-to-device copy ...")
-        size = 8192 if device.type == "cuda" else 512
-        with precision(dtype, device):
-            gemm = gemm_ceiling(device, TORCH_DTYPES[dtype], size=size)
-        ceilings["gemm"] = {k: v for k, v in gemm.items() if k != "times_ms"}
-        ceilings["copy"] = copy_bandwidth(device, 2**30 if device.type == "cuda" else 2**26)
-
-    gen = Generator(model, cfg, options, device, dtype)
-    progress(f"timing {options.warmup} warm-up generation(s), {options.iters} prefills, {G - 1} decode steps ...")
-    for _ in range(options.warmup):
-        gen.prefill()
-        for pos in range(P, P + G - 1):
-            gen.decode(pos)
-    clock = Clock(device)
-    marks = []
-    for _ in range(options.iters):
-        start = clock.mark()
-        gen.prefill()
-        marks.append((start, clock.mark()))
-    steps = []
-    for pos in range(P, P + G - 1):
-        start = clock.mark()
-        gen.decode(pos)
-        steps.append((start, clock.mark()))
-    clock.sync()
-    prefill_stats = TimingStats(tuple(clock.elapsed_ms(a, b) for a, b in marks))
-
-    prefill_bytes = inference.prefill_bytes(cfg, B, P, dtype)
-    r = rates(analytic["prefill"], analytic["prefill"], prefill_stats.median_ms / 1e3, peak)
-    prefill = {"flops": analytic["prefill"], "bytes": prefill_bytes,
-               "intensity": analytic["prefill"] / prefill_bytes, "time_ms": prefill_stats.as_dict(),
-               "achieved_tflops": r.achieved_tflops, "mfu": r.mfu,
-               "mbu": bandwidth_utilization(prefill_bytes, prefill_stats.median_ms / 1e3, peak_gbps)}
-    step_rows = []
-    for c, (a, b) in zip(contexts, steps):
-        ms = clock.elapsed_ms(a, b)
-        flops, nbytes = inference.decode_flops(cfg, B, c), inference.decode_bytes(cfg, B, c, dtype).total
-        step_rows.append({"context": c, "flops": flops, "bytes": nbytes, "time_ms": ms,
-                          "mfu": utilization(flops, ms / 1e3, peak),
-                          "mbu": bandwidth_utilization(nbytes, ms / 1e3, peak_gbps)})
-    decode = {"steps": step_rows, "time_ms": None, "tokens_per_s": None, "mbu": None, "mfu": None,
-              "achieved_tflops": None, "context": None, "flops": None, "bytes": None, "intensity": None,
-              "buckets": []}
-    if step_rows:
-        stats = TimingStats(tuple(s["time_ms"] for s in step_rows))
-        middle = step_rows[len(step_rows) // 2]
-        decode.update(time_ms={k: v for k, v in stats.as_dict().items() if k != "times_ms"},
-                      tokens_per_s=B / (stats.median_ms / 1e3), mbu=_median([s["mbu"] for s in step_rows]),
-                      mfu=_median([s["mfu"] for s in step_rows]),
-                      achieved_tflops=rates(middle["flops"], None, stats.median_ms / 1e3, None).achieved_tflops,
-                      context=middle["context"], flops=middle["flops"], bytes=middle["bytes"],
-                      intensity=middle["flops"] / middle["bytes"], buckets=_bucket(step_rows))
+    counted = {"meta": _count_meta(cfg, B, P, G)}
+    model = build_model(cfg, device, dtype=TORCH_DTYPES[weights_dtype(dtype)]).eval()
+    gen = Generator(model, cfg, B, P, G, compile=options.compile)
+    with matmul_precision(dtype):
+        counted[str(device)] = _count_device(gen)
+    checks = _reconcile(cfg, B, P, S, counted, analytic)
+    ceilings = _ceilings(device, dtype, progress) if options.ceilings else {"gemm": None, "copy": None}
     doc = {
         "run_id": run_id, "config": cfg.as_dict(), "batch_size": B, "prompt_len": P, "gen_len": G,
-        "device": str(device), "dtype": dtype, "compile": options.compile,
-        "peak": {"tflops": peak, "source": peak_source, "gbps": peak_gbps, "gbps_source": gbps_source},
-        "ceilings": ceilings, "prefill": prefill, "decode": decode,
+        "cache_len": S, "device": str(device), "dtype": dtype, "weights_dtype": weights_dtype(dtype),
+        "compile": options.compile, "compile_options": compile_options(device) if options.compile else None,
+        "peak": peaks, "ceilings": ceilings, "prefill": None, "decode": None,
         "counted": counted, "analytic": analytic, "reconciliation": [c.as_dict() for c in checks],
         "environment": env, "files": writer.files if writer else None,
     }
+    clock = Clock(device)
+    with matmul_precision(dtype):
+        progress(f"timing {options.warmup} warm-up generation(s), {options.iters} prefills, {G - 1} decode "
+                 f"steps ...")
+        for _ in range(options.warmup):
+            gen.generate()
+        doc["prefill"] = _prefill(cfg, B, P, dtype, time_prefill(gen, clock, options.iters), clock.cuda, peaks)
+        if writer:
+            writer.append(_row(doc, "prefill", doc["prefill"]))
+        doc["decode"] = _decode(cfg, B, S, dtype, contexts, time_decode(gen, clock), clock.cuda, peaks)
     if writer:
-        for mode, part in (("prefill", prefill), ("decode", decode)):
-            writer.append(_row(doc, mode, part))
+        writer.append(_row(doc, "decode", doc["decode"]))
+    if doc["decode"]["launch_bound"]:
+        progress(f"warning: decode is launch-bound: the host took {doc['decode']['host_ms']['median_ms']:.3g} ms "
+                 f"to launch a step the GPU ran in {doc['decode']['time_ms']['median_ms']:.3g} ms"
+                 + ("" if options.compile else "; --compile replays each step as one CUDA graph"))
     return doc
+
+
+def _reconcile(cfg: ModelConfig, B: int, P: int, S: int, counted: dict, analytic: dict) -> list[Check]:
+    """Counted vs analytic model FLOPs of the prefill and the first decode step, on meta and on the device.
+    Explained differences: the prompt's mask-based attention scores the whole P x P square in a sliding
+    layer (`masked_square_flops`); the device's static decode step scores all S cached keys in every layer,
+    the ones beyond its context masked (`inference.static_decode_flops`)."""
+    square = masked_square_flops(cfg, B, P)
+    masked_keys = analytic["decode_hardware"] - analytic["decode"]
+    checks = []
+    for where, c in counted.items():
+        for phase in ("prefill", "decode"):
+            static = phase == "decode" and where != "meta"
+            reason = ("the same matmuls: LM head on the last position only; attention over the keys in the cache"
+                      + ("; the prompt's mask-based attention scores all P keys, not the window"
+                         if phase == "prefill" and square else "")
+                      + (f"; the static cache: the step scores all S = {S} cached keys in every layer, "
+                         f"{masked_keys:,} FLOPs on the masked ones" if static else ""))
+            explained = square if phase == "prefill" else (masked_keys if static else 0)
+            checks.append(Check(f"counted.{where}.{phase}", c[phase], f"analytic.{phase}", analytic[phase],
+                                explained, reason))
+    return checks
+
+
+def _ceilings(device: torch.device, dtype: str, progress) -> dict:
+    """The measured GEMM and device-to-device copy ceilings."""
+    progress("ceilings: GEMM and device-to-device copy ...")
+    size = 8192 if device.type == "cuda" else 512
+    with precision(dtype, device):
+        gemm = gemm_ceiling(device, TORCH_DTYPES[dtype], size=size)
+    return {"gemm": {k: v for k, v in gemm.items() if k != "times_ms"},
+            "copy": copy_bandwidth(device, 2**30 if device.type == "cuda" else 2**26)}
+
+
+def _prefill(cfg, B: int, P: int, dtype: str, times: list[StepTime], cuda: bool, peaks: dict) -> dict:
+    """The prefill's figures from its timed runs."""
+    flops, nbytes = inference.prefill_flops(cfg, B, P), inference.prefill_bytes(cfg, B, P, dtype)
+    hardware = flops + masked_square_flops(cfg, B, P)  # a mask-based kernel scores the whole square
+    time_ms, host_ms, launch_bound = _time_dict(times, cuda)
+    seconds = time_ms["median_ms"] / 1e3
+    r = rates(flops, hardware, seconds, peaks["tflops"])
+    return {"flops": flops, "hardware_flops": hardware, "bytes": nbytes, "intensity": flops / nbytes,
+            "time_ms": time_ms, "host_ms": host_ms, "launch_bound": launch_bound,
+            "achieved_tflops": r.achieved_tflops, "mfu": r.mfu, "hfu": r.hfu,
+            "mbu": bandwidth_utilization(nbytes, seconds, peaks["gbps"])}
+
+
+def _decode(cfg, B: int, S: int, dtype: str, contexts: list[int], times: list[StepTime], cuda: bool,
+            peaks: dict) -> dict:
+    """The decode steps' figures: per step (model FLOPs and MBU bytes at its context, hardware FLOPs and bytes
+    of the whole static cache), and their summary."""
+    peak, peak_gbps = peaks["tflops"], peaks["gbps"]
+    hardware = inference.static_decode_flops(cfg, B, S)
+    hardware_bytes = inference.static_decode_bytes(cfg, B, S, dtype).total
+    steps = []
+    for c, t in zip(contexts, times):
+        flops, nbytes = inference.decode_flops(cfg, B, c), inference.decode_bytes(cfg, B, c, dtype).total
+        seconds = t.device_ms / 1e3
+        steps.append({"context": c, "flops": flops, "bytes": nbytes, "hardware_flops": hardware,
+                      "hardware_bytes": hardware_bytes, "time_ms": t.device_ms, "host_ms": t.host_ms,
+                      "launch_bound": t.launch_bound, "mfu": utilization(flops, seconds, peak),
+                      "hfu": utilization(hardware, seconds, peak),
+                      "mbu": bandwidth_utilization(nbytes, seconds, peak_gbps)})
+    decode = {"steps": steps, "time_ms": None, "host_ms": None, "launch_bound": None, "launch_bound_steps": None,
+              "tokens_per_s": None, "mbu": None, "mfu": None, "hfu": None, "achieved_tflops": None,
+              "context": None, "flops": None, "bytes": None, "hardware_flops": hardware,
+              "hardware_bytes": hardware_bytes, "intensity": None, "buckets": []}
+    if steps:
+        time_ms, host_ms, launch_bound = _time_dict(times, cuda)
+        seconds = time_ms["median_ms"] / 1e3
+        middle = steps[len(steps) // 2]
+        decode.update(time_ms={k: v for k, v in time_ms.items() if k != "times_ms"}, host_ms=host_ms,
+                      launch_bound=launch_bound,
+                      launch_bound_steps=sum(bool(t.launch_bound) for t in times) if cuda else None,
+                      tokens_per_s=B / seconds, mbu=_median([s["mbu"] for s in steps]),
+                      mfu=_median([s["mfu"] for s in steps]), hfu=_median([s["hfu"] for s in steps]),
+                      achieved_tflops=rates(middle["flops"], None, seconds, None).achieved_tflops,
+                      context=middle["context"], flops=middle["flops"], bytes=middle["bytes"],
+                      intensity=middle["flops"] / middle["bytes"], buckets=_bucket(steps))
+    return decode
 
 
 def _row(doc: dict, mode: str, part: dict) -> dict:
@@ -243,7 +295,8 @@ def _row(doc: dict, mode: str, part: dict) -> dict:
             "peak_gbps": doc["peak"]["gbps"],
             "gemm_tflops": (doc["ceilings"]["gemm"] or {}).get("tflops_median"),
             "copy_gbps": (doc["ceilings"]["copy"] or {}).get("gbps_median"),
-            "time_ms": part["time_ms"], "model_flops": part["flops"], "bytes": part["bytes"],
-            "intensity": part["intensity"], "achieved_tflops": part["achieved_tflops"],
-            "mfu": part["mfu"], "mbu": part["mbu"], "tokens_per_s": part.get("tokens_per_s"),
-            "config": doc["config"]}
+            "time_ms": part["time_ms"], "host_ms": part["host_ms"], "launch_bound": part["launch_bound"],
+            "model_flops": part["flops"], "hardware_flops": part["hardware_flops"], "bytes": part["bytes"],
+            "hardware_bytes": part.get("hardware_bytes"), "intensity": part["intensity"],
+            "achieved_tflops": part["achieved_tflops"], "mfu": part["mfu"], "hfu": part["hfu"], "mbu": part["mbu"],
+            "tokens_per_s": part.get("tokens_per_s"), "config": doc["config"]}

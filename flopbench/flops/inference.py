@@ -24,6 +24,12 @@ Bytes per decode step, at `bytes_per_value` per element:
 - the KV cache read: 2·k·n_kv_head·head_dim·B values per layer (K and V of every attended position), and
   the new token's K and V written: 2·L·n_kv_head·head_dim·B.
 
+A **static** decode step (gpt-fast's `generate.py`: one shape for every step, so one CUDA graph) scores
+its query against all S = P + G positions of the preallocated cache in every layer, full or sliding, and
+masks the keys beyond its context (`model.gpt.KVCache.mask`). The masked keys are work the kernel does and
+bytes it reads: its **hardware** FLOPs and bytes are those of L·S keys (`static_decode_flops`,
+`static_decode_bytes`), while its model FLOPs, and the bytes MBU divides, stay those of the context c.
+
 Arithmetic intensity = FLOPs / bytes (Williams et al. 2009, "Roofline").
 """
 
@@ -51,11 +57,23 @@ def attended_keys(cfg: ModelConfig, context: int) -> int:
     return sum(n * analytic.keys_per_query(cfg, context, t) for (t, _), n in cfg.layer_kinds().items())
 
 
-def decode_flops(cfg: ModelConfig, batch_size: int, context: int) -> int:
-    """Matmul FLOPs of one decode step at `context` keys (the new token included):
-    2·B·N_active_matmul + 4·B·n_head·head_dim·(keys attended over the layers)."""
+def step_flops(cfg: ModelConfig, batch_size: int, keys: int) -> int:
+    """Matmul FLOPs of one decode step whose query scores `keys` keys over all the layers together:
+    2·B·N_active_matmul + 4·B·n_head·head_dim·keys (QK^T and AV of one query, per query head)."""
     B = batch_size
-    return 2 * B * analytic.param_counts(cfg).active_matmul + 4 * B * cfg.q_dim * attended_keys(cfg, context)
+    return 2 * B * analytic.param_counts(cfg).active_matmul + 4 * B * cfg.q_dim * keys
+
+
+def decode_flops(cfg: ModelConfig, batch_size: int, context: int) -> int:
+    """Model FLOPs of one decode step at `context` keys (the new token included): `step_flops` over the
+    keys attended (`attended_keys`)."""
+    return step_flops(cfg, batch_size, attended_keys(cfg, context))
+
+
+def static_decode_flops(cfg: ModelConfig, batch_size: int, cache_len: int) -> int:
+    """Hardware FLOPs of one static decode step: `step_flops` over all `cache_len` cached positions in every
+    layer, the masked ones included (see the module docstring)."""
+    return step_flops(cfg, batch_size, cfg.n_layer * cache_len)
 
 
 def weights_read(cfg: ModelConfig, tokens: int = 1) -> int:
@@ -88,13 +106,26 @@ class DecodeBytes:
         return {**asdict(self), "total": self.total}
 
 
-def decode_bytes(cfg: ModelConfig, batch_size: int, context: int, dtype: str) -> DecodeBytes:
-    """Bytes moved by one decode step at `context` keys (the new token included) in `dtype`."""
+def step_bytes(cfg: ModelConfig, batch_size: int, keys: int, dtype: str) -> DecodeBytes:
+    """Bytes moved by one decode step in `dtype` whose query reads the K and V of `keys` positions over all
+    the layers together."""
     size, B, L = BYTES_PER_VALUE[dtype], batch_size, cfg.n_layer
     rows = B * cfg.d_model * (2 if cfg.positions == "learned" else 1)  # token (+ position) embedding rows
     kv = 2 * cfg.kv_dim * B  # K and V of one position in one layer
     return DecodeBytes(weights=size * weights_read(cfg, B), embedding_rows=size * rows,
-                       kv_cache_read=size * kv * attended_keys(cfg, context), kv_cache_written=size * kv * L)
+                       kv_cache_read=size * kv * keys, kv_cache_written=size * kv * L)
+
+
+def decode_bytes(cfg: ModelConfig, batch_size: int, context: int, dtype: str) -> DecodeBytes:
+    """Bytes moved by one decode step at `context` keys (the new token included) in `dtype`: the bytes MBU
+    divides."""
+    return step_bytes(cfg, batch_size, attended_keys(cfg, context), dtype)
+
+
+def static_decode_bytes(cfg: ModelConfig, batch_size: int, cache_len: int, dtype: str) -> DecodeBytes:
+    """Bytes one static decode step reads and writes: the whole cache of `cache_len` positions read in every
+    layer, the masked positions included (see the module docstring)."""
+    return step_bytes(cfg, batch_size, cfg.n_layer * cache_len, dtype)
 
 
 def prefill_bytes(cfg: ModelConfig, batch_size: int, prompt_len: int, dtype: str) -> int:

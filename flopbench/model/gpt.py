@@ -55,7 +55,10 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, seq_len: int, start: int = 0) -> Rope:
+    def forward(self, seq_len: int, start: int | torch.Tensor = 0) -> Rope:
+        if isinstance(start, torch.Tensor):  # static decoding (`KVCache`): gather, no host read of the position
+            index = start + torch.arange(seq_len, device=start.device)
+            return self.cos[index], self.sin[index]
         return self.cos[start:start + seq_len], self.sin[start:start + seq_len]
 
 
@@ -84,22 +87,54 @@ def softcap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
 
 class KVCache:
     """A static cache of every layer's keys and values for generation, preallocated to `max_len` positions
-    (as Hugging Face's StaticCache and gpt-fast do): decoding never reallocates, and a step at position p
-    attends to the p + 1 keys written so far (the last `sliding_window` of them in a sliding layer). K/V
-    are stored at n_kv_head heads (grouped-query attention shrinks the cache, Ainslie et al. 2023)."""
+    (as Hugging Face's StaticCache and gpt-fast do): decoding never reallocates. K/V are stored at n_kv_head
+    heads (grouped-query attention shrinks the cache, Ainslie et al. 2023).
+
+    Two ways to use it, chosen by the type of `pos` given to `GPT.forward`:
+    - `pos` an int: a step at positions pos .. pos + T - 1 attends to the pos + T keys written so far (the
+      last `sliding_window` of them in a sliding layer of a decode step): exactly the model's context, the
+      FLOPs `flops.inference` counts;
+    - `pos` a 0-d tensor (static decoding, gpt-fast's `generate.py`): the step writes its K/V in place
+      (`index_copy_`) and attends over all `max_len` positions with a position mask (`mask`), so every
+      decode step has the same shapes and one CUDA graph serves them all. The masked keys are work the
+      kernel does and bytes it reads (`flops.inference.static_decode_flops`, `static_decode_bytes`).
+
+    K and V are marked as static addresses (`torch._dynamo.mark_static_address`, as transformers'
+    StaticCache does): under CUDA graphs the step reads and writes them in place instead of copying the
+    cache into the graph's own input buffer on every replay."""
 
     def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int, device: str | torch.device,
                  dtype: torch.dtype):
         shape = (cfg.n_layer, batch_size, cfg.kv_heads, max_len, cfg.head_dim)
+        self.max_len = max_len
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        for t in (self.k, self.v):
+            torch._dynamo.mark_static_address(t)
 
-    def update(self, layer: int, pos: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Write the keys and values of positions pos .. pos + T - 1; return every key and value up to them."""
+    def update(self, layer: int, pos: int | torch.Tensor, k: torch.Tensor,
+               v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Write the keys and values of positions pos .. pos + T - 1; return every key and value up to them
+        (`pos` an int), or the whole cache (`pos` a tensor: static decoding, masked by `mask`)."""
+        if isinstance(pos, torch.Tensor):
+            index = pos + torch.arange(k.shape[2], device=pos.device)
+            self.k[layer].index_copy_(2, index, k)
+            self.v[layer].index_copy_(2, index, v)
+            return self.k[layer], self.v[layer]
         end = pos + k.shape[2]
         self.k[layer, :, :, pos:end] = k
         self.v[layer, :, :, pos:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def mask(self, pos: torch.Tensor, t_q: int, window: int | None) -> torch.Tensor:
+        """The boolean mask (True = attend) of `t_q` queries at positions pos .. pos + t_q - 1 over all
+        `max_len` cached positions: a key after its query is masked (not written yet, or left from an earlier
+        generation), and in a sliding layer a key `window` or more positions back (gpt-fast's causal mask
+        row at `input_pos`, with Mistral's window)."""
+        q = (pos + torch.arange(t_q, device=pos.device))[:, None]
+        k = torch.arange(self.max_len, device=pos.device)[None, :]
+        keep = k <= q
+        return keep if window is None else keep & (k > q - window)
 
 
 def attention_mask(t_q: int, t_k: int, window: int | None, device) -> torch.Tensor | None:
@@ -168,13 +203,17 @@ class CausalSelfAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
+        static = cache is not None and isinstance(pos, torch.Tensor)  # the whole cache, masked (KVCache)
         if cache is not None:  # generation: a prompt at pos 0 (causal), then one token per step (all keys)
             k, v = cache.update(layer, pos, k.to(cache.k.dtype), v.to(cache.v.dtype))
             q = q.to(cache.k.dtype)
-            if T == 1 and self.window is not None:  # a decode step sees only the last `window` keys
+            if T == 1 and self.window is not None and not static:  # a decode step sees the last `window` keys
                 k, v = k[:, :, -self.window:], v[:, :, -self.window:]
-        causal = cache is None or bool(T > 1)  # `cache is None` first: under torch.jit.trace T is a tensor
+        # `cache is None` first: under torch.jit.trace T is a tensor
+        causal = not static and (cache is None or bool(T > 1))
         mask = window_mask if causal and self.window is not None else None
+        if static:
+            mask = cache.mask(pos, T, self.window)
         if self.selective and torch.is_grad_enabled():
             with set_checkpoint_early_stop(False):
                 y = checkpoint(attention_core, q, k, v, mask, causal, self.cap, self.groups, use_reentrant=False)
@@ -362,7 +401,8 @@ class GPT(nn.Module):
 
     Generation: `forward(idx, cache=KVCache(...), pos=p, last_only=True)` runs the tokens `idx` at positions
     p, p + 1, ... against the cache and returns the logits of the last position only (B, 1, vocab_size),
-    as `generate` does: a prompt at pos 0 (prefill), then one token per step (decode)."""
+    as `generate` does: a prompt at pos 0 (prefill), then one token per step (decode). `p` an int attends to
+    the keys written so far; `p` a 0-d tensor decodes statically over the whole cache (`KVCache`)."""
 
     def __init__(self, cfg: ModelConfig, checkpointing: str = "none", early_stop: bool = True):
         super().__init__()
@@ -404,17 +444,19 @@ class GPT(nn.Module):
                 std = 0.02 / math.sqrt(2 * self.cfg.n_layer) if residual else 0.02
                 nn.init.normal_(param, mean=0.0, std=std)
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, pos: int = 0,
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, pos: int | torch.Tensor = 0,
                 last_only: bool = False) -> torch.Tensor:
         _, T = idx.shape
         x = self.wte(idx)
         if self.cfg.embed_scale:  # Gemma: embeddings times sqrt(d_model), in the activations' dtype
             x = x * torch.tensor(self.cfg.d_model ** 0.5, dtype=x.dtype)
+        static = cache is not None and isinstance(pos, torch.Tensor)  # static decoding: `KVCache`
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(pos, pos + T, device=idx.device))
+            x = x + self.wpe(pos + torch.arange(T, device=idx.device) if static
+                             else torch.arange(pos, pos + T, device=idx.device))
         rope = self.rope(T, pos) if self.rope is not None else None
         # one mask for every sliding layer of this step (a T x T boolean tensor: not rebuilt layer by layer)
-        sliding = "sliding" in self.cfg.layer_types and (cache is None or bool(T > 1))
+        sliding = "sliding" in self.cfg.layer_types and (cache is None or bool(T > 1)) and not static
         mask = attention_mask(T, pos + T, self.cfg.sliding_window, idx.device) if sliding else None
         if cache is not None:
             for layer, block in enumerate(self.h):
@@ -434,10 +476,19 @@ def build_model(
     device: str | torch.device = "cpu",
     checkpointing: str = "none",
     early_stop: bool = True,
+    dtype: torch.dtype | None = None,
 ) -> GPT:
-    """Build `cfg` directly on `device` (on "meta" no memory is allocated and no init runs)."""
-    with torch.device(device):
-        return GPT(cfg, checkpointing=checkpointing, early_stop=early_stop)
+    """Build `cfg` directly on `device` (on "meta" no memory is allocated and no init runs), its parameters
+    in `dtype` (default float32). Inference engines keep bf16 / fp16 weights (gpt-fast's
+    `model.to(dtype=precision)`), and `infer` does: built in that dtype, never held in float32 on the way.
+    The rotary tables stay float32 (`RotaryEmbedding`; `apply_rope` casts them to the activations' dtype)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or previous)
+    try:
+        with torch.device(device):
+            return GPT(cfg, checkpointing=checkpointing, early_stop=early_stop)
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

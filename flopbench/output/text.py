@@ -363,6 +363,13 @@ def render_infer(doc: dict, width: int = DEFAULT_WIDTH) -> str:
                      "MFU": percent(d["mfu"]), "MBU": percent(d["mbu"]), "tokens/s": f"{d['tokens_per_s']:,.0f}"})
     numbers = ("context", "FLOPs", "bytes", "FLOP/byte", "median ms", "TFLOP/s", "MFU", "MBU", "tokens/s")
     out.append(_section("Generation (per step)", table(rows, width, right=numbers)))
+    if d["time_ms"]:
+        host = "" if d["launch_bound"] is None else (  # on the CPU host and device are one clock
+            f"; the host took {fixed(d['host_ms']['median_ms'])} ms to launch a step"
+            + (": launch-bound, the GPU waited for it" if d["launch_bound"] else ""))
+        out.append(wrap(f"decode: static cache of {doc['cache_len']} positions, each step scores all of them "
+                        f"(masked beyond the context): hardware {flops(d['hardware_flops'])}, "
+                        f"{si(d['hardware_bytes'], '.3g')}B per step{host}", width) + "\n")
     if d["buckets"]:
         buckets = [{"context": f"{b['context_from']}-{b['context_to']}", "steps": b["steps"],
                     "median ms": fixed(b["median_ms"]), "MBU": percent(b["mbu"]), "MFU": percent(b["mfu"])}

@@ -84,3 +84,16 @@ def test_decode_bytes_by_hand():
     # GQA shrinks the cache: 2 of 4 heads
     gqa = cfg.replace(n_kv_head=2)
     assert inference.decode_bytes(gqa, B, c, "fp32").kv_cache_read == 4 * 2 * L * (d // 2) * B * c
+
+
+def test_static_decode_scores_and_reads_every_cached_position_by_hand():
+    # a sliding layer (window 4) and a full one, GQA 4 query heads over 2 K/V heads of 16: the static step at
+    # context c = 10 with a cache of S = 16 positions scores 16 keys in both layers; the model's step
+    # min(10, 4) + 10 = 14 keys
+    cfg = ModelConfig("w", n_layer=2, d_model=64, n_head=4, n_kv_head=2, vocab_size=128, max_seq_len=32,
+                      layer_types=("sliding", "full"), sliding_window=4)
+    B, c, S = 3, 10, 16
+    assert inference.static_decode_flops(cfg, B, S) - inference.decode_flops(cfg, B, c) == 4 * B * 64 * (32 - 14)
+    static, model = inference.static_decode_bytes(cfg, B, S, "bf16"), inference.decode_bytes(cfg, B, c, "bf16")
+    assert static.kv_cache_read == 2 * (2 * 32 * B * 32)  # K and V, 2 heads x 16 wide, 32 position-layers
+    assert static.total - model.total == 2 * (2 * 32 * B * (32 - 14))  # only the cache read differs
