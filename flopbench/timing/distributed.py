@@ -86,7 +86,7 @@ def device_for(info: DistInfo, device_type: str) -> torch.device:
 
 def _fsdp2():
     """(fully_shard, MixedPrecisionPolicy): public in torch.distributed.fsdp from torch 2.6, under
-    torch.distributed._composable.fsdp in 2.5 (the floor pyproject allows)."""
+    torch.distributed._composable.fsdp in 2.5 (the floor, 2.5.1, in pyproject)."""
     try:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     except ImportError:
