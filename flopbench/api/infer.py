@@ -44,6 +44,7 @@ from ..timing.bandwidth import copy_bandwidth
 from ..timing.clock import Clock, TimingStats
 from ..timing.device import TORCH_DTYPES, precision, resolve_device, resolve_dtype
 from ..timing.gemm import gemm_ceiling
+from ..timing.memory import check_infer_fits
 from ..timing.rates import bandwidth_utilization, rates, utilization
 
 #: Decode steps are summarised in up to this many buckets of context length.
@@ -132,7 +133,9 @@ def _count(model: torch.nn.Module, cfg: ModelConfig, B: int, P: int, G: int, dev
 
 def infer(config: ModelConfig | str, options: InferOptions | None = None, progress=None, **fields) -> dict:
     """Prefill and decode of `config` (a `ModelConfig` or a preset name): the `flopbench infer --json` document
-    (see the module docstring). Options are `InferOptions` fields, as keywords or one `InferOptions`."""
+    (see the module docstring). Options are `InferOptions` fields, as keywords or one `InferOptions`. A run
+    that cannot fit in memory (`timing.memory.check_infer_fits`, the KV cache included) raises
+    `ModelDoesNotFit` before the model is built."""
     cfg = as_config(config)
     options = options_from(InferOptions, options, fields, "infer")
     _check(options, cfg)
@@ -140,6 +143,7 @@ def infer(config: ModelConfig | str, options: InferOptions | None = None, progre
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
     B, P, G = options.batch_size, options.prompt_len, options.gen_len
+    check_infer_fits(cfg, B, P, G, device, dtype)  # ModelDoesNotFit (exit 2) before anything is built
 
     env = environment(device)
     gpu_name = env["gpu"]["name"] if env["gpu"] else None
