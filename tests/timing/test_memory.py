@@ -216,6 +216,12 @@ def test_mixtral_refusal_counts_every_expert_not_the_active_two(monkeypatch, cap
                  "--no-save", "--no-gemm"])
     _, err = capsys.readouterr()
     assert code == 2 and err.count("\n") == 1 and "weights 186.8 GB" in err and "64.0 GB free" in err
+    # bf16 autocast casts every expert's weights too: all matmul weights, the token embedding and the 65
+    # norms (4096 each) left out
+    from flopbench.model.presets import as_config
+
+    cast = memory.estimate(as_config("mixtral-8x7b"), 1, 128, "forward", "none", "bf16").cast_weights
+    assert cast == 2 * (MIXTRAL_PARAMS - 32000 * 4096 - 65 * 4096) == 2 * 46_571_454_464
 
 
 def test_sharded_estimates_by_hand():
