@@ -32,7 +32,8 @@
 # then unpack the tarball into results/<gpu-name>/ and write the outcomes beside the targets in
 # results/NOTES-gpu-perf.md.
 #
-# CPU smoke mode (FLOPBENCH_SMOKE=1): the same steps on the CPU with tiny shapes (overrides), no compiles;
+# CPU smoke mode (FLOPBENCH_SMOKE=1): the same steps on the CPU with tiny shapes (overrides), no compiles, one
+# checkpointing mode;
 # tests/cli/test_gpu_settle.py runs it to prove the plumbing.
 set -uo pipefail
 work=${1:?usage: gpu_settle.sh OUT_DIR [TARBALL]}
@@ -72,7 +73,7 @@ unavailable() {  # a placeholder step whose command this flopbench lacks
 
 fb=("$PY" -m flopbench)
 if [ "${FLOPBENCH_SMOKE:-0}" = 1 ]; then
-  device=cpu; compile=(); gemm=(--no-gemm)
+  device=cpu; compile=(); gemm=(--no-gemm); every_ckpt=(--checkpointing none)  # 1 row of each, not 7
   small=(--n-layer 2 --d-model 64 --n-head 2 --n-kv-head 1 --head-dim 32 --d-ff 128 --vocab-size 256)
   xl=("${small[@]}" --seq-len 32 --warmup 0 --iters 1); b8=(--batch-size 2); b16=(--batch-size 4)
   infer_xl=("${small[@]}" --batch-size 2 --prompt-len 16 --gen-len 4 --warmup 0 --iters 1 --no-ceilings)
@@ -81,7 +82,7 @@ if [ "${FLOPBENCH_SMOKE:-0}" = 1 ]; then
   gemma=("${small[@]}" --sliding-window 16 --seq-len 32 --warmup 0 --iters 1)
   probe=(--device cpu --seq-len 64 --window 16 --n-head 4 --n-kv-head 2 --head-dim 16 --iters 1)
 else
-  device=cuda; compile=(--compile); gemm=()
+  device=cuda; compile=(--compile); gemm=(); every_ckpt=(--checkpointing all)
   xl=(--seq-len 1024); b8=(--batch-size 8); b16=(--batch-size 16)
   infer_xl=(--batch-size 8 --prompt-len 512 --gen-len 64)
   infer_llama=(--n-layer 8 --batch-size 1 --prompt-len 2048 --gen-len 64 --no-ceilings)
@@ -107,9 +108,9 @@ jstep infer_gpt2xl 120 "${fb[@]}" infer --model gpt2-xl --device "$device" "${co
   --json --out "$work"
 jstep infer_llama3_8l 90 "${fb[@]}" infer --model llama3-8b --device "$device" "${compile[@]}" "${infer_llama[@]}" \
   --json --out "$work"
-jstep moe_qwen3_2l 60 "${fb[@]}" run --model qwen3-30b-a3b --device "$device" "${moe[@]}" --checkpointing all \
+jstep moe_qwen3_2l 60 "${fb[@]}" run --model qwen3-30b-a3b --device "$device" "${moe[@]}" "${every_ckpt[@]}" \
   --no-gemm --json --out "$work"
-jstep gemma2_2l 60 "${fb[@]}" run --model gemma2-9b --device "$device" "${gemma[@]}" --checkpointing all \
+jstep gemma2_2l 60 "${fb[@]}" run --model gemma2-9b --device "$device" "${gemma[@]}" "${every_ckpt[@]}" \
   --no-gemm --json --out "$work"
 if "${fb[@]}" explain --help >/dev/null 2>&1; then
   jstep explain 90 "${fb[@]}" explain --model gpt2-xl --device "$device" "${xl[@]}" "${b8[@]}" "${compile[@]}" --json
