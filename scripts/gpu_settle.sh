@@ -113,7 +113,8 @@ jstep moe_qwen3_2l 60 "${fb[@]}" run --model qwen3-30b-a3b --device "$device" "$
 jstep gemma2_2l 60 "${fb[@]}" run --model gemma2-9b --device "$device" "${gemma[@]}" "${every_ckpt[@]}" \
   --no-gemm --json --out "$work"
 if "${fb[@]}" explain --help >/dev/null 2>&1; then
-  jstep explain 90 "${fb[@]}" explain --model gpt2-xl --device "$device" "${xl[@]}" "${b8[@]}" "${compile[@]}" --json
+  jstep explain 90 "${fb[@]}" explain --model gpt2-xl --device "$device" "${xl[@]}" "${b8[@]}" "${compile[@]}" \
+    --mode train_step --checkpointing none --json --out "$work"
 else
   unavailable explain
 fi

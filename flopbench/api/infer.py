@@ -142,8 +142,8 @@ def infer(config: ModelConfig | str, options: InferOptions | None = None, progre
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
+    check_infer_fits(cfg, options.batch_size, options.prompt_len, options.gen_len, device, dtype)  # before building
     B, P, G = options.batch_size, options.prompt_len, options.gen_len
-    check_infer_fits(cfg, B, P, G, device, dtype)  # ModelDoesNotFit (exit 2) before anything is built
 
     env = environment(device)
     gpu_name = env["gpu"]["name"] if env["gpu"] else None
