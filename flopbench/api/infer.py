@@ -49,6 +49,7 @@ from ..timing.clock import Clock, TimingStats
 from ..timing.decode import Generator, StepTime, compile_options, time_decode, time_prefill
 from ..timing.device import TORCH_DTYPES, matmul_precision, precision, resolve_device, resolve_dtype
 from ..timing.gemm import gemm_ceiling
+from ..timing.memory import check_infer_fits
 from ..timing.rates import bandwidth_utilization, rates, utilization
 
 #: Decode steps are summarised in up to this many buckets of context length.
@@ -137,13 +138,16 @@ def _time_dict(times: list[StepTime], cuda: bool) -> tuple[dict, dict, bool | No
 
 def infer(config: ModelConfig | str, options: InferOptions | None = None, progress=None, **fields) -> dict:
     """Prefill and decode of `config` (a `ModelConfig` or a preset name): the `flopbench infer --json` document
-    (see the module docstring). Options are `InferOptions` fields, as keywords or one `InferOptions`."""
+    (see the module docstring). Options are `InferOptions` fields, as keywords or one `InferOptions`. A run
+    that cannot fit in memory (`timing.memory.check_infer_fits`, the KV cache included) raises
+    `ModelDoesNotFit` before the model is built."""
     cfg = as_config(config)
     options = options_from(InferOptions, options, fields, "infer")
     _check(options, cfg)
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
+    check_infer_fits(cfg, options.batch_size, options.prompt_len, options.gen_len, device, dtype)  # before building
 
     env = environment(device)
     gpu_name = env["gpu"]["name"] if env["gpu"] else None

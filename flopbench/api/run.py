@@ -355,6 +355,18 @@ def _attempt(fn: Callable[[], object], stepper: Stepper, compiled: bool) -> tupl
     return value, None
 
 
+def first_optimizer_step(stepper: Stepper) -> None:
+    """The optimizer's first step, on the counting phase's gradients set to zero, before the timed steps:
+    it allocates AdamW's state (8 bytes per parameter) and the step's temporaries where the ranks of a
+    torchrun job still agree on a failure (`measure_row`). With zero gradients AdamW changes each weight only
+    by its decoupled weight decay, the same on every rank, so DDP's replicas stay equal."""
+    for p in stepper.eager.parameters():
+        if p.grad is not None:
+            p.grad.zero_()
+    stepper.optim().step()
+    stepper.eager.zero_grad(set_to_none=True)
+
+
 def measure_row(stepper: Stepper, ctx: RunContext, mode: str, checkpointing: str,
                 verdict: RowVerdict | None = None) -> Row:
     """Count and time one mode; running out of memory gives a row with status "oom", dynamo's recompile
@@ -362,8 +374,9 @@ def measure_row(stepper: Stepper, ctx: RunContext, mode: str, checkpointing: str
 
     Under torchrun every rank times its own steps; the row's time is the slowest rank's median (a
     data-parallel step runs at the pace of its slowest rank) and `per_rank` holds each rank's. The ranks
-    agree on the row's status after counting and after timing, so none waits in a collective the others
-    skipped (`distributed.agree`). Telemetry is rank 0's GPU's."""
+    agree on the row's status after counting (with a train step's first optimizer step,
+    `first_optimizer_step`) and after timing, so none waits in a collective the others skipped
+    (`distributed.agree`). Telemetry is rank 0's GPU's."""
     cfg, B, T, options = ctx.cfg, ctx.B, ctx.T, ctx.options
     flops = flops_of_mode(cfg, B, T, mode, checkpointing)
     row = Row(mode, checkpointing, model_flops=flops.model, hardware_flops_analytic=flops.hardware,
@@ -379,6 +392,8 @@ def measure_row(stepper: Stepper, ctx: RunContext, mode: str, checkpointing: str
     failure = ("oom", verdict.reason) if verdict is not None and not verdict.fits else None
     if failure is None:
         row.hardware_flops, failure = _attempt(lambda: stepper.counted_flops(mode), stepper, False)
+    if failure is None and mode == "train_step":
+        _, failure = _attempt(lambda: first_optimizer_step(stepper), stepper, False)
     failure = _together(ctx, failure)
     if failure:
         return fail(failure)

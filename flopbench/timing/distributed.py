@@ -9,11 +9,14 @@ writes files.
 Every rank must reach the same collectives in the same order, or the ones that did wait forever. So a
 rank never leaves a row on its own: before building, after counting and after timing all ranks `agree`
 on the status (an all-reduce of a failure flag, then the failing ranks' messages), and a row one rank
-could not measure — out of memory, say — is an "oom" row on every rank before any time is gathered. A
-rank that fails *inside* a step whose collectives the others are already in (FSDP's all-gathers, DDP's
-gradient all-reduce) cannot be waited out that way: there the process group's timeout
-(`TIMEOUT_ENV`, default `DEFAULT_TIMEOUT_S` seconds) ends the run with an error, and the rows already
-written stay on disk.
+could not measure — out of memory, say — is an "oom" row on every rank before any time is gathered. The
+counting phase runs one forward and backward and, for a train step, the optimizer's first step (which
+allocates AdamW's state), so the allocations the timed steps will make are tried where the ranks still
+agree. A rank that fails *inside* a timed step whose collectives the others are already in (FSDP's
+all-gathers, DDP's gradient all-reduce), or after it (an optimizer step that runs out of memory later, the
+others then in the next step's collectives), cannot be waited out that way: there the process group's
+timeout (`TIMEOUT_ENV`, default `DEFAULT_TIMEOUT_S` seconds) ends the run with an error, and the rows
+already written stay on disk.
 
 Under FSDP2 a bf16 / fp16 run shards with ``MixedPrecisionPolicy(param_dtype=<run dtype>,
 reduce_dtype=torch.float32)``, as torchtitan does: parameters are all-gathered and used in the run's
@@ -28,6 +31,7 @@ and is not counted; it shows up as time.
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from dataclasses import asdict, dataclass
 
@@ -86,7 +90,7 @@ def device_for(info: DistInfo, device_type: str) -> torch.device:
 
 def _fsdp2():
     """(fully_shard, MixedPrecisionPolicy): public in torch.distributed.fsdp from torch 2.6, under
-    torch.distributed._composable.fsdp in 2.5 (the floor pyproject allows)."""
+    torch.distributed._composable.fsdp in 2.5 (the floor, 2.5.1, in pyproject)."""
     try:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     except ImportError:
@@ -98,11 +102,20 @@ def wrap(model: torch.nn.Module, info: DistInfo, device: torch.device, dtype: st
     """DDP around the model, or FSDP2 `fully_shard` on each block then the root (in place), with the
     mixed-precision policy of `dtype` (see the module docstring). Every parameter gets a gradient in every
     step, so DDP needs no search for unused ones: a mixture of experts keeps its experts' weights stacked
-    (`model.gpt.Experts`), and an expert without tokens on a rank gets a zero gradient there."""
+    (`model.gpt.Experts`), and an expert without tokens on a rank gets a zero gradient there.
+
+    DDP runs with ``broadcast_buffers=False`` (``forward_sync_buffers=False`` from torch 2.13, which still
+    syncs them once when wrapping): the only buffers are the constant RoPE tables, and broadcasting
+    them would be a collective in every forward. ``gradient_as_bucket_view=True`` makes the gradients views
+    into DDP's reduction buckets, so its backward needs no second copy of them (torch's DDP docs): the timed
+    step then needs no more memory than the eager backward of the agreed counting phase."""
     if info.kind == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        names = inspect.signature(DistributedDataParallel).parameters
+        no_sync = "forward_sync_buffers" if "forward_sync_buffers" in names else "broadcast_buffers"  # 2.13 renamed it
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                       gradient_as_bucket_view=True, **{no_sync: False})
     fully_shard, MixedPrecisionPolicy = _fsdp2()
     kwargs = {}
     if dtype in ("bf16", "fp16"):

@@ -14,8 +14,26 @@ what each row's step actually used.
   layer at 16 bits), plus one block's activations while it is recomputed (§4.2). A forward without
   autograd keeps none;
 - logits: b·s·V in the compute dtype, and for a backward also their fp32 copy for the loss and its
-  gradient (4 + 4 bytes per element).
-It is an estimate (allocator fragmentation, workspaces and temporaries are not in it).
+  gradient (4 + 4 bytes per element);
+- cast weights: under bf16 / fp16 autocast, 2 bytes per matmul weight (every Linear and the LM head, all
+  experts included): autocast casts each fp32 weight once and keeps the low-precision copy for the rest
+  of the autocast region (torch's autocast weight cache, aten/src/ATen/autocast_mode.cpp, `cached_cast`),
+  the forward included. None under FSDP with shards > 1 (its mixed-precision policy gathers the weights
+  already in the run's dtype), and none in fp32;
+- soft-capped attention scores: with a soft cap the attention core is written out as two matmuls over the
+  T x T square (`model.gpt.attention_core`), so b·a·s·keys scores per layer exist (keys = s: sliding layers
+  mask the whole square). Kept for backward per score: tanh's output (compute dtype), the fp32 softmax's
+  output and its copy back in the compute dtype (2 + 4 + 2 bytes in bf16; 4 + 4 in fp32, where the copy is
+  the same tensor), in every layer, or in one block at a time when checkpointing recomputes it. A forward
+  without autograd holds one layer's at once: the scores, the fp32 copy softmax reads and its output
+  (2 + 4 + 4 bytes in bf16; 4 + 4 in fp32, where the copy is the scores themselves).
+It is an estimate (allocator fragmentation, workspaces and other temporaries are not in it).
+
+**Inference** (`infer_estimate`, for `infer`): the weights in the run's dtype (the model is built in
+it); the static KV cache, 2 (K and V) x layers x b x (prompt + generated) x KV heads x head_dim elements
+in the run's dtype (`model.gpt.KVCache`); the prefill's forward without autograd over the prompt: one
+block's activations at once (34·s·b·h at 16 bits, as above) and a soft cap's scores of one layer; the
+logits of the last position only (b·V).
 
 **Refusal.** `check_fits` compares the estimate with `available_bytes` (MemAvailable in /proc/meminfo
 on Linux, else free physical pages from ``os.sysconf``; free device memory from ``torch.cuda.mem_get_info``
@@ -62,14 +80,18 @@ class MemoryEstimate:
     optimizer: int
     activations: int
     logits: int
+    cast_weights: int = 0  # autocast's low-precision weight copies
+    scores: int = 0  # a soft cap's T x T attention scores
+    kv_cache: int = 0  # inference only
+
+    PARTS = ("weights", "cast_weights", "gradients", "optimizer", "activations", "scores", "kv_cache", "logits")
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations + self.logits
+        return sum(getattr(self, n) for n in self.PARTS)
 
     def describe(self) -> str:
-        parts = [(n, getattr(self, n)) for n in ("weights", "gradients", "optimizer", "activations", "logits")]
-        return " + ".join(f"{name} {gb(v)}" for name, v in parts if v)
+        return " + ".join(f"{name} {gb(getattr(self, name))}" for name in self.PARTS if getattr(self, name))
 
     def as_dict(self) -> dict:
         return {**asdict(self), "total": self.total}
@@ -93,7 +115,48 @@ def estimate(cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: str, dt
     else:
         activations = cfg.n_layer * layer
     logits = B * T * cfg.vocab_size * (element + (8 if backward else 0))
-    return MemoryEstimate(weights, grads, optimizer, activations, logits)
+    cast = 2 * analytic.param_counts(cfg).matmul if dtype in ("bf16", "fp16") and shards == 1 else 0
+    if not backward:
+        scores = score_bytes(cfg, B, T, dtype, layers=1, saved=False)
+    else:
+        scores = score_bytes(cfg, B, T, dtype, layers=cfg.n_layer if checkpointing == "none" else 1, saved=True)
+    return MemoryEstimate(weights, grads, optimizer, activations, logits, cast, scores)
+
+
+def score_bytes(cfg: ModelConfig, B: int, T: int, dtype: str, layers: int, saved: bool) -> int:
+    """Bytes of a soft cap's B x heads x T x T attention scores in `layers` layers (see the module docstring):
+    what autograd keeps for backward (`saved`), else what one forward without autograd holds at once; 0
+    without a soft cap (the fused SDPA kernels keep no scores)."""
+    if cfg.attn_softcap is None:
+        return 0
+    element = TORCH_DTYPES[dtype].itemsize
+    per_score = element + 4 + (0 if element == 4 else element if saved else 4)  # fp32: no copies
+    return layers * B * cfg.n_head * T * T * per_score
+
+
+def infer_estimate(cfg: ModelConfig, B: int, P: int, G: int, dtype: str) -> MemoryEstimate:
+    """The memory `infer` needs for batch `B`, a prompt of `P` tokens and `G` generated (see the module
+    docstring): weights in the run's dtype, the KV cache of P + G positions, the prefill's activations of one
+    block and a soft cap's scores of one layer, and the last position's logits."""
+    element = TORCH_DTYPES[dtype].itemsize
+    kv = 2 * cfg.n_layer * B * (P + G) * cfg.kv_heads * cfg.head_dim * element
+    activations = ACTIVATION_COEFF * P * B * cfg.d_model * element // 2
+    return MemoryEstimate(weights=analytic.param_counts(cfg).total * element, gradients=0, optimizer=0,
+                          activations=activations, logits=B * cfg.vocab_size * element,
+                          scores=score_bytes(cfg, B, P, dtype, layers=1, saved=False), kv_cache=kv)
+
+
+def check_infer_fits(cfg: ModelConfig, B: int, P: int, G: int, device: torch.device, dtype: str) -> MemoryEstimate:
+    """`infer_estimate`, or `ModelDoesNotFit` (one line, with the estimate) when it exceeds `available_bytes`
+    — before anything is built. Unknown free memory refuses nothing."""
+    e = infer_estimate(cfg, B, P, G, dtype)
+    free, source = available_bytes(device)
+    if free is not None and e.total > free:
+        raise ModelDoesNotFit(
+            f"{cfg.name} does not fit on {device} for infer: it needs about {gb(e.total)} ({e.describe()}; "
+            f"{dtype}, batch {B} x (prompt {P} + gen {G})), {gb(free)} free ({source}); use a smaller model, "
+            f"batch or length, or a larger machine")
+    return e
 
 
 def available_bytes(device: torch.device) -> tuple[int | None, str]:

@@ -151,6 +151,65 @@ def test_a_rank_failing_inside_collectives_ends_the_run_within_the_timeout(tmp_p
     assert code != 0
 
 
+# Rank FLOPBENCH_TEST_OOM_RANK runs out of memory in every AdamW step; the forward and backward fit. Before the
+# optimizer's first step was taken inside the agreed region, the failing rank left the timed steps while the other
+# went on into the next step's gradient all-reduce, which met the failing rank's agreement instead: mismatched
+# collectives, an error or a wait until the process group's timeout.
+OPTIMIZER_WORKER = """
+import os, sys
+import torch
+from flopbench.cli import main
+
+if os.environ["RANK"] == os.environ["FLOPBENCH_TEST_OOM_RANK"]:
+    def step(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB (injected in AdamW.step)")
+
+    torch.optim.AdamW.step = step
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("kind", ["ddp", "fsdp"])
+def test_out_of_memory_in_one_ranks_optimizer_step_gives_an_oom_row_on_every_rank(kind, tmp_path):
+    worker = tmp_path / "worker.py"
+    worker.write_text(OPTIMIZER_WORKER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(worker), "run", *TINY,
+           "--dist", kind, "--checkpointing", "none", "--json", "--out", str(tmp_path / "out")]
+    env = {**os.environ, "FLOPBENCH_TEST_OOM_RANK": "1", "FLOPBENCH_DIST_TIMEOUT_S": "30"}
+    code, out, err = run_bounded(cmd, timeout=150, env=env)
+    assert code == 1 and "FAIL status [train_step/none]: expected ok, measured oom" in err, err[-2000:]
+    doc = json.loads(out)  # rank 0's document: it, too, has the oom row, and the run ended normally
+    assert [(r["mode"], r["status"]) for r in doc["rows"]] == [("forward", "ok"), ("fwd_bwd", "ok"),
+                                                                ("train_step", "oom")]
+    assert doc["rows"][2]["error"].startswith("rank 1: CUDA out of memory") and doc["rows"][2]["time_ms"] == {}
+    rows = (next((tmp_path / "out").iterdir()) / "rows.jsonl").read_text().splitlines()
+    assert [json.loads(r)["status"] for r in rows] == ["ok", "ok", "oom"]
+
+
+def test_ddp_broadcasts_no_buffers_and_reduces_into_the_gradients(tmp_path):
+    """The RoPE tables are constant buffers: broadcasting them costs a collective in every forward for nothing.
+    Gradients are views into DDP's reduction buckets, so DDP's step needs no second copy of the gradients
+    (the eager backward of the agreed counting phase then needs as much memory as the timed one)."""
+    import torch
+    import torch.distributed as dist
+
+    from flopbench.model.config import ModelConfig
+    from flopbench.model.gpt import build_model
+    from flopbench.timing.distributed import DistInfo, wrap
+
+    cfg = ModelConfig("ddp-buffers", n_layer=1, d_model=32, n_head=2, vocab_size=64, max_seq_len=16,
+                      positions="rope")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        model = build_model(cfg, "cpu")
+        assert any(True for _ in model.buffers())  # the RoPE tables a broadcast would send
+        ddp = wrap(model, DistInfo("ddp", 0, 1, 0, "gloo"), torch.device("cpu"))
+        ddp(torch.zeros(2, 16, dtype=torch.long)).float().sum().backward()
+        assert not ddp.will_sync_module_buffers() and ddp.gradient_as_bucket_view is True
+    finally:
+        dist.destroy_process_group()
+
+
 def test_fsdp_mixed_precision_policy_casts_parameters_to_the_run_dtype(tmp_path):
     """FSDP2 with bf16: parameters are all-gathered in bf16 for the compute (torchtitan's MixedPrecisionPolicy),
     gradients reduced and kept in fp32; with fp32 nothing is cast."""
