@@ -3,8 +3,8 @@
 One small function per `model_type` (`MAPPERS`) reads its keys by their transformers names; a key that is
 absent takes the value transformers gives it (transformers 5 spellings included: `rope_parameters`,
 `layer_types`). Each function's docstring says what the family is: gpt2, llama, mistral (every layer
-sliding, default window 4096), mixtral (experts), qwen2 (Q/K/V biases), qwen3 and qwen3_moe (QK-norm,
-head_dim 128, experts with dense `mlp_only_layers`), gemma / gemma2 / gemma3_text (GeGLU, scaled
+sliding, default window 4096), mixtral (experts), qwen2 (Q/K/V biases), qwen3 (QK-norm, head_dim 128),
+qwen3_moe (Qwen3 attention, experts with dense `mlp_only_layers`), gemma / gemma2 / gemma3_text (GeGLU, scaled
 embeddings, sandwich norms, windows, soft caps), phi3 (fused projections: the same matmuls), olmo2
 (post-norms, QK-norm over the projections), smollm3 (Llama-like).
 
@@ -234,9 +234,10 @@ def _smollm3(read: Reader) -> dict:
 
 
 def _qwen(read: Reader, **extra) -> dict:
-    """Qwen2 (Q/K/V biases only) and Qwen3 (QK-norm per head, head_dim 128 by default, no biases)."""
+    """Qwen2 (Q/K/V biases only) and Qwen3 (QK-norm per head, head_dim 128 by default, no biases). Qwen3-MoE
+    has Qwen3's attention, but transformers 5's Qwen3MoeConfig has no head_dim default: hidden / heads."""
     qwen2 = read.model_type == "qwen2"
-    fields = _common(read, head_dim=None if qwen2 else 128, **extra)
+    fields = _common(read, head_dim=128 if read.model_type == "qwen3" else None, **extra)
     if qwen2:
         fields.update(bias=False, qkv_bias=True)
     else:
