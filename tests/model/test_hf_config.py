@@ -1,6 +1,7 @@
 """`--model path/to/config.json`: Hugging Face configs read offline, and one-line errors for bad files."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -181,7 +182,7 @@ def test_missing_file_is_one_line(tmp_path, capsys):
         resolve_config("llama9")
 
 
-SHIPPED = __import__("pathlib").Path(__file__).resolve().parents[2] / "benchmarks" / "hf_configs"
+SHIPPED = Path(__file__).resolve().parents[2] / "benchmarks" / "hf_configs"
 
 
 def test_gemma3_shipped_config_slides_5_layers_in_6():
@@ -207,6 +208,10 @@ def test_qwen2_max_window_layers_boundary(tmp_path, first, sliding):
 @pytest.mark.parametrize("raw, sliding", [
     # Issue 24 item 2: every layer counted as sliding (3.5x under at T=65,536); transformers: full attention.
     ({**TINY_LLAMA, "model_type": "smollm3", "sliding_window": 4096, "use_sliding_window": False}, []),
+    ({**TINY_LLAMA, "model_type": "smollm3", "num_hidden_layers": 4, "sliding_window": 8,
+      "use_sliding_window": False}, []),
+    ({**TINY_LLAMA, "model_type": "smollm3", "num_hidden_layers": 4, "sliding_window": 8,
+      "use_sliding_window": False, "layer_types": ["sliding_attention"] * 4}, []),
     # with the switch on, the no-RoPE layers slide (every 4th by default: layer 3 of 0..3)
     ({**TINY_LLAMA, "model_type": "smollm3", "num_hidden_layers": 4, "sliding_window": 8,
       "use_sliding_window": True}, [3]),
@@ -242,3 +247,13 @@ def test_dense_layer_index_n_layer(tmp_path):
                                          r"n_layer - 1 = 1"):
         PRESETS["gpt2"].replace(dense_layers=(2,), **moe)
     assert PRESETS["gpt2"].replace(dense_layers=(1,), **moe).count_layers(moe=False) == 1
+
+
+def test_smollm3_shipped_config_with_a_window_but_the_switch_off(tmp_path):
+    """Issue 24 item 2, as reported: HuggingFaceTB/SmolLM3-3B with sliding_window 4096 and use_sliding_window
+    false counted every layer as sliding (forward 3.5x under at T = 65,536). transformers' SmolLM3Attention
+    takes no window unless use_sliding_window; with it, the no-RoPE layers (every 4th: 9 of 36) slide."""
+    raw = json.loads((SHIPPED / "smollm3.json").read_text())
+    assert load_hf_config(write(tmp_path, {**raw, "sliding_window": 4096})).count_layers("sliding") == 0
+    cfg = load_hf_config(write(tmp_path, {**raw, "sliding_window": 4096, "use_sliding_window": True}))
+    assert [i for i in range(36) if cfg.layer_type(i) == "sliding"] == list(range(3, 36, 4))
