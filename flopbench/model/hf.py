@@ -350,9 +350,11 @@ def _gemma(read: Reader) -> dict:
     if listed is None and not 1 <= every <= n:
         raise UsageError(f"sliding_window_pattern={every} is not allowed: give 1 to num_hidden_layers="
                          f"{n} (one full-attention layer in every `pattern`; a layer_types list for others)")
-    return _windowed(dict(fields, qk_norm="head"), window,
-                     listed or (lambda: ("sliding",) * (_listable(every, "a Gemma 3 pattern", "sliding_window_pattern") - 1)
-                               + ("full",)))
+
+    def pattern():  # Gemma3TextConfig: full where (i + 1) % sliding_window_pattern == 0
+        return ("sliding",) * (_listable(every, "a Gemma 3 pattern", "sliding_window_pattern") - 1) + ("full",)
+
+    return _windowed(dict(fields, qk_norm="head"), window, listed or pattern)
 
 
 def _phi3(read: Reader) -> dict:
