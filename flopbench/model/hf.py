@@ -9,7 +9,7 @@ embeddings, sandwich norms, windows, soft caps), phi3 (fused projections: the sa
 (post-norms, QK-norm over the projections), smollm3 (Llama-like).
 
 Sliding windows follow each family's transformers 5 code (`configuration_<family>.py` and the attention
-module of `modeling_<family>.py`), key by key; a 0 or false is a value, never "absent":
+module of `modeling_<family>.py`, read in 5.24), key by key; a 0 or false is a value, never "absent":
 
 | model_type | which layers slide, over `sliding_window` |
 |---|---|
