@@ -4,6 +4,7 @@ the key and the bad value, never a TypeError, RecursionError or ValueError from 
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -131,6 +132,12 @@ def test_zero_experts_is_a_dense_qwen3_moe(tmp_path):
     # transformers' name num_local_experts is the same attribute (Qwen3MoeConfig.attribute_map) and wins
     assert load_hf_config(write(tmp_path, {**TINY_QWEN3_MOE, "num_experts": 4, "num_local_experts": 0})).n_experts == 0
     assert load_hf_config(write(tmp_path, {**TINY_QWEN3_MOE, "num_experts": 0, "num_local_experts": 3})).n_experts == 3
+    # The issue's replay: the shipped Qwen3-30B-A3B file with 0 experts counted 30.53e9 parameters. Dense, by
+    # hand: per layer Q, O 2·2048·4096 + K, V 2·2048·512 = 18,874,368; MLP 3·2048·6144 = 37,748,736; norms
+    # 2·2048 + QK-norm 2·128 = 4,352 -> 56,627,456, x 48; embedding and LM head 2·151,936·2048; final norm 2048.
+    raw = json.loads((Path(__file__).resolve().parents[2] / "benchmarks/hf_configs/qwen3_moe.json").read_text())
+    dense = load_hf_config(write(tmp_path, {**raw, "num_experts": 0}))
+    assert analytic.param_counts(dense).total == 48 * 56_627_456 + 2 * 151_936 * 2048 + 2048 == 3_340_449_792
 
 
 def test_gemma_activation_is_read_from_the_family_key(tmp_path):
