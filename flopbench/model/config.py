@@ -298,7 +298,8 @@ def _validate_experts(cfg: ModelConfig) -> None:
         raise UsageError(f"n_experts={_show(E)} is not allowed: n_experts must be an integer >= 0 (0 = dense)")
     check_size("n_experts", E)
     if not E:
-        for field, off in (("top_k", 0), ("n_shared_experts", 0), ("dense_layers", ())):
+        for field, off in (("top_k", 0), ("d_ff_expert", None), ("n_shared_experts", 0), ("d_ff_shared", None),
+                           ("dense_layers", ())):
             if getattr(cfg, field) != off:
                 raise UsageError(f"{field}={_show(getattr(cfg, field))} needs experts: set n_experts > 0 "
                                  f"(or {field}={off!r})")

@@ -3,10 +3,32 @@
 One small function per `model_type` (`MAPPERS`) reads its keys by their transformers names; a key that is
 absent takes the value transformers gives it (transformers 5 spellings included: `rope_parameters`,
 `layer_types`). Each function's docstring says what the family is: gpt2, llama, mistral (every layer
-sliding, default window 4096), mixtral (experts), qwen2 (Q/K/V biases), qwen3 and qwen3_moe (QK-norm,
-head_dim 128, experts with dense `mlp_only_layers`), gemma / gemma2 / gemma3_text (GeGLU, scaled
+sliding, default window 4096), mixtral (experts), qwen2 (Q/K/V biases), qwen3 (QK-norm, head_dim 128),
+qwen3_moe (Qwen3 attention, experts with dense `mlp_only_layers`), gemma / gemma2 / gemma3_text (GeGLU, scaled
 embeddings, sandwich norms, windows, soft caps), phi3 (fused projections: the same matmuls), olmo2
 (post-norms, QK-norm over the projections), smollm3 (Llama-like).
+
+Sliding windows follow each family's transformers 5 code (`configuration_<family>.py` and the attention
+module of `modeling_<family>.py`, read in 5.24), key by key; a 0 or false is a value, never "absent":
+
+| model_type | which layers slide, over `sliding_window` |
+|---|---|
+| gpt2, llama, gemma, olmo2 | none: a `sliding_window` key is not read |
+| mistral | every layer (default window 4096; null = none) |
+| mixtral, phi3 | every layer when `sliding_window` is set (default none) |
+| qwen2, qwen3 | only if `use_sliding_window` (default false; window default 4096): the `layer_types` entries, \
+else layers i >= `max_window_layers` (default 28) |
+| qwen3_moe | every layer if `use_sliding_window` (window default 4096); transformers 5 reads no \
+`max_window_layers` and no `layer_types` here (4.x slid only layers i >= `max_window_layers`) |
+| gemma2 | `layer_types`, else even layers i (default window 4096; null = none) |
+| gemma3_text | `layer_types`, else all but every `sliding_window_pattern`-th layer (default 6; 1 to \
+num_hidden_layers; `_sliding_window_pattern` is not read); `use_bidirectional_attention` is refused |
+| smollm3 | only if `use_sliding_window` (window default none): the `layer_types` entries, else the \
+no-RoPE layers (`no_rope_layers` 0, else every `no_rope_layer_interval`-th layer, default 4) |
+
+A `layer_types` is checked in every family as transformers' `PreTrainedConfig.validate_layer_type` checks
+it (a list, one entry per layer), and must hold full or sliding attention only, even where the family
+does not read it.
 
 What does not change the FLOPs of a training step is not read (dropout, eps, rope scaling, init, Gemma's
 query_pre_attn_scalar). What changes them in a way flopbench does not model is refused, never counted
@@ -97,26 +119,31 @@ def _rope_theta(read: Reader, default: float) -> float:
     return default if theta is None else theta
 
 
-def _layer_types(read: Reader, n_layer: int, window: int | None, pattern) -> tuple[str, ...]:
-    """Each layer's attention: the file's `layer_types` where it has one, else `pattern` (a tuple cycled over
-    the layers, or a function of the layer index). A sliding layer without a window is full attention,
-    as in transformers."""
+def _listed_layer_types(read: Reader, n_layer: int) -> tuple[str, ...] | None:
+    """The file's `layer_types` as flopbench's "full" / "sliding" (None when absent), checked in every family
+    as transformers' `PreTrainedConfig.validate_layer_type` checks it: a list (an object is refused), one
+    entry per layer; an entry flopbench does not model is refused."""
     listed = read("layer_types", list)
-    unknown = sorted({str(t) for t in listed or ()} - set(_LAYER_TYPES))
+    if listed is None:
+        return None
+    unknown = sorted({str(t) for t in listed if not isinstance(t, str) or t not in _LAYER_TYPES})
     if unknown:
         raise UsageError(f"not modelled: layer_types {', '.join(map(repr, unknown))} (flopbench models "
                          f"{', '.join(_LAYER_TYPES)})")
-    if window is None:  # a sliding layer without a window is full attention, as in transformers
-        return ("full",)
-    if listed is not None:
-        types = tuple(_LAYER_TYPES[t] for t in listed)
-        if len(types) != n_layer:
-            raise UsageError(f"layer_types has {len(types)} entries for num_hidden_layers={n_layer}: "
-                             f"give one per layer")
-    else:
-        types = pattern if isinstance(pattern, tuple) else tuple(
-            pattern(i) for i in range(_listable(n_layer, "a per-layer attention pattern")))
-    return types if len(set(types)) > 1 else types[:1]
+    if len(listed) != n_layer:
+        raise UsageError(f"layer_types has {len(listed)} entries for num_hidden_layers={n_layer}: "
+                         f"give one per layer")
+    return tuple(_LAYER_TYPES[t] for t in listed)
+
+
+def _windowed(fields: dict, window: int | None, types) -> dict:
+    """`fields` with each layer's attention: `types` (a tuple cycled over the layers, or a function giving
+    the tuple, called only when there is a window). A sliding layer without a window is full attention, as
+    in transformers (its attention module passes sliding_window=None)."""
+    types = types() if callable(types) else types
+    if window is None or "sliding" not in types:
+        return dict(fields, layer_types=("full",), sliding_window=None)
+    return dict(fields, layer_types=types if len(set(types)) > 1 else types[:1], sliding_window=window)
 
 
 def _common(read: Reader, bias_key: str = "attention_bias", tie: bool = False, theta: float = 10000.0,
@@ -137,6 +164,7 @@ def _common(read: Reader, bias_key: str = "attention_bias", tie: bool = False, t
         mlp="swiglu", norm="rmsnorm", positions="rope",
     )
     read.check_missing()
+    fields["layer_types"] = _listed_layer_types(read, fields["n_layer"])
     return fields
 
 
@@ -148,32 +176,68 @@ def _gpt2(read: Reader) -> dict:
                   max_seq_len=read("n_positions", int, _REQUIRED, "max_seq_len"),
                   tie_embeddings=read("tie_word_embeddings", bool, True, "tie_embeddings"), bias=True)
     read.check_missing()
+    _listed_layer_types(read, fields["n_layer"])  # checked, not read: GPT-2 has no window
     return fields
 
 
-def _llama(read: Reader, window_default: int | None = None, **common) -> dict:
-    """Llama 2 / 3 (Touvron et al. 2023), Mistral 7B (Jiang et al. 2023: every layer slides over
-    `sliding_window`, transformers' default 4096), SmolLM3 (Llama-like; its no-RoPE layers change no
-    matmul). One bias flag covers attention and MLP."""
+def _llama(read: Reader, **common) -> dict:
+    """Llama 2 / 3 (Touvron et al. 2023): no window (transformers' Llama reads no `sliding_window` or
+    `layer_types`). One bias flag covers attention and MLP."""
     fields = _common(read, **common)
     mlp_bias = read("mlp_bias", bool, False)
     if fields["bias"] != mlp_bias:
         raise UsageError(f"attention_bias={fields['bias']!r} and mlp_bias={mlp_bias!r} differ: flopbench has one "
                          f"bias flag for every linear layer (both must be true or both false)")
-    window = read("sliding_window", int, window_default)
-    return _windowed(read, fields, window, ("sliding",))
+    return dict(fields, layer_types=("full",))
 
 
-def _windowed(read: Reader, fields: dict, window: int | None, pattern) -> dict:
-    types = _layer_types(read, fields["n_layer"] or 0, window, pattern)
-    return dict(fields, layer_types=types, sliding_window=window if "sliding" in types else None)
+def _every_layer(read: Reader, fields: dict, default: int | None) -> dict:
+    """Every layer slides over `sliding_window` (`default` when absent, none when null): transformers'
+    Mistral, Mixtral and Phi-3 pass config.sliding_window to every layer's attention."""
+    return _windowed(fields, read("sliding_window", int, default), ("sliding",))
+
+
+def _mistral(read: Reader) -> dict:
+    """Mistral 7B (Jiang et al. 2023): Llama with every layer sliding over `sliding_window` (transformers'
+    default 4096)."""
+    return _every_layer(read, _llama(read), 4096)
+
+
+def _smollm3(read: Reader) -> dict:
+    """SmolLM3: Llama-like, tied. Its no-RoPE layers change no matmul; they are the layers that slide, and
+    only when `use_sliding_window` is true (transformers' SmolLM3Attention: config.sliding_window if
+    use_sliding_window and layer_types[i] is sliding; SmolLM3Config builds layer_types from no_rope_layers,
+    else from no_rope_layer_interval)."""
+    fields = _llama(read, tie=True, theta=2e6)
+    n, listed = fields["n_layer"], _listed_layer_types(read, fields["n_layer"])
+    use = read("use_sliding_window", bool, False)
+    window = read("sliding_window", int, None)
+    no_rope = read("no_rope_layers", list, None)
+    interval = read("no_rope_layer_interval", int, 4)
+    if no_rope is not None and (len(no_rope) != n or any(
+            type(v) is not int or v not in (0, 1) for v in no_rope)):
+        raise UsageError(f"no_rope_layers={no_rope!r} is not allowed: give one 0 or 1 per layer "
+                         f"(num_hidden_layers={n}; 0 = no RoPE)")
+    if no_rope is None and interval < 1:
+        raise UsageError(f"no_rope_layer_interval={interval} is not allowed: it must be >= 1 (every "
+                         f"interval-th layer has no RoPE)")
+
+    def types():
+        if listed is not None:
+            return listed
+        if no_rope is not None:
+            return tuple("full" if v else "sliding" for v in no_rope)
+        return tuple("full" if (i + 1) % interval else "sliding" for i in range(_listable(min(interval, n),
+                                                                                     "no_rope_layer_interval")))
+
+    return _windowed(fields, window if use else None, types)
 
 
 def _qwen(read: Reader, **extra) -> dict:
-    """Qwen2 (Q/K/V biases only) and Qwen3 (QK-norm per head, head_dim 128 by default, no biases); their
-    optional sliding window covers the layers from `max_window_layers` on."""
+    """Qwen2 (Q/K/V biases only) and Qwen3 (QK-norm per head, head_dim 128 by default, no biases). Qwen3-MoE
+    has Qwen3's attention, but transformers 5's Qwen3MoeConfig has no head_dim default: hidden / heads."""
     qwen2 = read.model_type == "qwen2"
-    fields = _common(read, head_dim=None if qwen2 else 128, **extra)
+    fields = _common(read, head_dim=128 if read.model_type == "qwen3" else None, **extra)
     if qwen2:
         fields.update(bias=False, qkv_bias=True)
     else:
@@ -181,10 +245,25 @@ def _qwen(read: Reader, **extra) -> dict:
         if fields["bias"]:
             raise UsageError("attention_bias=True is not modelled for Qwen3 (biases on the attention projections "
                              "only): flopbench has one bias flag for every linear layer")
-    use_window = read("use_sliding_window", bool, False)
-    window = read("sliding_window", int, 4096) if use_window else None
+    return fields
+
+
+def _qwen_window(read: Reader) -> int | None:
+    """`sliding_window` (default 4096) if `use_sliding_window` (default false), else none: Qwen2Config,
+    Qwen3Config and Qwen3MoeConfig set sliding_window to None when use_sliding_window is false."""
+    use = read("use_sliding_window", bool, False)
+    window = read("sliding_window", int, 4096)
+    return window if use else None
+
+
+def _qwen_dense(read: Reader) -> dict:
+    """Qwen2 and Qwen3: their window covers the `layer_types` entries that slide, else the layers from
+    `max_window_layers` on (Qwen2Config / Qwen3Config: sliding if i >= max_window_layers)."""
+    fields = _qwen(read)
     first = read("max_window_layers", int, 28)
-    return _windowed(read, fields, window, lambda i: "sliding" if i >= first else "full")
+    n, listed = fields["n_layer"], fields["layer_types"]
+    return _windowed(fields, _qwen_window(read), lambda: listed or tuple(
+        "sliding" if i >= first else "full" for i in range(_listable(n, "max_window_layers"))))
 
 
 #: The most layers a per-layer pattern (Qwen's window from `max_window_layers` on, off-grid dense layers) is
@@ -192,36 +271,55 @@ def _qwen(read: Reader, **extra) -> dict:
 MAX_LISTED_LAYERS = 100_000
 
 
-def _listable(n_layer: int, what: str) -> int:
-    if n_layer > MAX_LISTED_LAYERS:
-        raise UsageError(f"n_layer={n_layer} is too many layers for {what}, which flopbench lists layer by layer "
+def _listable(count: int, what: str, key: str = "n_layer") -> int:
+    """`count` if a per-layer list of that many entries may be built for `what` (at most `MAX_LISTED_LAYERS`),
+    else a `UsageError` naming `key`."""
+    if count > MAX_LISTED_LAYERS:
+        raise UsageError(f"{key}={count} is too many layers for {what}, which flopbench lists layer by layer "
                          f"(up to {MAX_LISTED_LAYERS:,})")
-    return n_layer
+    return count
+
+
+def _n_experts(read: Reader, default: int) -> int:
+    """`num_local_experts`, else `num_experts`, else `default`: transformers' Mixtral and Qwen3-MoE configs
+    map num_experts onto num_local_experts (attribute_map), so the latter wins when both are given."""
+    experts = read("num_local_experts", int, None, "n_experts")
+    return read("num_experts", int, default, "n_experts") if experts is None else experts
 
 
 def _qwen3_moe(read: Reader) -> dict:
-    """Qwen3-MoE: Qwen3 attention; every layer's MLP is a mixture of `num_experts` experts of width
-    `moe_intermediate_size`, `num_experts_per_tok` per token (no shared experts), except the layers in
-    `mlp_only_layers` and those off the `decoder_sparse_step` grid, which keep a dense MLP of width
-    intermediate_size (transformers' Qwen3MoeDecoderLayer)."""
-    fields = _qwen(read)
-    experts = read("num_experts", int, None) or read("num_local_experts", int, 128, "n_experts")
+    """Qwen3-MoE: Qwen3 attention, every layer sliding if `use_sliding_window` (transformers 5's
+    Qwen3MoeAttention takes config.sliding_window in every layer). Every layer's MLP is a mixture of
+    `num_experts` experts of width `moe_intermediate_size`, `num_experts_per_tok` per token (no shared
+    experts), except the layers in `mlp_only_layers` and those off the `decoder_sparse_step` grid, which
+    keep a dense MLP of width intermediate_size (transformers' Qwen3MoeDecoderLayer: experts where
+    num_experts > 0 and (i + 1) % decoder_sparse_step == 0). `num_local_experts` is transformers' name for
+    num_experts (its attribute_map), and wins when both are given; 0 experts is a dense model."""
+    fields = _windowed(_qwen(read), _qwen_window(read), ("sliding",))
+    experts = _n_experts(read, 128)
     step = read("decoder_sparse_step", int, 1)
     only = read("mlp_only_layers", list, [])
+    top_k = read("num_experts_per_tok", int, 8, "top_k")
+    width = read("moe_intermediate_size", int, 768, "d_ff_expert")
+    if step < 1:
+        raise UsageError(f"decoder_sparse_step={step} is not allowed: it must be >= 1 (experts in every "
+                         f"step-th layer)")
     if any(isinstance(i, bool) or not isinstance(i, int) for i in only):
         raise UsageError(f"dense_layers={only!r} is not allowed: mlp_only_layers must be a list of layer indices")
+    if experts == 0:
+        return dict(fields, n_experts=0)
     n = fields["n_layer"]
     off_grid = {i for i in range(_listable(n, "decoder_sparse_step")) if (i + 1) % step} if step > 1 else set()
     dense = tuple(sorted({i for i in only if 0 <= i < n} | off_grid))
-    return dict(fields, n_experts=experts, top_k=read("num_experts_per_tok", int, 8, "top_k"),
-                d_ff_expert=read("moe_intermediate_size", int, 768, "d_ff_expert"), dense_layers=dense)
+    return dict(fields, n_experts=experts, top_k=top_k, d_ff_expert=width, dense_layers=dense)
 
 
 def _mixtral(read: Reader) -> dict:
-    """Mixtral 8x7B (Jiang et al. 2024): Mistral attention, every MLP a mixture of `num_local_experts`
-    SwiGLU experts of width intermediate_size, `num_experts_per_tok` per token."""
-    fields = _llama(read, theta=1e6)
-    return dict(fields, n_experts=read("num_local_experts", int, 8, "n_experts"),
+    """Mixtral 8x7B (Jiang et al. 2024): Mistral attention (every layer sliding when `sliding_window` is
+    set; transformers' default: none), every MLP a mixture of `num_local_experts` SwiGLU experts of width
+    intermediate_size, `num_experts_per_tok` per token."""
+    fields = _every_layer(read, _llama(read, theta=1e6), None)
+    return dict(fields, n_experts=_n_experts(read, 8),
                 top_k=read("num_experts_per_tok", int, 2, "top_k"), d_ff_expert=fields["d_ff"])
 
 
@@ -231,43 +329,52 @@ def _gemma(read: Reader) -> dict:
     scores, 30 on logits); Gemma 3 drops the caps, adds QK-norm and slides 5 layers in 6."""
     mt = read.model_type
     fields = _common(read, tie=True, head_dim=256)
-    act = read("hidden_activation", str) or read("hidden_act", str, "gelu_pytorch_tanh")
+    act = read("hidden_act" if mt == "gemma" else "hidden_activation", str, "gelu_pytorch_tanh")
     if not act.startswith("gelu"):
         raise UsageError(f"not modelled: hidden_activation={act!r} in a Gemma model (flopbench models GeGLU)")
     fields.update(mlp="geglu", embed_scale=True)
     if mt == "gemma":
         return dict(fields, layer_types=("full",))
+    if read("use_bidirectional_attention", bool, False):
+        raise UsageError("not modelled: use_bidirectional_attention=True (flopbench models causal attention)")
+    listed = fields["layer_types"]
     fields.update(norm_position="sandwich", attn_softcap=read("attn_logit_softcapping", float, 50.0 if mt == "gemma2"
                                                                else None),
                   final_softcap=read("final_logit_softcapping", float, 30.0 if mt == "gemma2" else None))
     window = read("sliding_window", int, 4096)
     if mt == "gemma2":
-        return _windowed(read, fields, window, ("sliding", "full"))
-    every = read("sliding_window_pattern", int, None) or read("_sliding_window_pattern", int, 6)
-    check_size("sliding_window_pattern", every)
-    return _windowed(read, dict(fields, qk_norm="head"), window, ("sliding",) * (every - 1) + ("full",))
+        return _windowed(fields, window, listed or ("sliding", "full"))
+    every, n = read("sliding_window_pattern", int, 6), fields["n_layer"]
+    if listed is None:
+        check_size("sliding_window_pattern", every)
+    if listed is None and not 1 <= every <= n:
+        raise UsageError(f"sliding_window_pattern={every} is not allowed: give 1 to num_hidden_layers="
+                         f"{n} (one full-attention layer in every `pattern`; a layer_types list for others)")
+
+    def pattern():  # Gemma3TextConfig: full where (i + 1) % sliding_window_pattern == 0
+        return ("sliding",) * (_listable(every, "a Gemma 3 pattern", "sliding_window_pattern") - 1) + ("full",)
+
+    return _windowed(dict(fields, qk_norm="head"), window, listed or pattern)
 
 
 def _phi3(read: Reader) -> dict:
     """Phi-3 (Abdin et al. 2024): Llama-like with fused QKV and gate-up projections (the same matmuls);
     `sliding_window` over every layer when set (no window by default). `partial_rotary_factor` rotates
     fewer dimensions: no matmul."""
-    fields = _common(read, bias_key="attention_bias")
-    return _windowed(read, fields, read("sliding_window", int, None), ("sliding",))
+    return _every_layer(read, _common(read, bias_key="attention_bias"), None)
 
 
 def _olmo2(read: Reader) -> dict:
     """OLMo 2 (OLMo et al. 2024): norms after attention and MLP (none before), QK-norm over the whole Q and K
     projections."""
-    return dict(_common(read), norm_position="post", qk_norm="proj")
+    return dict(_common(read), norm_position="post", qk_norm="proj", layer_types=("full",))
 
 
 #: model_type -> the function reading its keys onto ModelConfig fields. The order is the one messages list.
 MAPPERS = {
-    "gpt2": _gpt2, "llama": _llama, "mistral": lambda r: _llama(r, window_default=4096),
-    "mixtral": _mixtral, "qwen2": _qwen, "qwen3": _qwen, "qwen3_moe": _qwen3_moe, "gemma": _gemma,
-    "gemma2": _gemma, "gemma3_text": _gemma, "phi3": _phi3, "olmo2": _olmo2,
-    "smollm3": lambda r: _llama(r, tie=True, theta=2e6),
+    "gpt2": _gpt2, "llama": _llama, "mistral": _mistral, "mixtral": _mixtral, "qwen2": _qwen_dense,
+    "qwen3": _qwen_dense, "qwen3_moe": _qwen3_moe, "gemma": _gemma, "gemma2": _gemma, "gemma3_text": _gemma,
+    "phi3": _phi3, "olmo2": _olmo2, "smollm3": _smollm3,
 }
 
 

@@ -1,6 +1,7 @@
 """`--model path/to/config.json`: Hugging Face configs read offline, and one-line errors for bad files."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -179,3 +180,80 @@ def test_missing_file_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "nope.json: no such file" in err
     with pytest.raises(UsageError, match="unknown model 'llama9'.*or give the path of a Hugging Face config.json"):
         resolve_config("llama9")
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "benchmarks" / "hf_configs"
+
+
+def test_gemma3_shipped_config_slides_5_layers_in_6():
+    """google/gemma-3-1b-pt as shipped (transformers 4.x keys: sliding_window_pattern 6, no layer_types):
+    Gemma 3 (Gemma Team 2025, §2.1) interleaves 5 local (sliding, 512) layers with 1 global one, so of 26
+    layers, 5, 11, 17 and 23 are full (transformers: full where (i + 1) % 6 == 0)."""
+    cfg = load_hf_config(SHIPPED / "gemma3_text.json")
+    assert [i for i in range(26) if cfg.layer_type(i) == "full"] == [5, 11, 17, 23]
+    assert (cfg.count_layers("full"), cfg.count_layers("sliding"), cfg.sliding_window) == (4, 22, 512)
+
+
+QWEN2_WINDOWED = {**TINY_LLAMA, "model_type": "qwen2", "num_hidden_layers": 4, "use_sliding_window": True,
+                  "sliding_window": 8}
+
+
+@pytest.mark.parametrize("first, sliding", [(0, [0, 1, 2, 3]), (1, [1, 2, 3]), (2, [2, 3]), (3, [3]), (4, [])])
+def test_qwen2_max_window_layers_boundary(tmp_path, first, sliding):
+    """Qwen2Config (no layer_types, as 4.x wrote it): layer i slides if i >= max_window_layers."""
+    cfg = load_hf_config(write(tmp_path, {**QWEN2_WINDOWED, "max_window_layers": first}))
+    assert [i for i in range(4) if cfg.layer_type(i) == "sliding"] == sliding
+
+
+@pytest.mark.parametrize("raw, sliding", [
+    # Issue 24 item 2: every layer counted as sliding (3.5x under at T=65,536); transformers: full attention.
+    ({**TINY_LLAMA, "model_type": "smollm3", "sliding_window": 4096, "use_sliding_window": False}, []),
+    ({**TINY_LLAMA, "model_type": "smollm3", "num_hidden_layers": 4, "sliding_window": 8,
+      "use_sliding_window": False}, []),
+    ({**TINY_LLAMA, "model_type": "smollm3", "num_hidden_layers": 4, "sliding_window": 8,
+      "use_sliding_window": False, "layer_types": ["sliding_attention"] * 4}, []),
+    # with the switch on, the no-RoPE layers slide (every 4th by default: layer 3 of 0..3)
+    ({**TINY_LLAMA, "model_type": "smollm3", "num_hidden_layers": 4, "sliding_window": 8,
+      "use_sliding_window": True}, [3]),
+    ({**TINY_LLAMA, "model_type": "smollm3", "num_hidden_layers": 4, "sliding_window": 8,
+      "use_sliding_window": True, "no_rope_layers": [0, 1, 0, 1]}, [0, 2]),
+    # Issue 24 item 2: transformers' Llama has no window, whatever the file says.
+    ({**TINY_LLAMA, "sliding_window": 8}, []),
+    ({**TINY_LLAMA, "sliding_window": 8, "layer_types": ["sliding_attention"] * 2}, []),
+    # Issue 24 item 2: transformers 5 slides every Qwen3-MoE layer; max_window_layers is not read.
+    ({**TINY_LLAMA, "model_type": "qwen3_moe", "head_dim": 16, "num_experts": 4, "num_experts_per_tok": 2,
+      "use_sliding_window": True, "sliding_window": 8, "max_window_layers": 2}, [0, 1]),
+    ({**QWEN2_WINDOWED, "use_sliding_window": False, "max_window_layers": 0}, []),
+    ({**QWEN2_WINDOWED, "use_sliding_window": False, "layer_types": ["sliding_attention"] * 4}, []),
+    ({**TINY_LLAMA, "model_type": "mixtral", "sliding_window": 8}, [0, 1]),
+    ({**TINY_LLAMA, "model_type": "mistral"}, [0, 1]),  # default 4096
+    ({**TINY_LLAMA, "model_type": "mistral", "sliding_window": None}, []),
+])
+def test_window_switch_keys(tmp_path, raw, sliding):
+    cfg = load_hf_config(write(tmp_path, raw))
+    assert [i for i in range(cfg.n_layer) if cfg.layer_type(i) == "sliding"] == sliding
+    assert (cfg.sliding_window is None) == (not sliding)
+
+
+def test_dense_layer_index_n_layer(tmp_path):
+    """Layers are 0 .. n_layer - 1. transformers' Qwen3MoeDecoderLayer tests `layer_idx not in
+    mlp_only_layers`, so an index n_layer (or -1) names no layer and makes none dense; a ModelConfig refuses it,
+    since the analytic count would take it for a dense layer the model does not build."""
+    raw = {**TINY_LLAMA, "model_type": "qwen3_moe", "head_dim": 16, "num_experts": 4, "num_experts_per_tok": 2}
+    assert load_hf_config(write(tmp_path, {**raw, "mlp_only_layers": [2, -1]})).dense_layers == ()
+    assert load_hf_config(write(tmp_path, {**raw, "mlp_only_layers": [1, 2]})).dense_layers == (1,)
+    moe = dict(n_layer=2, n_experts=4, top_k=2)
+    with pytest.raises(UsageError, match=r"dense_layers=\(2,\) is not allowed: give distinct layer indices 0 .. "
+                                         r"n_layer - 1 = 1"):
+        PRESETS["gpt2"].replace(dense_layers=(2,), **moe)
+    assert PRESETS["gpt2"].replace(dense_layers=(1,), **moe).count_layers(moe=False) == 1
+
+
+def test_smollm3_shipped_config_with_a_window_but_the_switch_off(tmp_path):
+    """Issue 24 item 2, as reported: HuggingFaceTB/SmolLM3-3B with sliding_window 4096 and use_sliding_window
+    false counted every layer as sliding (forward 3.5x under at T = 65,536). transformers' SmolLM3Attention
+    takes no window unless use_sliding_window; with it, the no-RoPE layers (every 4th: 9 of 36) slide."""
+    raw = json.loads((SHIPPED / "smollm3.json").read_text())
+    assert load_hf_config(write(tmp_path, {**raw, "sliding_window": 4096})).count_layers("sliding") == 0
+    cfg = load_hf_config(write(tmp_path, {**raw, "sliding_window": 4096, "use_sliding_window": True}))
+    assert [i for i in range(36) if cfg.layer_type(i) == "sliding"] == list(range(3, 36, 4))
