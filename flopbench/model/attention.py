@@ -98,23 +98,37 @@ def _flex(device_type: str):
     return flex_attention if device_type == "cpu" else torch.compile(flex_attention, dynamic=False)
 
 
-def expand_kv_for_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> bool:
+def expand_kv_for_kernel(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> bool:
     """True where SDPA would fall to the math kernel with grouped K/V heads (`enable_gqa`) but the
     memory-efficient kernel takes them expanded to the query heads: torch's own rules decide
     (`torch.backends.cuda.can_use_flash_attention` / `_efficient_` / `_cudnn_` on `SDPAParams`). A mask
     rules out the flash kernel, and the memory-efficient kernel of torch 2.5 - 2.x has no GQA (sdp_utils:
     `check_grouped_query_attention` is in the flash and math constraints only), so a sliding window on a
-    GQA model would otherwise go to math. Only GPU kernels have these rules (`KERNEL_RULE_DEVICES`)."""
+    GQA model would otherwise go to math. Only GPU kernels have these rules (`KERNEL_RULE_DEVICES`). The
+    rules read shapes, dtypes and the device, so the answer is worked out once per shape (`kv_heads_rule`),
+    a constant to torch.compile (no graph break)."""
     if q.device.type not in KERNEL_RULE_DEVICES or q.shape[1] == k.shape[1]:
         return False
+    return kv_heads_rule(q.device.type, q.dtype, tuple(q.shape), tuple(k.shape), mask.dtype, tuple(mask.shape))
+
+
+@torch._dynamo.assume_constant_result
+@functools.cache
+def kv_heads_rule(device: str, dtype: torch.dtype, q_shape: tuple, kv_shape: tuple, mask_dtype: torch.dtype,
+                  mask_shape: tuple) -> bool:
+    """`expand_kv_for_kernel` for tensors of these shapes and dtypes (empty ones are put to torch's rules)."""
     from torch.backends import cuda
 
-    grouped = cuda.SDPAParams(q, k, v, mask, 0.0, mask is None, True)
+    def params(kv_heads: int, gqa: bool):
+        q = torch.empty(q_shape, dtype=dtype, device=device)
+        kv = torch.empty((kv_shape[0], kv_heads, *kv_shape[2:]), dtype=dtype, device=device)
+        return cuda.SDPAParams(q, kv, kv, torch.empty(mask_shape, dtype=mask_dtype, device=device), 0.0, False, gqa)
+
+    grouped = params(kv_shape[1], True)
     if any(rule(grouped) for rule in (cuda.can_use_flash_attention, cuda.can_use_efficient_attention,
                                       cuda.can_use_cudnn_attention)):
         return False
-    k_full, v_full = (repeat_kv(t, q.shape[1] // k.shape[1]) for t in (k, v))
-    return cuda.can_use_efficient_attention(cuda.SDPAParams(q, k_full, v_full, mask, 0.0, mask is None, False))
+    return cuda.can_use_efficient_attention(params(q_shape[1], False))
 
 
 def repeat_kv(t: torch.Tensor, groups: int) -> torch.Tensor:
@@ -150,7 +164,7 @@ def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask, caus
         return _flex(q.device.type)(q, k, v, score_mod=score_mod if cap else None, block_mask=mask,
                                     enable_gqa=groups > 1)
     if cap is None:
-        if groups > 1 and mask is not None and expand_kv_for_kernel(q, k, v, mask):
+        if groups > 1 and mask is not None and expand_kv_for_kernel(q, k, mask):
             k, v, groups = repeat_kv(k, groups), repeat_kv(v, groups), 1
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
                                               enable_gqa=groups > 1)

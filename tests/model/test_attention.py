@@ -85,9 +85,10 @@ def test_watch_kernels_reads_the_dispatch():
     assert log.kernel == "eager" and log.skipping_calls == (0, 0)
 
 
-def _torch_2_5_rules(monkeypatch):
+@pytest.fixture
+def gpu_rules(monkeypatch):
     """torch 2.5 - 2.x on a GPU, as sdp_utils states them: flash takes no mask; the memory-efficient kernel
-    takes a mask but not grouped K/V heads; no cuDNN. Returns the K/V head counts SDPA was given."""
+    takes a mask but not grouped K/V heads; no cuDNN. Yields the (K/V heads, enable_gqa) SDPA was given."""
     from torch.backends import cuda
 
     from flopbench.model import attention
@@ -104,10 +105,12 @@ def _torch_2_5_rules(monkeypatch):
         return sdpa(q, k, v, *args, **kwargs)
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
-    return heads
+    attention.kv_heads_rule.cache_clear()  # the answers are cached per shape: these rules' are their own
+    yield heads
+    attention.kv_heads_rule.cache_clear()
 
 
-def test_masked_gqa_gets_kv_the_efficient_kernel_takes(monkeypatch):
+def test_masked_gqa_gets_kv_the_efficient_kernel_takes(gpu_rules):
     """Issue 23 item 6: a band mask rules out flash, and this torch's efficient kernel has no GQA, so with
     `enable_gqa` SDPA would fall to math; K/V go in expanded to the 4 query heads instead, same result."""
     from flopbench.model.attention import attention_core, attention_mask
@@ -115,22 +118,23 @@ def test_masked_gqa_gets_kv_the_efficient_kernel_takes(monkeypatch):
     q, k, v = _qkv()
     mask = attention_mask(20, 20, 5, "cpu")
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-    heads = _torch_2_5_rules(monkeypatch)
+    gpu_rules.clear()
     torch.testing.assert_close(attention_core(q, k, v, mask, True, None, 2), expected)
     attention_core(q, k, v, None, True, None, 2)  # no mask: flash takes GQA, nothing expanded
-    assert heads == [(4, False), (2, True)]
+    assert gpu_rules == [(4, False), (2, True)]
+    explained = torch._dynamo.explain(attention_core)(q, k, v, mask, True, None, 2)
+    assert explained.graph_break_count == 0  # the rule is a constant to torch.compile
 
 
-def test_kv_stay_grouped_where_the_efficient_kernel_takes_gqa(monkeypatch):
+def test_kv_stay_grouped_where_the_efficient_kernel_takes_gqa(gpu_rules, monkeypatch):
     from torch.backends import cuda
 
     from flopbench.model.attention import attention_core, attention_mask
 
-    heads = _torch_2_5_rules(monkeypatch)
     monkeypatch.setattr(cuda, "can_use_efficient_attention", lambda p, debug=False: True)  # a newer torch
     q, k, v = _qkv()
     attention_core(q, k, v, attention_mask(20, 20, 5, "cpu"), True, None, 2)
-    assert heads == [(2, True)]
+    assert gpu_rules == [(2, True)]
 
 
 @pytest.mark.parametrize("T, window", [(300, None), (300, 128), (300, 100), (512, 200), (256, 129), (70, 8)])
