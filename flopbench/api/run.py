@@ -52,9 +52,9 @@ from ..flops.reconcile import FLEX_NOTE, explain_hardware_gap, explained_hardwar
 from ..hardware.detect import environment, gpu_peak
 from ..hardware.peaks import clock_adjusted_peak
 from ..hardware.telemetry import Telemetry, open_telemetry, throttled
-from ..model.config import (CHECKPOINTING_CHOICES, MAX_ITERS, MAX_WARMUP, MODES, ModelConfig, checkpointing_modes,
-                            pad_vocab, validate_shapes, validate_tensor_sizes)
-from ..model.attention import ATTENTION, KernelLog, has_flex, watch_kernels
+from ..model.attention import KernelLog, has_flex, watch_kernels
+from ..model.config import (ATTENTION, CHECKPOINTING_CHOICES, MAX_ITERS, MAX_WARMUP, MODES, ModelConfig,
+                            checkpointing_modes, pad_vocab, validate_shapes, validate_tensor_sizes)
 from ..model.gpt import build_model, lm_loss
 from ..model.presets import as_config
 from ..output.records import ResultWriter, folder_safe

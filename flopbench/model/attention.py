@@ -1,6 +1,6 @@
 """The attention core, softmax(QK^T / sqrt(d_h) [soft-capped, masked]) V, and which kernel runs it.
 
-Two ways to compute it (`ATTENTION`, the `run --attention` choice):
+Two ways to compute it (`model.config.ATTENTION`, the `run --attention` choice):
 - "sdpa": `F.scaled_dot_product_attention`, where torch picks its kernel (flash, memory-efficient, cuDNN,
   or the math fallback). Grouped-query attention (Ainslie et al. 2023) goes in with `enable_gqa=True`
   (torch >= 2.5): the kernel broadcasts each K/V head over its group of query heads. A soft cap between
@@ -25,9 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
-
-#: How the attention core is computed: `run --attention`, `GPT(attention=)`.
-ATTENTION = ("sdpa", "flex")
 
 #: The kernel names a row's `attention_kernel` is made of ("eager": the soft-cap path's written-out matmuls).
 KERNELS = ("flash", "efficient", "cudnn", "math", "flex", "eager")

@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 
 from ..errors import UsageError
-from .attention import ATTENTION, attention_core, attention_mask, flex_block_mask, has_flex, softcap
-from .config import CHECKPOINTING, ModelConfig
+from .attention import attention_core, attention_mask, flex_block_mask, has_flex, softcap
+from .config import ATTENTION, CHECKPOINTING, ModelConfig
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (T, head_dim)
 

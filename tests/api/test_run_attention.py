@@ -77,3 +77,15 @@ def test_flex_rows_count_the_block_mask_and_train_on_the_cpu_is_refused():
         _run(SMALL, checkpointing="none", attention="flex")
     with pytest.raises(UsageError, match="--attention 'paged'"):
         _run(SMALL, attention="paged")
+
+
+def test_cli_attention_flag(capsys):
+    """`run --attention flex` on the CPU with training modes: one line, exit 2; a bad choice likewise."""
+    from flopbench.cli import main
+
+    assert main(["run", "--device", "cpu", "--attention", "flex", "--no-save", "--no-gemm", "--seq-len", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--attention flex on the CPU" in err and "Traceback" not in err
+    assert main(["run", "--attention", "paged"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid choice: 'paged' (choose from 'sdpa', 'flex')" in err
