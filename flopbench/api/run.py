@@ -14,7 +14,11 @@ one real step on the run's device (`hardware_flops`), so they include checkpoint
 whatever the attention kernel recomputes (flash attention's backward re-forms QK^T). Both come from
 `timing.rates`. HFU counts QK^T and AV over the full T x T square, while a causal flash kernel computes
 about half of it (the blocks above the diagonal are skipped): `hfu_causal` takes that half out of the
-hardware FLOPs (`causal_skipped_flops`). Each row also shows what the simple rules give: `mfu_simple` with
+hardware FLOPs (`causal_skipped_flops`), only for the calls that ran such a kernel: a kernel given a mask,
+the math kernel and the soft-cap path compute the whole square (there `hfu_causal` equals `hfu`). Each
+row names the kernel that dispatched in its counted step (`attention_kernel`, `model.attention`), and a
+row on the math kernel is warned about. With `attention="flex"` the hardware FLOPs are analytic (no
+dispatch mode runs FlexAttention): the block mask's non-empty blocks (`flex_hardware_flops`). Each row also shows what the simple rules give: `mfu_simple` with
 2N (forward) or 6N per token (Kaplan et al. 2020, §2.1), which like MFU leave recomputation out, and
 `hfu_simple` with 8N per token under full checkpointing (Narayanan et al. 2021, Eq. 3; 6N otherwise).
 

@@ -73,9 +73,11 @@ def has_flex() -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=16)
 def flex_block_mask(t_q: int, t_k: int, window: int | None, device):
     """FlexAttention's block mask of `attention_mask` (causal, within `window` when given), the queries the
-    last `t_q` of `t_k` positions: blocks of `FLEX_BLOCK_SIZE` with no allowed score are skipped."""
+    last `t_q` of `t_k` positions: blocks of `FLEX_BLOCK_SIZE` with no allowed score are skipped. Built once
+    per shape and device, then reused by every step (create_block_mask evaluates the mask over T x T)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     offset = t_k - t_q

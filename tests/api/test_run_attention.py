@@ -89,3 +89,25 @@ def test_cli_attention_flag(capsys):
     assert main(["run", "--attention", "paged"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "invalid choice: 'paged' (choose from 'sdpa', 'flex')" in err
+
+
+def test_flex_hardware_flops_by_hand():
+    """T = 256, window 64, blocks of 128: query block 0 meets key block 0 (128 x 128 scores), query block 1
+    meets key blocks 0 and 1 (its first query, 128, sees keys from 65: 128 x 256). A mask-based kernel
+    computes the whole 256 x 256 square per layer; flex 49,152 of its 65,536 scores. Forward hardware FLOPs
+    = forward matmuls outside attention + 4·B·H·d_h·49,152 per layer; training adds 2 more passes and the
+    re-formed QK^T (half a pass)."""
+    from flopbench.api.run import flex_hardware_flops, flops_of_mode
+    from flopbench.flops import analytic
+
+    cfg = SLIDING.replace(max_seq_len=256, sliding_window=64)
+    B, T, L, q = 2, 256, 2, 4 * 16
+    assert analytic.flex_block_scores(T, 64) == 128 * 128 + 128 * 256 == 49_152
+    flex_forward = 4 * B * q * 49_152 * L
+    band = 4 * B * q * T * 64 * L  # components' attention: T x min(T, W) per layer
+    forward = flops_of_mode(cfg, B, T, "forward", "none")
+    assert flex_hardware_flops(cfg, B, T, "forward", "none", forward.hardware) == (
+        analytic.forward_flops(cfg, B, T) - band + flex_forward)
+    train = flops_of_mode(cfg, B, T, "fwd_bwd", "none")
+    assert flex_hardware_flops(cfg, B, T, "fwd_bwd", "none", train.hardware) == (
+        analytic.train_flops(cfg, B, T) - 3 * band + 3 * flex_forward + flex_forward // 2)

@@ -185,3 +185,14 @@ def test_a_flex_model_gives_the_sdpa_models_logits():
         torch.testing.assert_close(flex(ids), sdpa(ids), rtol=1e-4, atol=1e-5)
     with pytest.raises(UsageError, match="attention='paged': choose one of sdpa, flex"):
         build_model(SOFTCAP, attention="paged")
+
+
+def test_flex_model_forward_is_one_graph():
+    """The block masks are built in GPT.forward and flex is a higher-order op: dynamo traces the whole
+    forward of a sliding + full model with FlexAttention as one graph."""
+    cfg = ModelConfig("s", n_layer=2, d_model=64, n_head=4, n_kv_head=2, d_ff=96, vocab_size=128, max_seq_len=256,
+                      layer_types=("sliding", "full"), sliding_window=64, **LLAMA_ARCH)
+    model = build_model(cfg, attention="flex")
+    with torch.no_grad():
+        explained = torch._dynamo.explain(model)(torch.randint(0, 128, (1, 256)))
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
