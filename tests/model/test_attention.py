@@ -196,3 +196,40 @@ def test_flex_model_forward_is_one_graph():
     with torch.no_grad():
         explained = torch._dynamo.explain(model)(torch.randint(0, 128, (1, 256)))
     assert explained.graph_count == 1 and explained.graph_break_count == 0
+
+
+def test_compiled_flex_soft_cap_model_compiles_once():
+    """A compiled forward of a sliding + full flex model with a soft cap (a score_mod) is one frame, not
+    recompiled on the second call."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    model = build_model(SOFTCAP, attention="flex")
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter, dynamic=False)
+    ids = torch.randint(0, SOFTCAP.vocab_size, (2, 20))
+    with torch.no_grad():
+        compiled(ids)
+        compiled(ids)
+    assert counter.frame_count == 1
+
+
+def test_eager_model_with_compiled_flex_compiles_once_per_layer_kind(monkeypatch):
+    """On a GPU an eager model calls a compiled flex_attention (`_flex`): one compiled frame per kind of
+    layer (sliding, full) at most, none on later steps."""
+    from torch._dynamo.testing import CompileCounter
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from flopbench.model import attention
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    compiled = torch.compile(flex_attention, backend=counter, dynamic=False)
+    monkeypatch.setattr(attention, "_flex", lambda device_type: compiled)
+    model = build_model(SOFTCAP, attention="flex")
+    ids = torch.randint(0, SOFTCAP.vocab_size, (2, 20))
+    with torch.no_grad():
+        model(ids)
+        first = counter.frame_count
+        model(ids)
+    assert first <= 2 and counter.frame_count == first
