@@ -101,11 +101,11 @@ def expand_kv_for_kernel(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -
     """True where SDPA would fall to the math kernel with grouped K/V heads (`enable_gqa`) but the
     memory-efficient kernel takes them expanded to the query heads: torch's own rules decide
     (`torch.backends.cuda.can_use_flash_attention` / `_efficient_` / `_cudnn_` on `SDPAParams`). A mask
-    rules out the flash kernel, and the memory-efficient kernel of torch 2.5 - 2.x has no GQA (sdp_utils:
-    `check_grouped_query_attention` is in the flash and math constraints only), so a sliding window on a
-    GQA model would otherwise go to math. Only GPU kernels have these rules (`KERNEL_RULE_DEVICES`). The
-    rules read shapes, dtypes and the device, so the answer is worked out once per shape (`kv_heads_rule`),
-    a constant to torch.compile (no graph break)."""
+    rules out the flash kernel, and an older torch's memory-efficient kernel takes no `enable_gqa`, so a
+    sliding window on a GQA model would otherwise go to math; where the torch at hand's kernels take the
+    grouped heads, nothing is expanded. Only GPU kernels have these rules (`KERNEL_RULE_DEVICES`). The
+    rules read shapes, dtypes and the device, so the answer is worked out once per shape (`kv_heads_rule`,
+    on contiguous stand-ins), a constant to torch.compile (no graph break)."""
     if q.device.type not in KERNEL_RULE_DEVICES or q.shape[1] == k.shape[1]:
         return False
     return kv_heads_rule(q.device.type, q.dtype, tuple(q.shape), tuple(k.shape), mask.dtype, tuple(mask.shape))
