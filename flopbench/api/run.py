@@ -18,8 +18,8 @@ hardware FLOPs (`causal_skipped_flops`), only for the calls that ran such a kern
 the math kernel and the soft-cap path compute the whole square (there `hfu_causal` equals `hfu`). Each
 row names the kernel that dispatched in its counted step (`attention_kernel`, `model.attention`), and a
 row on the math kernel is warned about. With `attention="flex"` the hardware FLOPs are analytic (no
-dispatch mode runs FlexAttention): the block mask's non-empty blocks (`flex_hardware_flops`). Each row also shows what the simple rules give: `mfu_simple` with
-2N (forward) or 6N per token (Kaplan et al. 2020, §2.1), which like MFU leave recomputation out, and
+dispatch mode runs FlexAttention): the block mask's non-empty blocks (`flex_hardware_flops`). Each row
+also shows what the simple rules give: `mfu_simple` with 2N (forward) or 6N per token (Kaplan et al. 2020, §2.1), which like MFU leave recomputation out, and
 `hfu_simple` with 8N per token under full checkpointing (Narayanan et al. 2021, Eq. 3; 6N otherwise).
 
 Three peaks side by side (MFU against the datasheet stays the headline): the datasheet dense peak
@@ -160,7 +160,7 @@ def flops_of_mode(cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: st
 
     With `attention="flex"` the hardware FLOPs count QK^T and AV over the block mask's non-empty blocks
     (`analytic.flex_attention_flops`) in place of the square, in every pass of the attention core, plus
-    the QK^T its backward re-forms (FlashAttention-2's backward, as flex's: half a forward's scores)."""
+    the QK^T its backward re-forms (`flex_hardware_flops`)."""
     simple = "2N" if mode == "forward" else "6N"
     simple_hw = "8N" if mode != "forward" and checkpointing == "full" else simple
 
@@ -168,20 +168,24 @@ def flops_of_mode(cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: st
         return estimates.REGISTRY[name].formula(cfg, B, T)
 
     if mode == "forward":
-        f = analytic.forward_flops(cfg, B, T)
-        return ModeFlops(f, f + analytic.masked_square_flops(cfg, B, T), simple, rule(simple), simple_hw,
-                         rule(simple_hw))
-    model = analytic.train_flops(cfg, B, T)
-    hardware = model if checkpointing == "none" else analytic.train_recompute_flops(cfg, B, T,
-                                                                                    checkpointing=checkpointing)
-    return ModeFlops(model, hardware + passes(mode, checkpointing) * analytic.masked_square_flops(cfg, B, T),
-                     simple, rule(simple), simple_hw, rule(simple_hw))
+        model = analytic.forward_flops(cfg, B, T)
+        hardware = model + analytic.masked_square_flops(cfg, B, T)
+    else:
+        model = analytic.train_flops(cfg, B, T)
+        hardware = model if checkpointing == "none" else analytic.train_recompute_flops(cfg, B, T,
+                                                                                        checkpointing=checkpointing)
+        hardware += passes(mode, checkpointing) * analytic.masked_square_flops(cfg, B, T)
+    if attention == "flex":
+        hardware = flex_hardware_flops(cfg, B, T, mode, checkpointing, hardware)
+    return ModeFlops(model, hardware, simple, rule(simple), simple_hw, rule(simple_hw))
 
 
 def flex_hardware_flops(cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: str, square: int) -> int:
     """`square` (analytic hardware FLOPs with a mask-based kernel, `flops_of_mode`) with FlexAttention's
     block count in place of the masked square: every pass of the attention core computes the non-empty
-    blocks (`analytic.flex_attention_flops`), and a backward re-forms their QK^T (half of them)."""
+    blocks (`analytic.flex_attention_flops`), and a backward re-forms their QK^T, half a forward's
+    attention FLOPs (FlashAttention-2, Dao 2023, Algorithm 2: backward recomputes S = QK^T per block,
+    as flex's backward kernel does; torch counts the fused SDPA kernels' backward the same way)."""
     terms = estimates.Terms.of(cfg, B, T)
     flex = analytic.flex_attention_flops(cfg, B, T)
     n = passes(mode, checkpointing)
@@ -404,10 +408,7 @@ def measure_row(stepper: Stepper, ctx: RunContext, mode: str, checkpointing: str
     agree on the row's status after counting and after timing, so none waits in a collective the others
     skipped (`distributed.agree`). Telemetry is rank 0's GPU's."""
     cfg, B, T, options = ctx.cfg, ctx.B, ctx.T, ctx.options
-    flops = flops_of_mode(cfg, B, T, mode, checkpointing)
-    if options.attention == "flex":
-        flops = dataclasses.replace(flops, hardware=flex_hardware_flops(cfg, B, T, mode, checkpointing,
-                                                                         flops.hardware))
+    flops = flops_of_mode(cfg, B, T, mode, checkpointing, options.attention)
     row = Row(mode, checkpointing, model_flops=flops.model, hardware_flops_analytic=flops.hardware,
               simple_formula=flops.simple, simple_flops=flops.simple_flops,
               simple_hardware_formula=flops.simple_hardware, simple_hardware_flops=flops.simple_hardware_flops,

@@ -97,7 +97,7 @@ def test_flex_hardware_flops_by_hand():
     computes the whole 256 x 256 square per layer; flex 49,152 of its 65,536 scores. Forward hardware FLOPs
     = forward matmuls outside attention + 4·B·H·d_h·49,152 per layer; training adds 2 more passes and the
     re-formed QK^T (half a pass)."""
-    from flopbench.api.run import flex_hardware_flops, flops_of_mode
+    from flopbench.api.run import flops_of_mode
     from flopbench.flops import analytic
 
     cfg = SLIDING.replace(max_seq_len=256, sliding_window=64)
@@ -105,9 +105,7 @@ def test_flex_hardware_flops_by_hand():
     assert analytic.flex_block_scores(T, 64) == 128 * 128 + 128 * 256 == 49_152
     flex_forward = 4 * B * q * 49_152 * L
     band = 4 * B * q * T * 64 * L  # components' attention: T x min(T, W) per layer
-    forward = flops_of_mode(cfg, B, T, "forward", "none")
-    assert flex_hardware_flops(cfg, B, T, "forward", "none", forward.hardware) == (
+    assert flops_of_mode(cfg, B, T, "forward", "none", "flex").hardware == (
         analytic.forward_flops(cfg, B, T) - band + flex_forward)
-    train = flops_of_mode(cfg, B, T, "fwd_bwd", "none")
-    assert flex_hardware_flops(cfg, B, T, "fwd_bwd", "none", train.hardware) == (
+    assert flops_of_mode(cfg, B, T, "fwd_bwd", "none", "flex").hardware == (
         analytic.train_flops(cfg, B, T) - 3 * band + 3 * flex_forward + flex_forward // 2)
