@@ -508,7 +508,7 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
 
     Options are `RunOptions` fields (defaults as the CLI's), given as keywords (`batch_size`, `seq_len`,
     `device`, `dtype`, `checkpointing`, `warmup`, `iters`, `peak_tflops`, `compile`, `pad_vocab`, `gemm`,
-    `out` — `out=None` writes no files —, `modes`, `dist`) or as one `RunOptions`. Rows are written to
+    `out` — `out=None` writes no files —, `modes`, `dist`, `attention`) or as one `RunOptions`. Rows are written to
     disk as they finish when `out` is set. In order, as the run goes: `on_start(doc)` receives the document
     once its header fields are known (config, shape, device, dtype, peak, environment; before anything is
     timed), `progress(message)` status lines and warnings (default: stderr), `on_step(StepProgress)` each
