@@ -19,8 +19,9 @@ the math kernel and the soft-cap path compute the whole square (there `hfu_causa
 row names the kernel that dispatched in its counted step (`attention_kernel`, `model.attention`), and a
 row on the math kernel is warned about. With `attention="flex"` the hardware FLOPs are analytic (no
 dispatch mode runs FlexAttention): the block mask's non-empty blocks (`flex_hardware_flops`). Each row
-also shows what the simple rules give: `mfu_simple` with 2N (forward) or 6N per token (Kaplan et al. 2020, §2.1), which like MFU leave recomputation out, and
-`hfu_simple` with 8N per token under full checkpointing (Narayanan et al. 2021, Eq. 3; 6N otherwise).
+also shows what the simple rules give: `mfu_simple` with 2N (forward) or 6N per token (Kaplan et al.
+2020, §2.1), which like MFU leave recomputation out, and `hfu_simple` with 8N per token under full
+checkpointing (Narayanan et al. 2021, Eq. 3; 6N otherwise).
 
 Three peaks side by side (MFU against the datasheet stays the headline): the datasheet dense peak
 (`mfu`); the datasheet scaled by the median SM clock of the row's timed window over the GPU's maximum SM

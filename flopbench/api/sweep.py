@@ -52,7 +52,8 @@ from ..errors import UsageError
 from ..files import read_text
 from ..flops import analytic
 from ..hardware.detect import environment
-from ..model.config import ATTENTION, CHECKPOINTING, DEVICES, DTYPES, MODES, OVERRIDABLE, ModelConfig, pad_vocab, validate_shapes
+from ..model.config import (ATTENTION, CHECKPOINTING, DEVICES, DTYPES, MODES, OVERRIDABLE, ModelConfig, pad_vocab,
+                            validate_shapes)
 from ..model.presets import resolve_config
 from ..output.records import ResultWriter, check_folder_name, row_key
 from ..output.text import Progress
