@@ -20,8 +20,8 @@ import signal
 import sys
 
 from .errors import UsageError
-from .model.config import (CHECKPOINTING_CHOICES, DEVICES, DTYPES, MAX_ITERS, MAX_PROFILE_STEPS, MAX_WARMUP, MODES,
-                           OVERRIDABLE)
+from .model.config import (ATTENTION, CHECKPOINTING_CHOICES, DEVICES, DTYPES, MAX_ITERS, MAX_PROFILE_STEPS, MAX_WARMUP,
+                           MODES, OVERRIDABLE)
 from .model.hf import MAPPERS as HF_MODEL_TYPES
 from .model.presets import PRESETS, resolve_config
 from .output import text
@@ -154,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, seq_len=args.seq_len, device=args.device, dtype=args.dtype,
         checkpointing=args.checkpointing, warmup=args.warmup, iters=args.iters, peak_tflops=args.peak_tflops,
         compile=args.compile, pad_vocab=args.pad_vocab, gemm=not args.no_gemm,
-        out=None if args.no_save else args.out, dist=args.dist,
+        out=None if args.no_save else args.out, dist=args.dist, attention=args.attention,
     )
     checks = Thresholds(min_mfu=args.min_mfu, min_hfu=args.min_hfu,
                         max_counted_vs_analytic=args.max_counted_vs_analytic, max_vs_baseline=args.max_vs_baseline)
@@ -294,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check: MFU within TOLERANCE below a stored run, e.g. results/baseline.json:0.05")
     p.add_argument("--dist", choices=("ddp", "fsdp"), default=None,
                    help="under torchrun: wrap in DDP or FSDP2 (fully_shard per block); rank 0 reports")
+    p.add_argument("--attention", default="sdpa", choices=ATTENTION,
+                   help="sdpa (torch picks the kernel) or flex (FlexAttention with a block mask, compiled on a "
+                        "GPU; CPU: forward only) (default %(default)s)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("infer", help="generation: prefill and decode FLOPs, bytes, MFU and MBU (KV cache, greedy)")

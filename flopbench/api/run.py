@@ -14,9 +14,14 @@ one real step on the run's device (`hardware_flops`), so they include checkpoint
 whatever the attention kernel recomputes (flash attention's backward re-forms QK^T). Both come from
 `timing.rates`. HFU counts QK^T and AV over the full T x T square, while a causal flash kernel computes
 about half of it (the blocks above the diagonal are skipped): `hfu_causal` takes that half out of the
-hardware FLOPs (`causal_skipped_flops`). Each row also shows what the simple rules give: `mfu_simple` with
-2N (forward) or 6N per token (Kaplan et al. 2020, §2.1), which like MFU leave recomputation out, and
-`hfu_simple` with 8N per token under full checkpointing (Narayanan et al. 2021, Eq. 3; 6N otherwise).
+hardware FLOPs (`causal_skipped_flops`), only for the calls that ran such a kernel: a kernel given a mask,
+the math kernel and the soft-cap path compute the whole square (there `hfu_causal` equals `hfu`). Each
+row names the kernel that dispatched in its counted step (`attention_kernel`, `model.attention`), and a
+row on the math kernel is warned about. With `attention="flex"` the hardware FLOPs are analytic (no
+dispatch mode runs FlexAttention): the block mask's non-empty blocks (`flex_hardware_flops`). Each row
+also shows what the simple rules give: `mfu_simple` with 2N (forward) or 6N per token (Kaplan et al.
+2020, §2.1), which like MFU leave recomputation out, and `hfu_simple` with 8N per token under full
+checkpointing (Narayanan et al. 2021, Eq. 3; 6N otherwise).
 
 Three peaks side by side (MFU against the datasheet stays the headline): the datasheet dense peak
 (`mfu`); the datasheet scaled by the median SM clock of the row's timed window over the GPU's maximum SM
@@ -48,12 +53,13 @@ import torch
 from ..errors import UsageError, options_from
 from ..flops import analytic, estimates
 from ..flops.counter import StepCount, count_step
-from ..flops.reconcile import explain_hardware_gap, explained_hardware_gap
+from ..flops.reconcile import FLEX_NOTE, explain_hardware_gap, explained_hardware_gap
 from ..hardware.detect import environment, gpu_peak
 from ..hardware.peaks import clock_adjusted_peak
 from ..hardware.telemetry import Telemetry, open_telemetry, throttled
-from ..model.config import (CHECKPOINTING_CHOICES, MAX_ITERS, MAX_WARMUP, MODES, ModelConfig, checkpointing_modes,
-                            pad_vocab, validate_shapes, validate_tensor_sizes)
+from ..model.attention import KernelLog, has_flex, watch_kernels
+from ..model.config import (ATTENTION, CHECKPOINTING_CHOICES, MAX_ITERS, MAX_WARMUP, MODES, ModelConfig,
+                            checkpointing_modes, pad_vocab, validate_shapes, validate_tensor_sizes)
 from ..model.gpt import build_model, lm_loss
 from ..model.presets import as_config
 from ..output.records import ResultWriter, folder_safe
@@ -94,6 +100,7 @@ class RunOptions:
     out: str | None = "results"  # None: write nothing
     modes: tuple[str, ...] = MODES
     dist: str | None = None  # "ddp" | "fsdp" under torchrun (see flopbench.timing.distributed)
+    attention: str = "sdpa"  # or "flex" (`model.attention.ATTENTION`): FlexAttention with a block mask, on a GPU
 
 
 @dataclass
@@ -117,7 +124,8 @@ class Row:
     achieved_tflops: float | None = None  # model FLOPs / median time
     mfu: float | None = None  # against the datasheet peak: the headline
     hfu: float | None = None
-    hfu_causal: float | None = None  # HFU without the half of QK^T / AV a causal kernel skips
+    hfu_causal: float | None = None  # HFU without the half of QK^T / AV a causal kernel skips (= hfu when none)
+    attention_kernel: str | None = None  # flash, efficient, cudnn, math, flex or eager (`model.attention`)
     mfu_simple: float | None = None  # simple_flops in place of the model FLOPs
     hfu_simple: float | None = None  # simple_hardware_flops in place of the hardware FLOPs
     peak_clock_tflops: float | None = None  # datasheet peak x median SM clock / max SM clock
@@ -145,10 +153,15 @@ class ModeFlops:
     simple_hardware_flops: int
 
 
-def flops_of_mode(cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: str) -> ModeFlops:
+def flops_of_mode(cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: str,
+                  attention: str = "sdpa") -> ModeFlops:
     """Model and analytic hardware FLOPs of one step of `mode`, and the simple rules for each: 2N for a
     forward, 6N for training (Kaplan et al. 2020, §2.1), 8N for training with full recomputation (a fourth
-    forward; Narayanan et al. 2021, Eq. 3) — which counts hardware FLOPs, so it rates HFU, not MFU."""
+    forward; Narayanan et al. 2021, Eq. 3) — which counts hardware FLOPs, so it rates HFU, not MFU.
+
+    With `attention="flex"` the hardware FLOPs count QK^T and AV over the block mask's non-empty blocks
+    (`analytic.flex_attention_flops`) in place of the square, in every pass of the attention core, plus
+    the QK^T its backward re-forms (`flex_hardware_flops`)."""
     simple = "2N" if mode == "forward" else "6N"
     simple_hw = "8N" if mode != "forward" and checkpointing == "full" else simple
 
@@ -156,14 +169,28 @@ def flops_of_mode(cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: st
         return estimates.REGISTRY[name].formula(cfg, B, T)
 
     if mode == "forward":
-        f = analytic.forward_flops(cfg, B, T)
-        return ModeFlops(f, f + analytic.masked_square_flops(cfg, B, T), simple, rule(simple), simple_hw,
-                         rule(simple_hw))
-    model = analytic.train_flops(cfg, B, T)
-    hardware = model if checkpointing == "none" else analytic.train_recompute_flops(cfg, B, T,
-                                                                                    checkpointing=checkpointing)
-    return ModeFlops(model, hardware + passes(mode, checkpointing) * analytic.masked_square_flops(cfg, B, T),
-                     simple, rule(simple), simple_hw, rule(simple_hw))
+        model = analytic.forward_flops(cfg, B, T)
+        hardware = model + analytic.masked_square_flops(cfg, B, T)
+    else:
+        model = analytic.train_flops(cfg, B, T)
+        hardware = model if checkpointing == "none" else analytic.train_recompute_flops(cfg, B, T,
+                                                                                        checkpointing=checkpointing)
+        hardware += passes(mode, checkpointing) * analytic.masked_square_flops(cfg, B, T)
+    if attention == "flex":
+        hardware = flex_hardware_flops(cfg, B, T, mode, checkpointing, hardware)
+    return ModeFlops(model, hardware, simple, rule(simple), simple_hw, rule(simple_hw))
+
+
+def flex_hardware_flops(cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: str, square: int) -> int:
+    """`square` (analytic hardware FLOPs with a mask-based kernel, `flops_of_mode`) with FlexAttention's
+    block count in place of the masked square: every pass of the attention core computes the non-empty
+    blocks (`analytic.flex_attention_flops`), and a backward re-forms their QK^T, half a forward's
+    attention FLOPs (FlashAttention-2, Dao 2023, Algorithm 2: backward recomputes S = QK^T per block,
+    as flex's backward kernel does; torch counts the fused SDPA kernels' backward the same way)."""
+    terms = estimates.Terms.of(cfg, B, T)
+    flex = analytic.flex_attention_flops(cfg, B, T)
+    n = passes(mode, checkpointing)
+    return square - n * (terms.attention + terms.masked) + n * flex + (flex // 2 if mode != "forward" else 0)
 
 
 def passes(mode: str, checkpointing: str) -> int:
@@ -172,17 +199,25 @@ def passes(mode: str, checkpointing: str) -> int:
     return 1 if mode == "forward" else (3 if checkpointing == "none" else 4)
 
 
-def causal_skipped_flops(cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: str, rescore: int = 0) -> int:
+def causal_skipped_flops(cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: str, rescore: int = 0,
+                         skipping: tuple[int, int] = (1, 1)) -> int:
     """The attention-score FLOPs in a step's hardware count that a causal kernel does not compute: half of
     every T x T product (QK^T, AV and their gradients) — only the blocks on or below the diagonal run.
 
-    The T x T products of one forward are `estimates.Terms.attention` (from `analytic.components`); a step
-    runs them once (forward), three times (forward + backward, backward = 2 x forward) or four times (with
-    full recomputation), plus `rescore`, the QK^T a fused kernel's backward re-forms
-    (`flops.reconcile.explained_hardware_gap`). Halving them is the registry's "causal" convention
-    (`estimates.REGISTRY["causal"]`: training FLOPs with 3/2 of the forward attention taken out)."""
-    terms = estimates.Terms.of(cfg, B, T)
-    return passes(mode, checkpointing) * (terms.causal_skipped + terms.masked) + rescore // 2
+    A layer's forward T x T products are 4·B·T²·n_head·head_dim (`analytic.components`), half of them
+    skipped; a step runs them once (forward), three times (forward + backward, backward = 2 x forward) or
+    four times (with full recomputation), plus `rescore`, the QK^T a fused kernel's backward re-forms
+    (`flops.reconcile.explained_hardware_gap`, every layer). Halving them is the registry's "causal"
+    convention (`estimates.REGISTRY["causal"]`). Only layers whose kernel skips blocks count:
+    `skipping` = (attention calls of the counted step that ran a fused kernel under `is_causal`, all
+    attention calls; `model.attention.KernelLog.skipping_calls`). A kernel given a mask (a sliding
+    window's band), the math kernel and the soft-cap path's matmuls compute the whole square: nothing
+    skipped, so for a row of those alone `hfu_causal` equals `hfu`."""
+    skip, calls = skipping
+    if not calls:
+        return 0
+    per_step = passes(mode, checkpointing) * 2 * B * T * T * cfg.q_dim * cfg.n_layer + rescore // 2
+    return per_step * skip // calls
 
 
 @contextlib.contextmanager
@@ -282,6 +317,19 @@ class Stepper:
         return counted.forward if mode == "forward" else counted.train
 
 
+def check_attention(attention: str, device: torch.device, plan: list[tuple[str, str]]) -> None:
+    """A `UsageError` for an attention choice this torch and device cannot time: flex needs torch's
+    FlexAttention (torch >= 2.5), and on the CPU torch 2.13 has no flex backward, so only forward rows."""
+    allowed = ATTENTION if has_flex() else ("sdpa",)
+    if attention not in allowed:
+        raise UsageError(f"--attention {attention!r}: choose one of {', '.join(allowed)}"
+                         + ("" if has_flex() else f" (torch {torch.__version__} has no FlexAttention)"))
+    training = [m for m, _ in plan if m != "forward"]
+    if attention == "flex" and device.type == "cpu" and training:
+        raise UsageError(f"--attention flex on the CPU: torch has no FlexAttention backward there, so no "
+                         f"{training[0]} rows; time mode forward only, or use a GPU")
+
+
 def _modes_to_run(options: RunOptions) -> list[tuple[str, str]]:
     for mode in options.modes:
         if mode not in MODES:
@@ -320,6 +368,7 @@ class RunContext:
     telemetry: Telemetry | None = None
     dist_info: distributed.DistInfo | None = None
     on_step: Callable[[StepProgress], None] | None = None  # `run`'s per-step progress
+    progress: Callable[[str], None] | None = None  # `run`'s status lines and warnings
 
 
 Failure = tuple[str, str]  # (row status, one-line message)
@@ -378,7 +427,7 @@ def measure_row(stepper: Stepper, ctx: RunContext, mode: str, checkpointing: str
     `first_optimizer_step`) and after timing, so none waits in a collective the others skipped
     (`distributed.agree`). Telemetry is rank 0's GPU's."""
     cfg, B, T, options = ctx.cfg, ctx.B, ctx.T, ctx.options
-    flops = flops_of_mode(cfg, B, T, mode, checkpointing)
+    flops = flops_of_mode(cfg, B, T, mode, checkpointing, options.attention)
     row = Row(mode, checkpointing, model_flops=flops.model, hardware_flops_analytic=flops.hardware,
               simple_formula=flops.simple, simple_flops=flops.simple_flops,
               simple_hardware_formula=flops.simple_hardware, simple_hardware_flops=flops.simple_hardware_flops,
@@ -390,8 +439,17 @@ def measure_row(stepper: Stepper, ctx: RunContext, mode: str, checkpointing: str
         return row
 
     failure = ("oom", verdict.reason) if verdict is not None and not verdict.fits else None
-    if failure is None:
-        row.hardware_flops, failure = _attempt(lambda: stepper.counted_flops(mode), stepper, False)
+    kernels = KernelLog()
+    if failure is None and options.attention == "flex":  # no dispatch mode runs flex: analytic (reconcile)
+        row.hardware_flops, row.attention_kernel = flops.hardware, "flex"
+    elif failure is None:
+        def counted() -> int:
+            with watch_kernels() as log:
+                flops = stepper.counted_flops(mode)
+            kernels.calls, row.attention_kernel = log.calls, log.kernel
+            return flops
+
+        row.hardware_flops, failure = _attempt(counted, stepper, False)
     if failure is None and mode == "train_step":
         _, failure = _attempt(lambda: first_optimizer_step(stepper), stepper, False)
     failure = _together(ctx, failure)
@@ -427,7 +485,11 @@ def measure_row(stepper: Stepper, ctx: RunContext, mode: str, checkpointing: str
     if telemetry:
         row.telemetry = telemetry.stop(tokens=B * T * options.iters)  # time_step synced: the GPU is idle
         row.throttled = throttled(row.telemetry)
-    row.hardware_flops_note = explain_hardware_gap(cfg, B, T, mode, row.hardware_flops, flops.hardware)
+    row.hardware_flops_note = (FLEX_NOTE if options.attention == "flex"
+                               else explain_hardware_gap(cfg, B, T, mode, row.hardware_flops, flops.hardware))
+    if "math" in (row.attention_kernel or "").split("+") and ctx.progress:
+        ctx.progress(f"warning: {mode}/{checkpointing} ran torch's math attention kernel (no fused kernel "
+                     f"took it)")
     row.time_ms = stats.as_dict()
     if ctx.dist_info:
         per_rank = distributed.gather({k: v for k, v in row.time_ms.items() if k != "times_ms"})
@@ -435,11 +497,11 @@ def measure_row(stepper: Stepper, ctx: RunContext, mode: str, checkpointing: str
         for r in row.distributed["per_rank"]:
             r["mfu"] = utilization(flops.model, r["median_ms"] / 1e3, ctx.peak)
         row.time_ms = {**row.time_ms, "median_ms": row.distributed["slowest_median_ms"]}
-    _rate(row, ctx, stepper.device.type)
+    _rate(row, ctx, stepper.device.type, kernels.skipping_calls)
     return row
 
 
-def _rate(row: Row, ctx: RunContext, device_type: str) -> None:
+def _rate(row: Row, ctx: RunContext, device_type: str, skipping: tuple[int, int] = (1, 1)) -> None:
     """Fill a measured row's rates from its median time (every division through `timing.rates`)."""
     cfg, B, T, peak = ctx.cfg, ctx.B, ctx.T, ctx.peak
     seconds = row.time_ms["median_ms"] / 1e3
@@ -450,7 +512,7 @@ def _rate(row: Row, ctx: RunContext, device_type: str) -> None:
     row.hfu_simple = utilization(row.simple_hardware_flops, seconds, peak)
     if row.hardware_flops is not None:
         rescore = explained_hardware_gap(cfg, B, T, row.mode, row.hardware_flops - row.hardware_flops_analytic)
-        skipped = causal_skipped_flops(cfg, B, T, row.mode, row.checkpointing, rescore)
+        skipped = causal_skipped_flops(cfg, B, T, row.mode, row.checkpointing, rescore, skipping)
         row.hfu_causal = utilization(row.hardware_flops - skipped, seconds, peak)
     sm_clock = (row.telemetry or {}).get("sm_clock_mhz") or {}
     row.peak_clock_tflops = clock_adjusted_peak(peak, sm_clock.get("median"), (ctx.gpu or {}).get("sm_clock_max_mhz"))
@@ -467,7 +529,7 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
 
     Options are `RunOptions` fields (defaults as the CLI's), given as keywords (`batch_size`, `seq_len`,
     `device`, `dtype`, `checkpointing`, `warmup`, `iters`, `peak_tflops`, `compile`, `pad_vocab`, `gemm`,
-    `out` — `out=None` writes no files —, `modes`, `dist`) or as one `RunOptions`. Rows are written to
+    `out` — `out=None` writes no files —, `modes`, `dist`, `attention`) or as one `RunOptions`. Rows are written to
     disk as they finish when `out` is set. In order, as the run goes: `on_start(doc)` receives the document
     once its header fields are known (config, shape, device, dtype, peak, environment; before anything is
     timed), `progress(message)` status lines and warnings (default: stderr), `on_step(StepProgress)` each
@@ -502,11 +564,12 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
         raise UsageError(f"--iters {options.iters} / --warmup {options.warmup}: at most {MAX_ITERS} / {MAX_WARMUP} "
                          f"(a larger value would run for days)")
     plan = _modes_to_run(options)
+    check_attention(options.attention, device, plan)
 
     env = environment(device)
     gpu = env["gpu"]
     peak, peak_source = gpu_peak(gpu, dtype, options.peak_tflops)  # dtype names = table columns
-    ctx = RunContext(cfg, B, T, options, device, peak, gpu, dist_info=dist_info, on_step=on_step)
+    ctx = RunContext(cfg, B, T, options, device, peak, gpu, dist_info=dist_info, on_step=on_step, progress=progress)
     shards = dist_info.world_size if dist_info and dist_info.kind == "fsdp" else 1
     free = available_bytes(device)
     failure, verdicts = None, {}
@@ -549,7 +612,7 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
     progress(f"building {cfg.name} on {device} ...")
     failure, model = None, None
     try:
-        model = build_model(cfg, device)
+        model = build_model(cfg, device, attention=options.attention)
     except (torch.OutOfMemoryError, RuntimeError) as e:
         if not is_oom(e):
             raise

@@ -37,6 +37,7 @@ Spec format (see `benchmarks/*.toml`): top-level keys only.
     peak_tflops = 989.4                  # optional; default: the table entry of the detected GPU
     gemm = true                          # measure the GEMM ceiling at every grid point
     modes = ["forward", "fwd_bwd", "train_step"]
+    attention = "sdpa"                   # or "flex": FlexAttention with a block mask (run --attention)
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ from ..errors import UsageError
 from ..files import read_text
 from ..flops import analytic
 from ..hardware.detect import environment
-from ..model.config import CHECKPOINTING, DEVICES, DTYPES, MODES, OVERRIDABLE, ModelConfig, pad_vocab, validate_shapes
+from ..model.config import (ATTENTION, CHECKPOINTING, DEVICES, DTYPES, MODES, OVERRIDABLE, ModelConfig, pad_vocab,
+                            validate_shapes)
 from ..model.presets import resolve_config
 from ..output.records import ResultWriter, check_folder_name, row_key
 from ..output.text import Progress
@@ -68,12 +70,12 @@ DEFAULTS = {
     "name": None, "description": "",
     "seq_len": (None,), "batch_size": (8,), "checkpointing": ("none", "full"), "dtype": ("auto",),
     "device": "auto", "warmup": 3, "iters": 10, "compile": False, "pad_vocab": 1, "peak_tflops": None,
-    "gemm": True, "modes": MODES,
+    "gemm": True, "modes": MODES, "attention": "sdpa",
 }
 SPEC_KEYS = ("models", *DEFAULTS)
 MODEL_TABLE_KEYS = ("name", "preset", *OVERRIDABLE)
 #: The options every row of one sweep shares, stored in each row as `timing` and compared on --resume.
-TIMING_FIELDS = ("warmup", "iters", "compile", "gemm", "peak_tflops")
+TIMING_FIELDS = ("warmup", "iters", "compile", "gemm", "peak_tflops", "attention")
 #: Limits of a spec: a larger grid would plan for minutes and run for years; more steps than these add nothing.
 MAX_GRID_POINTS = 10_000
 MAX_ITERS = 10_000
@@ -98,6 +100,7 @@ class Spec:
     gemm: bool
     modes: tuple[str, ...]
     description: str = ""
+    attention: str = "sdpa"
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,7 @@ def load_spec(path: str | Path) -> Spec:
         peak_tflops=None if peak is None else float(peak),
         gemm=scalar("gemm", lambda v: isinstance(v, bool), "true or false"),
         modes=axis("modes", lambda v: v in MODES, f"{', '.join(MODES)}"),
+        attention=scalar("attention", lambda v: v in ATTENTION, f"one of {', '.join(ATTENTION)}"),
     )
 
 
@@ -286,7 +290,7 @@ def _options(spec: Spec, point: Point, modes: tuple[str, ...]) -> RunOptions:
     return RunOptions(
         batch_size=point.batch_size, seq_len=point.seq_len, device=spec.device, dtype=point.dtype,
         checkpointing=point.checkpointing, warmup=spec.warmup, iters=spec.iters, peak_tflops=spec.peak_tflops,
-        compile=spec.compile, pad_vocab=1, gemm=spec.gemm, out=None, modes=modes,
+        compile=spec.compile, pad_vocab=1, gemm=spec.gemm, out=None, modes=modes, attention=spec.attention,
     )
 
 

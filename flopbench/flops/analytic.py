@@ -364,6 +364,33 @@ def causal_attention_flops(cfg: ModelConfig, batch_size: int, seq_len: int) -> i
                for k, n in ((keys_per_query(cfg, T, t), n) for (t, _), n in cfg.layer_kinds().items()))
 
 
+def flex_block_scores(seq_len: int, window: int | None, block_size: int = 128) -> int:
+    """Scores (query, key pairs) in the non-empty blocks of a causal FlexAttention block mask, within
+    `window` keys when given: what the kernel computes (torch.nn.attention.flex_attention: the scores are
+    tiled into blocks of block_size x block_size, 128 by default; a block with no allowed pair is skipped,
+    a partly allowed one computed whole and masked). Query block i (rows i·b .. min((i+1)·b, T) − 1) meets
+    key blocks j_lo .. i, where j_lo is the first whose last key, (j+1)·b − 1, is within the window of
+    the block's first query, i·b − W + 1: j_lo = max(0, ceil((i·b − W + 2 − b) / b)); 0 when causal only.
+    Scores are counted over real positions (a block past T is cut at T)."""
+    T, b = seq_len, block_size
+    total = 0
+    for i in range(-(-T // b)):
+        end = min(T, (i + 1) * b)
+        first = 0 if window is None else max(0, -(-(i * b - window + 2 - b) // b))
+        total += (end - i * b) * (end - first * b)
+    return total
+
+
+def flex_attention_flops(cfg: ModelConfig, batch_size: int, seq_len: int, block_size: int = 128) -> int:
+    """Forward QK^T + AV FLOPs of FlexAttention with a causal block mask (the sliding window's band in a
+    sliding layer): 4·B·n_head·head_dim per computed score (`flex_block_scores`), every layer. torch's
+    FlopCounterMode cannot count it here: eager flex does not run under a dispatch mode in torch 2.13, and
+    its flex formula counts the whole square."""
+    return sum(n * 4 * batch_size * cfg.q_dim * flex_block_scores(seq_len, cfg.sliding_window if t == "sliding"
+                                                                  else None, block_size)
+               for (t, _), n in cfg.layer_kinds().items())
+
+
 def non_matmul_flops(cfg: ModelConfig, batch_size: int, seq_len: int) -> int:
     """Rough forward non-matmul operations (softmax, norms, GELU / SwiGLU, RoPE, adds, lookups): not in
     the headline."""

@@ -88,6 +88,12 @@ def reconcile(cfg: ModelConfig, batch_size: int, seq_len: int, torch_counts: dic
     return checks
 
 
+#: The hardware FLOPs note of a FlexAttention row: its hardware FLOPs are analytic, not counted.
+FLEX_NOTE = ("analytic: FlexAttention runs under no FlopCounterMode in torch 2.13 (and torch's flex formula "
+             "counts the whole square); QK^T and AV counted over the block mask's non-empty 128 x 128 "
+             "blocks (flops.analytic.flex_attention_flops), its backward re-forming QK^T")
+
+
 def explained_hardware_gap(cfg: ModelConfig, batch_size: int, seq_len: int, mode: str, gap: int) -> int:
     """The part of `gap` (counted - analytic hardware FLOPs of one real step) that a known kernel effect
     accounts for, or 0.

@@ -42,6 +42,8 @@ def checkpointing_modes(choice: str) -> tuple[str, ...]:
     return {"both": ("none", "full"), "all": CHECKPOINTING}.get(choice, (choice,))
 #: The steps `run` times: a forward without autograd; forward + backward; forward + backward + AdamW.
 MODES = ("forward", "fwd_bwd", "train_step")
+#: How `run` computes the attention core (`model.attention`): SDPA (torch picks the kernel) or FlexAttention.
+ATTENTION = ("sdpa", "flex")
 #: Where `run` measures: auto = cuda if available, else cpu.
 DEVICES = ("auto", "cuda", "cpu")
 #: Compute dtypes, which are also the columns of the peak table (tf32 = float32 matmuls on tensor cores).

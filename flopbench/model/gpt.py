@@ -4,14 +4,11 @@ with every option of `ModelConfig` (Llama, Mistral, Mixtral, Qwen, Gemma, Phi-3,
 Blocks with norms before, around or after attention and MLP; learned position embeddings or rotary
 ones (RoPE, Su et al. 2021, in the "rotate half" layout of the Hugging Face Llama code); a GELU MLP (4x in
 GPT-2), a SwiGLU or GeGLU MLP (Shazeer 2020) or a mixture of experts (`MoE`); LayerNorm or RMSNorm,
-QK-norm; causal attention through `F.scaled_dot_product_attention` (so the GPU picks its flash / cuDNN
-kernel), a band mask in sliding-window layers, written out where a soft cap sits between QK^T and the
-softmax (`attention_core`); fewer key/value heads than query heads for grouped-query attention (Ainslie
-et al. 2023); an LM head tied to the token embedding or not. Parameter counts match the published
-checkpoints and the transformers implementation of each family (tests).
-
-Grouped-query attention goes to SDPA with `enable_gqa=True` (torch >= 2.5): the kernel broadcasts each
-K/V head over its group of query heads, and torch counts QK^T and AV over all query heads.
+QK-norm; causal attention, a band mask in sliding-window layers, a soft cap on the scores
+(`model.attention`: SDPA or FlexAttention, and which kernel runs); fewer key/value heads than query
+heads for grouped-query attention (Ainslie et al. 2023); an LM head tied to the token embedding or not.
+Parameter counts match the published checkpoints and the transformers implementation of each family
+(tests).
 
 Activation checkpointing (`checkpointing="full"`) wraps every block in torch's non-reentrant
 `checkpoint`. Its early stop is set explicitly because it changes the hardware FLOPs: with early stop
@@ -36,7 +33,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 
 from ..errors import UsageError
-from .config import CHECKPOINTING, ModelConfig
+from .attention import attention_core, attention_mask, flex_block_mask, has_flex, softcap
+from .config import ATTENTION, CHECKPOINTING, ModelConfig
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (T, head_dim)
 
@@ -78,11 +76,6 @@ def _norm(cfg: ModelConfig, width: int | None = None) -> nn.Module:
     if cfg.norm == "rmsnorm":
         return nn.RMSNorm(width, eps=1e-5)  # weight only
     return nn.LayerNorm(width, bias=cfg.bias)
-
-
-def softcap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
-    """cap·tanh(x / cap): Gemma 2's soft capping of attention scores and logits (Gemma Team 2024, §2)."""
-    return x if cap is None else torch.tanh(x / cap) * cap
 
 
 class KVCache:
@@ -137,40 +130,6 @@ class KVCache:
         return keep if window is None else keep & (k > q - window)
 
 
-def attention_mask(t_q: int, t_k: int, window: int | None, device) -> torch.Tensor | None:
-    """The boolean mask (True = attend) of `t_q` queries, the last `t_q` of `t_k` positions, over `t_k` keys:
-    causal, and within `window` positions (itself included) when given. None when plain causal attention
-    (`is_causal`) or no mask at all (one query against every cached key) does the same."""
-    if window is None or window >= t_k:
-        return None
-    q = torch.arange(t_k - t_q, t_k, device=device)[:, None]
-    k = torch.arange(t_k, device=device)[None, :]
-    return (k <= q) & (k > q - window)
-
-
-def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool,
-                   cap: float | None, groups: int = 1) -> torch.Tensor:
-    """softmax(QK^T / sqrt(head_dim) [softcapped, masked]) V over (B, heads, T, head_dim) tensors: the
-    "attention core" that selective checkpointing recomputes (Korthikanti et al. 2022, §4.1).
-
-    Without a softcap it is `F.scaled_dot_product_attention` (the GPU picks its flash / memory-efficient /
-    cuDNN kernel; K/V heads broadcast with `enable_gqa`). A softcap sits between QK^T and the softmax, which
-    no fused kernel takes, so then it is written out: two matmuls over the same (T, keys) square, the same
-    FLOPs. `groups`: query heads per K/V head (grouped-query attention), known from the config (under
-    torch.jit.trace a comparison of shapes is a tensor)."""
-    if cap is None:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
-                                              enable_gqa=groups > 1)
-    if groups > 1:
-        k, v = (t.repeat_interleave(groups, dim=1) for t in (k, v))
-    scores = softcap(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, cap)
-    if mask is None and causal:
-        mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril(k.shape[2] - q.shape[2])
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
-
-
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_type: str = "full"):
         super().__init__()
@@ -189,8 +148,8 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: Rope | None = None, cache: KVCache | None = None, layer: int = 0,
                 pos: int = 0, window_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """`window_mask`: the sliding-window mask of this step (`attention_mask`), built once per forward by
-        `GPT.forward` and used by the sliding layers only."""
+        """`window_mask`: this layer's mask for the step (`GPT.step_masks`: the sliding-window mask in a sliding
+        layer, a flex block mask under `attention="flex"`), built once per forward by `GPT.forward`."""
         B, T, _ = x.shape
         q_dim, kv_dim = self.n_head * self.head_dim, self.n_kv_head * self.head_dim
         q, k, v = self.c_attn(x).split((q_dim, kv_dim, kv_dim), dim=2)
@@ -211,7 +170,7 @@ class CausalSelfAttention(nn.Module):
                 k, v = k[:, :, -self.window:], v[:, :, -self.window:]
         # `cache is None` first: under torch.jit.trace T is a tensor
         causal = not static and (cache is None or bool(T > 1))
-        mask = window_mask if causal and self.window is not None else None
+        mask = window_mask if causal else None
         if static:
             mask = cache.mask(pos, T, self.window)
         if self.selective and torch.is_grad_enabled():
@@ -404,10 +363,15 @@ class GPT(nn.Module):
     as `generate` does: a prompt at pos 0 (prefill), then one token per step (decode). `p` an int attends to
     the keys written so far; `p` a 0-d tensor decodes statically over the whole cache (`KVCache`)."""
 
-    def __init__(self, cfg: ModelConfig, checkpointing: str = "none", early_stop: bool = True):
+    def __init__(self, cfg: ModelConfig, checkpointing: str = "none", early_stop: bool = True,
+                 attention: str = "sdpa"):
         super().__init__()
         if checkpointing not in CHECKPOINTING:
             raise UsageError(f"checkpointing={checkpointing!r}: choose one of {', '.join(CHECKPOINTING)}")
+        if attention not in ATTENTION or (attention == "flex" and not has_flex()):
+            allowed = ATTENTION if has_flex() else ("sdpa",)
+            raise UsageError(f"attention={attention!r}: choose one of {', '.join(allowed)} (flex needs torch >= 2.5)")
+        self.attention = attention
         self.cfg = cfg
         self.early_stop = early_stop
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
@@ -444,6 +408,16 @@ class GPT(nn.Module):
                 std = 0.02 / math.sqrt(2 * self.cfg.n_layer) if residual else 0.02
                 nn.init.normal_(param, mean=0.0, std=std)
 
+    def step_masks(self, T: int, pos: int, device) -> tuple:
+        """The masks of one step's (full, sliding) layers, built once per forward, not layer by layer. SDPA:
+        none for a full layer (`is_causal`), the T x T boolean band of `attention_mask` for a sliding one
+        (None when the window covers every key). Flex: a block mask for each (`flex_block_mask`)."""
+        window = self.cfg.sliding_window if "sliding" in self.cfg.layer_types else None
+        if self.attention == "flex":
+            return (flex_block_mask(T, pos + T, None, device),
+                    flex_block_mask(T, pos + T, window, device) if window else None)
+        return None, attention_mask(T, pos + T, window, device) if window else None
+
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, pos: int | torch.Tensor = 0,
                 last_only: bool = False) -> torch.Tensor:
         _, T = idx.shape
@@ -455,19 +429,20 @@ class GPT(nn.Module):
             x = x + self.wpe(pos + torch.arange(T, device=idx.device) if static
                              else torch.arange(pos, pos + T, device=idx.device))
         rope = self.rope(T, pos) if self.rope is not None else None
-        # one mask for every sliding layer of this step (a T x T boolean tensor: not rebuilt layer by layer)
-        sliding = "sliding" in self.cfg.layer_types and (cache is None or bool(T > 1)) and not static
-        mask = attention_mask(T, pos + T, self.cfg.sliding_window, idx.device) if sliding else None
+        # the masks of this step, built once for every layer (a static decode step's come from the cache)
+        prompt = (cache is None or bool(T > 1)) and not static
+        masks = self.step_masks(T, pos, idx.device) if prompt else (None, None)
         if cache is not None:
             for layer, block in enumerate(self.h):
-                x = block(x, rope, cache, layer, pos, window_mask=mask)
+                x = block(x, rope, cache, layer, pos, window_mask=masks[block.attn.window is not None])
             return softcap(self.lm_head(self.ln_f(x[:, -1:] if last_only else x)), self.cfg.final_softcap)
         for block in self.h:
             if self.checkpointing == "full" and torch.is_grad_enabled():
                 with contextlib.nullcontext() if self.early_stop else set_checkpoint_early_stop(False):
-                    x = checkpoint(block, x, rope, window_mask=mask, use_reentrant=False)
+                    x = checkpoint(block, x, rope, window_mask=masks[block.attn.window is not None],
+                                   use_reentrant=False)
             else:
-                x = block(x, rope, window_mask=mask)
+                x = block(x, rope, window_mask=masks[block.attn.window is not None])
         return softcap(self.lm_head(self.ln_f(x)), self.cfg.final_softcap)
 
 
@@ -477,16 +452,18 @@ def build_model(
     checkpointing: str = "none",
     early_stop: bool = True,
     dtype: torch.dtype | None = None,
+    attention: str = "sdpa",
 ) -> GPT:
     """Build `cfg` directly on `device` (on "meta" no memory is allocated and no init runs), its parameters
-    in `dtype` (default float32). Inference engines keep bf16 / fp16 weights (gpt-fast's
-    `model.to(dtype=precision)`), and `infer` does: built in that dtype, never held in float32 on the way.
-    The rotary tables stay float32 (`RotaryEmbedding`; `apply_rope` casts them to the activations' dtype)."""
+    in `dtype` (default float32); `attention`: "sdpa" or "flex" (`model.config.ATTENTION`). Inference
+    engines keep bf16 / fp16 weights (gpt-fast's `model.to(dtype=precision)`), and `infer` does: built in
+    that dtype, never held in float32 on the way. The rotary tables stay float32 (`RotaryEmbedding`;
+    `apply_rope` casts them to the activations' dtype)."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype or previous)
     try:
         with torch.device(device):
-            return GPT(cfg, checkpointing=checkpointing, early_stop=early_stop)
+            return GPT(cfg, checkpointing=checkpointing, early_stop=early_stop, attention=attention)
     finally:
         torch.set_default_dtype(previous)
 

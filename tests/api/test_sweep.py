@@ -175,6 +175,7 @@ def test_ctrl_c_keeps_finished_rows_and_exits_130(tmp_path, capsys, monkeypatch)
         ('models = [{ name = "a", preset = "tiny", n_head = 3 }]', "does not divide d_model"),
         ('models = ["tiny", { name = "tiny", preset = "tiny" }]', "'tiny' appears twice"),
         ('models = ["tiny"]\nmodes = ["backward"]', "modes = 'backward' is not allowed"),
+        ('models = ["tiny"]\nattention = "paged"', "attention = 'paged' is not allowed: one of sdpa, flex"),
         ('name = ".."\nmodels = ["tiny"]\nseq_len = [8]\nbatch_size = [1]\ndevice = "cpu"',
          "name = '..' is not allowed"),
         ('name = "a/b"\nmodels = ["tiny"]', "name = 'a/b' is not allowed: a folder name has no path separator"),
@@ -227,7 +228,7 @@ def test_rows_carry_the_sweeps_timing_options(tmp_path, capsys):
                  capsys)[0] == 0
     rows = read_records(out / "s" / "rows.jsonl")
     assert [r["timing"] for r in rows] == [{"warmup": 0, "iters": 1, "compile": False, "gemm": False,
-                                            "peak_tflops": 2.5}] * 2
+                                            "peak_tflops": 2.5, "attention": "sdpa"}] * 2
     assert all(r["peak_tflops"] == 2.5 and r["time_ms"]["n"] == 1 for r in rows)  # what the timing dict says
 
 
@@ -237,6 +238,7 @@ def test_rows_carry_the_sweeps_timing_options(tmp_path, capsys):
     ("warmup = 0", "warmup = 1", "model m1: warmup 0 in the file vs 1 in the spec"),
     ("gemm = false", "gemm = true", "model m1: gemm False in the file vs True in the spec"),
     ("modes = [", "peak_tflops = 5\nmodes = [", "model m1: peak_tflops None in the file vs 5.0 in the spec"),
+    ("modes = [", "attention = 'flex'\nmodes = [", "model m1: attention 'sdpa' in the file vs 'flex' in the spec"),
     ("seq_len = [8, 16]", "seq_len = [8]", "model m1: seq_len 16 is not in the spec's [8]"),
 ])
 def test_resume_refuses_rows_measured_another_way(tmp_path, capsys, old, new, says):
@@ -262,4 +264,5 @@ def test_resume_refuses_rows_of_an_older_flopbench_without_timing_options(tmp_pa
     code, _, err = sweep(["--spec", str(small_spec(tmp_path, seq_len="[8, 16]")), "--out", str(out), "--resume"],
                          capsys)
     assert code == 2 and err.count("\n") == 1
-    assert "the row has no timing options (warmup, iters, compile, gemm, peak_tflops: written by an older" in err
+    assert ("the row has no timing options (warmup, iters, compile, gemm, peak_tflops, attention: written by an "
+            "older" in err)
