@@ -17,11 +17,15 @@ Activation checkpointing (`checkpointing="full"`) wraps every block in torch's n
 `checkpoint`. Its early stop is set explicitly because it changes the hardware FLOPs: with early stop
 (torch's default) the recompute ends once every tensor backward needs is rebuilt, so a pre-norm dense
 block's last matmul (the MLP down-projection) is not recomputed; without it the whole block runs again
-(`flops.analytic.recomputed_with_early_stop`). Selective checkpointing (`checkpointing="selective"`,
-Korthikanti et al. 2022, §4.1) checkpoints only `attention_core` in every block, without early stop.
-Early stop off is set through the `torch.utils.checkpoint.set_checkpoint_early_stop(False)` context
-manager, which every torch pyproject allows has (the `checkpoint(..., early_stop=)` argument only exists
-from torch 2.9); the flag is read when `checkpoint` runs the forward, so the context covers that call. Early stop on is torch's default and needs no context (none in a compiled forward either).
+(`flops.analytic.recomputed_with_early_stop`). Early stop off is checkpoint's `early_stop=False` argument
+where torch has it (2.9+; it compiles), else the `set_checkpoint_early_stop(False)` context manager, which
+dynamo skips (`checkpoint_early_stop`). Selective checkpointing (`checkpointing="selective"`, Korthikanti
+et al. 2022, §4.1) checkpoints the attention core and the output projection of every block with an op
+policy (`save_projections`, through `create_selective_checkpoint_contexts`, as torchtitan does): the
+projection's output is kept, everything else recomputed. The projection needs the core's output, so QK^T,
+softmax and AV are re-run whatever the kernel and the early stop, and the policy compiles as one graph.
+
+Experts (`MoE`) route on the device and run through `torch._grouped_mm` where it runs (`Experts.impl`).
 """
 
 from __future__ import annotations

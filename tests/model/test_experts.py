@@ -147,3 +147,19 @@ def test_a_real_cpu_step_counts_the_analytic_flops(cfg, checkpointing):
     assert counted.train == counted_phases(cfg, B, T)[key] + rescore
     assert counted.forward == counted_phases(cfg, B, T)["forward"]
     assert counted.uncounted == {}
+
+
+def test_an_expert_without_tokens_gets_a_zero_gradient():
+    """16 experts, one per token, 4 tokens: at least 12 experts get none. Their slices of the stacked weights
+    get an exact zero gradient from the grouped matmul's backward (an empty group), as from the loop, so
+    DDP finds every parameter with a gradient (tests/timing/test_distributed.py runs it under torchrun)."""
+    cfg = MOE.replace(n_layer=1, n_experts=16, top_k=1, d_ff_expert=16)
+    model = build_model(cfg, "cpu")
+    idx, scores = IDX[:1, :4], []
+    model.h[0].mlp.router.register_forward_hook(lambda module, args, out: scores.append(out.detach()))
+    lm_loss(model(idx), idx).backward()
+    used = set(scores[0].argmax(dim=-1).tolist())
+    assert len(used) <= 4
+    for name in ("gate", "up", "down"):
+        grad = getattr(model.h[0].mlp.experts, f"{name}_weight").grad
+        assert [e for e in range(16) if grad[e].abs().sum() > 0] == sorted(used)
