@@ -409,26 +409,32 @@ class MoE(nn.Module):
         # the shared experts first: under checkpointing's early stop the routed ones after them save
         # tensors, so the shared matmuls are recomputed too (`flops.analytic.recomputed_with_early_stop`)
         shared = self.shared(flat) if self.shared is not None else None
-        sorted_expert, order = expert.flatten().sort(stable=True)
-        token, weight = order // self.top_k, weight.flatten()[order]
-        dtype = None if flat.is_meta else compute_dtype(flat.device.type, self.experts.up_weight)
+        sorted_expert, order = expert.flatten().sort(stable=True)  # pairs (token, k) sorted by expert
+        weight = weight.flatten()[order]
         if flat.is_meta:
-            routed = self._even_split(flat, token, weight)
-        elif self.experts.impl(flat.device.type, dtype, torch.compiler.is_compiling()) == "grouped_mm":
-            ends = torch.arange(1, self.n_experts + 1, device=flat.device)
-            offsets = torch.searchsorted(sorted_expert, ends, right=False, out_int32=True)
-            y = self.experts.run_grouped(flat.index_select(0, token), offsets, sorted_expert, dtype)
-            y = (y * weight[:, None].to(y.dtype))[order.argsort()]  # back to (token, k) order
-            routed = y.view(flat.shape[0], self.top_k, -1).sum(dim=1)
+            routed = self._even_split(flat, order // self.top_k, weight)
         else:
-            routed = self._loop(flat, sorted_expert, token, weight, dtype)
+            dtype = compute_dtype(flat.device.type, self.experts.up_weight)
+            grouped = self.experts.impl(flat.device.type, dtype, torch.compiler.is_compiling()) == "grouped_mm"
+            run = self._grouped if grouped else self._loop
+            routed = run(flat, sorted_expert, order, weight, dtype)
         out = routed if shared is None else shared + routed.to(shared.dtype)
         return out.view(*x.shape[:-1], -1)
 
-    def _loop(self, flat, sorted_expert, token, weight, dtype) -> torch.Tensor:
+    def _grouped(self, flat, sorted_expert, order, weight, dtype) -> torch.Tensor:
+        """Every expert in one `torch._grouped_mm` per matrix; expert e's rows end at offsets[e], the count
+        of sorted ids <= e. The rows go back to (token, k) order and each token's top_k are summed."""
+        ends = torch.arange(1, self.n_experts + 1, device=flat.device)
+        offsets = torch.searchsorted(sorted_expert, ends, out_int32=True)
+        y = self.experts.run_grouped(flat.index_select(0, order // self.top_k), offsets, sorted_expert, dtype)
+        y = (y * weight[:, None].to(y.dtype))[order.argsort()]
+        return y.view(flat.shape[0], self.top_k, -1).sum(dim=1)
+
+    def _loop(self, flat, sorted_expert, order, weight, dtype) -> torch.Tensor:
         """The experts one at a time, each on its contiguous slice of the sorted pairs (index_select, then
         index_add of its output times the routing weight): one host sync to read the counts."""
         counts = torch.bincount(sorted_expert, minlength=self.n_experts).tolist()
+        token = order // self.top_k
         parts = self.experts.unbound()
         routed, start = torch.zeros(flat.shape, dtype=dtype, device=flat.device), 0
         for e, n in enumerate(counts):
