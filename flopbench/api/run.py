@@ -60,7 +60,7 @@ from ..hardware.telemetry import Telemetry, open_telemetry, throttled
 from ..model.attention import KernelLog, has_flex, watch_kernels
 from ..model.config import (ATTENTION, CHECKPOINTING_CHOICES, MAX_ITERS, MAX_WARMUP, MODES, ModelConfig,
                             checkpointing_modes, pad_vocab, validate_shapes, validate_tensor_sizes)
-from ..model.gpt import build_model, lm_loss
+from ..model.gpt import build_model, experts_impl, lm_loss
 from ..model.presets import as_config
 from ..output.records import ResultWriter, folder_safe
 from ..timing import distributed
@@ -136,6 +136,7 @@ class Row:
     peak_memory_bytes: int | None = None
     memory_estimate_bytes: int | None = None  # `timing.memory.estimate` of the row
     distributed: dict | None = None  # under torchrun: per_rank times, aggregate tokens/s, slowest rank
+    experts_impl: str | None = None  # "grouped_mm" | "loop" (`model.gpt.Experts.impl`); None: no experts
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -431,7 +432,9 @@ def measure_row(stepper: Stepper, ctx: RunContext, mode: str, checkpointing: str
     row = Row(mode, checkpointing, model_flops=flops.model, hardware_flops_analytic=flops.hardware,
               simple_formula=flops.simple, simple_flops=flops.simple_flops,
               simple_hardware_formula=flops.simple_hardware, simple_hardware_flops=flops.simple_hardware_flops,
-              memory_estimate_bytes=verdict.estimate.total if verdict else None)
+              memory_estimate_bytes=verdict.estimate.total if verdict else None,
+              experts_impl=experts_impl(stepper.eager, stepper.device.type, TORCH_DTYPES[stepper.dtype],
+                                        options.compile))
     stepper.eager.checkpointing = checkpointing
 
     def fail(failure: Failure) -> Row:

@@ -337,8 +337,9 @@ def recompute_flops(cfg: ModelConfig, batch_size: int, seq_len: int, early_stop:
     forward, not 4.00). The LM head is outside the blocks and never recomputed.
 
     Selective (Korthikanti et al. 2022, §4.1): only the attention core — QK^T, softmax, AV — of every
-    block is recomputed: the attention-score rows once more, whatever `early_stop` (flopbench runs that
-    checkpoint without early stop, so a kernel that is one op or several recomputes the same).
+    block is recomputed: the attention-score rows once more, whatever `early_stop` (flopbench's policy keeps
+    the projections and recomputes the rest of core + output projection, and the projection needs the
+    core's output, so a kernel that is one op or several recomputes the same).
     """
     rows = components(cfg, batch_size, seq_len)
     if checkpointing == "selective":

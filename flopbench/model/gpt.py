@@ -14,23 +14,29 @@ Activation checkpointing (`checkpointing="full"`) wraps every block in torch's n
 `checkpoint`. Its early stop is set explicitly because it changes the hardware FLOPs: with early stop
 (torch's default) the recompute ends once every tensor backward needs is rebuilt, so a pre-norm dense
 block's last matmul (the MLP down-projection) is not recomputed; without it the whole block runs again
-(`flops.analytic.recomputed_with_early_stop`). Selective checkpointing (`checkpointing="selective"`,
-Korthikanti et al. 2022, §4.1) checkpoints only `attention_core` in every block, without early stop.
-Early stop off is set through the `torch.utils.checkpoint.set_checkpoint_early_stop(False)` context
-manager, which every torch pyproject allows has (the `checkpoint(..., early_stop=)` argument only exists
-from torch 2.9); the flag is read when `checkpoint` runs the forward, so the context covers that call. Early stop on is torch's default and needs no context (none in a compiled forward either).
+(`flops.analytic.recomputed_with_early_stop`). Early stop off is checkpoint's `early_stop=False` argument
+where torch has it (2.9+; it compiles), else the `set_checkpoint_early_stop(False)` context manager, which
+dynamo skips (`checkpoint_early_stop`). Selective checkpointing (`checkpointing="selective"`, Korthikanti
+et al. 2022, §4.1) checkpoints the attention core and the output projection of every block with an op
+policy (`save_projections`, through `create_selective_checkpoint_contexts`, as torchtitan does): the
+projection's output is kept, everything else recomputed. The projection needs the core's output, so QK^T,
+softmax and AV are re-run whatever the kernel and the early stop, and the policy compiles as one graph.
+
+Experts (`MoE`) route on the device and run through `torch._grouped_mm` where it runs (`Experts.impl`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
+from torch.utils.checkpoint import (CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts,
+                                    set_checkpoint_early_stop)
 
 from ..errors import UsageError
 from .attention import attention_core, attention_mask, flex_block_mask, has_flex, softcap
@@ -130,6 +136,24 @@ class KVCache:
         return keep if window is None else keep & (k > q - window)
 
 
+#: The matmuls whose outputs selective checkpointing keeps: the linear layers (`nn.Linear` dispatches `mm`,
+#: or `addmm` with a bias). QK^T and AV are `bmm`s or one fused SDPA kernel.
+_SAVED_MATMULS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)
+
+
+def save_projections(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    """Selective checkpointing's op policy (`create_selective_checkpoint_contexts`): keep what the linear
+    layers compute, recompute everything else in the checkpointed region — there, the attention core
+    (QK^T, softmax, AV; Korthikanti et al. 2022, §4.1) — as torchtitan's op-level policy does (its
+    `_save_list`, torchtitan/distributed/activation_checkpoint.py). MUST, not PREFER: torch.compile's
+    partitioner may not override it, so a compiled step does the work the count says."""
+    return CheckpointPolicy.MUST_SAVE if op in _SAVED_MATMULS else CheckpointPolicy.MUST_RECOMPUTE
+
+
+#: `checkpoint(..., context_fn=)` for selective checkpointing: a fresh pair of policy contexts per call.
+SELECTIVE_RECOMPUTE = functools.partial(create_selective_checkpoint_contexts, save_projections)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_type: str = "full"):
         super().__init__()
@@ -174,12 +198,16 @@ class CausalSelfAttention(nn.Module):
         if static:
             mask = cache.mask(pos, T, self.window)
         if self.selective and torch.is_grad_enabled():
-            with set_checkpoint_early_stop(False):
-                y = checkpoint(attention_core, q, k, v, mask, causal, self.cap, self.groups, use_reentrant=False)
-        else:
-            y = attention_core(q, k, v, mask, causal, self.cap, self.groups)
-        y = y.transpose(1, 2).contiguous().view(B, T, q_dim)
-        return self.c_proj(y)
+            return checkpoint(self.core_and_projection, q, k, v, mask, causal, use_reentrant=False,
+                              context_fn=SELECTIVE_RECOMPUTE)
+        return self.core_and_projection(q, k, v, mask, causal)
+
+    def core_and_projection(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                            causal: bool) -> torch.Tensor:
+        """`attention_core`, then the output projection: the region selective checkpointing wraps."""
+        B, _, T, _ = q.shape
+        y = attention_core(q, k, v, mask, causal, self.cap, self.groups)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, -1))
 
 
 class MLP(nn.Module):
@@ -228,26 +256,88 @@ def even_split(slots: int, n_experts: int) -> list[int]:
     return [share + (e < extra) for e in range(n_experts)]
 
 
+#: (device type, dtype) -> whether `torch._grouped_mm` runs there, forward and backward (`grouped_mm_runs`).
+_GROUPED_MM_RUNS: dict[tuple[str, torch.dtype], bool] = {}
+
+
+def grouped_mm_runs(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether `torch._grouped_mm` runs forward and backward on `device_type` in `dtype`, found by trying it
+    once on tiny tensors and remembered: by capability, not by version. (torch 2.5-2.7 have no such op;
+    2.8 has it on Hopper GPUs only; 2.9+ on GPUs from SM80 and on the CPU in fp32 / bf16 / fp16; its meta
+    kernel, which also shapes the fake tensors of torch.compile, takes bf16 only.) Inside a compiled
+    region nothing is tried: a pair not tried before answers False. The try runs outside any dispatch
+    mode (a FLOP counter does not see it), with gradients on and autocast off."""
+    key = (device_type, dtype)
+    if key not in _GROUPED_MM_RUNS:
+        if torch.compiler.is_compiling() or not hasattr(torch, "_grouped_mm"):
+            return False
+        from torch.utils._python_dispatch import _disable_current_modes
+
+        no_autocast = contextlib.nullcontext() if device_type == "meta" else torch.autocast(device_type, enabled=False)
+        with _disable_current_modes(), torch.inference_mode(False), torch.enable_grad(), no_autocast:
+            try:
+                a = torch.ones(4, 8, dtype=dtype, device=device_type, requires_grad=True)
+                b = torch.ones(2, 8, 8, dtype=dtype, device=device_type, requires_grad=True)
+                out = torch._grouped_mm(a, b, offs=torch.tensor([1, 4], dtype=torch.int32, device=device_type))
+                out.backward(torch.ones_like(out))
+                _GROUPED_MM_RUNS[key] = True
+            except (RuntimeError, NotImplementedError):  # no kernel for this device, dtype or GPU
+                _GROUPED_MM_RUNS[key] = False
+    return _GROUPED_MM_RUNS[key]
+
+
+def compute_dtype(device_type: str, weight: torch.Tensor) -> torch.dtype:
+    """The dtype matmuls run in on `device_type` now: autocast's where it is on, else the weights'."""
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else weight.dtype
+
+
 class Experts(nn.Module):
     """`n_experts` MLPs of width d_ff_expert (GELU, or SwiGLU / GeGLU as `cfg.mlp` says), their weights
-    stacked in tensors of n_experts x d_in x d_out, as torchtitan's GroupedExperts keeps them: one expert is
-    a matmul with its own matrices (`run_one`), a run of experts one bmm (`run_group`). Either way a token
-    costs 2·d_in·d_out per matrix of its expert, the FLOPs of separate `nn.Linear`s."""
+    stacked in tensors of n_experts x d_in x d_out, as torchtitan's GroupedExperts keeps them. Tokens sorted
+    by expert run through one `torch._grouped_mm` per matrix (`run_grouped`, where `impl` says it runs),
+    else one matmul per expert (`run_one`); on the meta device runs of experts with equal shares go through
+    one bmm (`run_group`). Either way a token costs 2·d_in·d_out per matrix of its expert, the FLOPs of
+    separate `nn.Linear`s."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         E, d, f = cfg.n_experts, cfg.d_model, cfg.d_ff_expert
         self.names = ("gate", "up", "down") if cfg.mlp != "gelu" else ("up", "down")
         self.act = gate_activation(cfg)
+        self.widths = (d, f)
         for name in self.names:
             d_in, d_out = (f, d) if name == "down" else (d, f)
             self.register_parameter(f"{name}_weight", nn.Parameter(torch.empty(E, d_in, d_out)))
             self.register_parameter(f"{name}_bias", nn.Parameter(torch.empty(E, d_out)) if cfg.bias else None)
+        for device_type in {self.up_weight.device.type, "meta"}:  # tried once, before any compile
+            for dtype in (torch.bfloat16, torch.float16, torch.float32):
+                grouped_mm_runs(device_type, dtype)
+
+    def impl(self, device_type: str, dtype: torch.dtype, compiling: bool = False) -> str:
+        """"grouped_mm" where `torch._grouped_mm` runs these experts on `device_type` in `dtype`, else
+        "loop". The kernel needs rows of a multiple of 16 bytes (d_model and d_ff_expert), and under
+        torch.compile a dtype its meta kernel takes (bf16)."""
+        aligned = all(width * dtype.itemsize % 16 == 0 for width in self.widths)
+        runs = grouped_mm_runs(device_type, dtype) and (not compiling or grouped_mm_runs("meta", dtype))
+        return "grouped_mm" if aligned and runs else "loop"
 
     def _mlp(self, x: torch.Tensor, linear) -> torch.Tensor:
         if "gate" in self.names:
             return linear("down", self.act(linear("gate", x)) * linear("up", x))
         return linear("down", self.act(linear("up", x)))
+
+    def run_grouped(self, x: torch.Tensor, offsets: torch.Tensor, expert: torch.Tensor,
+                    dtype: torch.dtype) -> torch.Tensor:
+        """Every expert on its rows of x (S, d), sorted by expert: rows offsets[e - 1] .. offsets[e] - 1
+        (int32, on the device) go through expert e (`expert`: each row's expert, for the biases), in
+        `dtype`. One `torch._grouped_mm` per matrix, as torchtitan (models/moe) and transformers 5
+        (integrations/moe.py) run experts: no host sync, no per-expert launch."""
+        def linear(name, h):
+            y = torch._grouped_mm(h, getattr(self, f"{name}_weight").to(dtype), offs=offsets)
+            bias = getattr(self, f"{name}_bias")
+            return y if bias is None else y + bias.to(dtype)[expert]
+
+        return self._mlp(x.to(dtype), linear)
 
     def run_group(self, x: torch.Tensor, first: int, last: int) -> torch.Tensor:
         """Experts first .. last - 1 on x (last - first, n, d): slice i of x through expert first + i."""
@@ -275,20 +365,32 @@ class Experts(nn.Module):
         return self._mlp(x, linear)
 
 
+def experts_impl(model: nn.Module, device_type: str, dtype: torch.dtype, compiled: bool = False) -> str | None:
+    """How `model`'s experts run on `device_type` with matmuls in `dtype` ("grouped_mm" or "loop",
+    `Experts.impl`), or None for a model without experts."""
+    experts = next((m for m in model.modules() if isinstance(m, Experts)), None)
+    return None if experts is None else experts.impl(device_type, dtype, compiled)
+
+
 class MoE(nn.Module):
     """A mixture-of-experts MLP (Shazeer et al. 2017; Fedus et al. 2022; Jiang et al. 2024, "Mixtral"):
     a router (d -> n_experts, no bias) scores each token, softmax, the top_k experts' weights renormalized
     to sum to 1; each expert is an MLP of width d_ff_expert (`Experts`); shared experts (one MLP of width
     n_shared_experts·d_ff_shared, DeepSeekMoE) see every token and run first.
 
-    The experts run as a loop, not `torch._grouped_mm`: tokens are sorted by expert, and each expert
-    multiplies its contiguous slice (index_select, then index_add of its output times the routing weight).
-    The loop runs on every device and every torch flopbench supports (the grouped matmul is CUDA-only,
-    bf16-only and new in torch 2.8), and each expert's matmuls are ordinary `mm`s that every counter
-    knows, so the FLOPs are exactly 2·tokens·top_k·(matrices)·d·d_ff_expert whatever the routing. On the
-    meta device tokens have no values to route by, so the assignments are spread evenly (`even_split`) and
-    the experts that take the same number of tokens run as one bmm: the same total, with no data read, in
-    two calls instead of n_experts (a 128-expert model counts in about a second)."""
+    Routing stays on the device: the token-expert pairs are sorted by expert, the offsets of each expert's
+    rows are the cumulative counts of the sorted ids (`searchsorted`; torchtitan and transformers take the
+    cumsum of a histogram, the same numbers), and each matrix of every expert is one `torch._grouped_mm`
+    (`Experts.run_grouped`). No value goes to the host, so a step neither waits for the device nor breaks a
+    compiled graph. Each output row is scaled by its routing weight and the top_k rows of a token summed
+    (in a fixed order: deterministic, unlike an atomic index_add). Where the grouped matmul does not run
+    (`Experts.impl`: an older torch, a GPU or dtype without the kernel, widths not a multiple of 16
+    bytes) the experts run as a loop, one expert's contiguous slice at a time, with one host sync per
+    layer (`bincount().tolist()`). FLOPs are 2·tokens·top_k·(matrices)·d·d_ff_expert whatever the routing
+    (`flops.counter.grouped_mm_flops` counts the grouped matmul, which torch has no formula for). On the meta
+    device tokens have no values to route by, so the assignments are spread evenly (`even_split`) and the
+    experts that take the same number of tokens run as one bmm: the same total, with no data read, in two
+    calls instead of n_experts (a 128-expert model counts in about a second)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -299,35 +401,62 @@ class MoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
-        n_tokens = int(flat.shape[0])  # int: under torch.jit.trace a shape is a tensor
         probs = torch.softmax(self.router(flat).float(), dim=-1)
         weight, expert = probs.topk(self.top_k, dim=-1)
-        weight = (weight / weight.sum(dim=-1, keepdim=True)).to(x.dtype)
-        out = self.shared(flat) if self.shared is not None else torch.zeros_like(flat)
-        order = expert.flatten().argsort(stable=True)
-        token, weight = order // self.top_k, weight.flatten()[order]
-        start = 0
-        if flat.is_meta:  # the experts with equal shares of the even split are contiguous: one bmm per share
-            counts = even_split(n_tokens * self.top_k, self.n_experts)
-            first = 0
-            for n in sorted(set(counts), reverse=True):
-                last = first + counts.count(n)
-                if n:
-                    rows = token[start:start + n * (last - first)]
-                    y = self.experts.run_group(flat.index_select(0, rows).view(last - first, n, -1), first, last)
-                    out = out.index_add(0, rows, y.reshape(-1, y.shape[-1]) * weight[start:start + len(rows), None])
-                    start += len(rows)
-                first = last
-            return out.view_as(x)
-        counts = torch.bincount(expert.flatten(), minlength=self.n_experts).tolist()
+        weight = weight / weight.sum(dim=-1, keepdim=True)
+        # the shared experts first: under checkpointing's early stop the routed ones after them save
+        # tensors, so the shared matmuls are recomputed too (`flops.analytic.recomputed_with_early_stop`)
+        shared = self.shared(flat) if self.shared is not None else None
+        sorted_expert, order = expert.flatten().sort(stable=True)  # pairs (token, k) sorted by expert
+        weight = weight.flatten()[order]
+        if flat.is_meta:
+            routed = self._even_split(flat, order // self.top_k, weight)
+        else:
+            dtype = compute_dtype(flat.device.type, self.experts.up_weight)
+            grouped = self.experts.impl(flat.device.type, dtype, torch.compiler.is_compiling()) == "grouped_mm"
+            run = self._grouped if grouped else self._loop
+            routed = run(flat, sorted_expert, order, weight, dtype)
+        out = routed if shared is None else shared + routed.to(shared.dtype)
+        return out.view(*x.shape[:-1], -1)
+
+    def _grouped(self, flat, sorted_expert, order, weight, dtype) -> torch.Tensor:
+        """Every expert in one `torch._grouped_mm` per matrix; expert e's rows end at offsets[e], the count
+        of sorted ids <= e. The rows go back to (token, k) order and each token's top_k are summed."""
+        ends = torch.arange(1, self.n_experts + 1, device=flat.device)
+        offsets = torch.searchsorted(sorted_expert, ends, out_int32=True)
+        y = self.experts.run_grouped(flat.index_select(0, order // self.top_k), offsets, sorted_expert, dtype)
+        y = (y * weight[:, None].to(y.dtype))[order.argsort()]
+        return y.view(flat.shape[0], self.top_k, -1).sum(dim=1)
+
+    def _loop(self, flat, sorted_expert, order, weight, dtype) -> torch.Tensor:
+        """The experts one at a time, each on its contiguous slice of the sorted pairs (index_select, then
+        index_add of its output times the routing weight): one host sync to read the counts."""
+        counts = torch.bincount(sorted_expert, minlength=self.n_experts).tolist()
+        token = order // self.top_k
         parts = self.experts.unbound()
+        routed, start = torch.zeros(flat.shape, dtype=dtype, device=flat.device), 0
         for e, n in enumerate(counts):
             if n:
                 rows = token[start:start + n]
                 y = self.experts.run_one(flat.index_select(0, rows), e, parts)
-                out = out.index_add(0, rows, y * weight[start:start + n, None])
+                routed = routed.index_add(0, rows, (y * weight[start:start + n, None]).to(dtype))
                 start += n
-        return out.view_as(x)
+        return routed
+
+    def _even_split(self, flat, token, weight) -> torch.Tensor:
+        """On meta: the experts with equal shares of the even split are contiguous, one bmm per share."""
+        counts = even_split(int(flat.shape[0]) * self.top_k, self.n_experts)  # int: a traced shape is a tensor
+        routed, start, first = torch.zeros_like(flat), 0, 0
+        weight = weight.to(flat.dtype)
+        for n in sorted(set(counts), reverse=True):
+            last = first + counts.count(n)
+            if n:
+                rows = token[start:start + n * (last - first)]
+                y = self.experts.run_group(flat.index_select(0, rows).view(last - first, n, -1), first, last)
+                routed = routed.index_add(0, rows, y.reshape(-1, y.shape[-1]) * weight[start:start + len(rows), None])
+                start += len(rows)
+            first = last
+        return routed
 
 
 class Block(nn.Module):
@@ -438,12 +567,28 @@ class GPT(nn.Module):
             return softcap(self.lm_head(self.ln_f(x[:, -1:] if last_only else x)), self.cfg.final_softcap)
         for block in self.h:
             if self.checkpointing == "full" and torch.is_grad_enabled():
-                with contextlib.nullcontext() if self.early_stop else set_checkpoint_early_stop(False):
-                    x = checkpoint(block, x, rope, window_mask=masks[block.attn.window is not None],
-                                   use_reentrant=False)
+                x = checkpoint_early_stop(block, x, rope, early_stop=self.early_stop,
+                                          window_mask=masks[block.attn.window is not None])
             else:
                 x = block(x, rope, window_mask=masks[block.attn.window is not None])
         return softcap(self.lm_head(self.ln_f(x)), self.cfg.final_softcap)
+
+
+#: torch >= 2.9 takes `checkpoint(..., early_stop=)`; older ones only the context manager, which dynamo skips
+#: (a graph break in every block).
+EARLY_STOP_ARGUMENT = "early_stop" in inspect.signature(checkpoint).parameters
+
+
+def checkpoint_early_stop(function, *args, early_stop: bool = True, **kwargs):
+    """torch's non-reentrant `checkpoint(function, *args, **kwargs)` with its early stop on or off: as the
+    `early_stop` argument where torch has it (it compiles), else through `set_checkpoint_early_stop`
+    (eager only: under torch.compile that context breaks the graph)."""
+    if early_stop:
+        return checkpoint(function, *args, use_reentrant=False, **kwargs)
+    if EARLY_STOP_ARGUMENT:
+        return checkpoint(function, *args, use_reentrant=False, early_stop=False, **kwargs)
+    with set_checkpoint_early_stop(False):
+        return checkpoint(function, *args, use_reentrant=False, **kwargs)
 
 
 def build_model(
