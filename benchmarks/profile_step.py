@@ -2,7 +2,7 @@
 
 When an MFU target is missed (e.g. gpt2-xl past 50 % MFU on an H100), this gives the profile-based
 account — top kernels by device time (CUDA) or operators by CPU time — for the same step `flopbench run`
-times (same model, autocast, fused AdamW, checkpointing mode; `flopbench.api.run.Stepper`).
+times (same model, autocast, fused AdamW, checkpointing mode; `flopbench.timing.step.Stepper`).
 
     python benchmarks/profile_step.py --model gpt2-xl --device cuda --batch-size 8 --seq-len 1024 \
         --pad-vocab 64 --compile --out results/<gpu>/profile_gpt2-xl.txt
@@ -16,7 +16,7 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from flopbench.api.run import Stepper
+from flopbench.timing.step import Stepper
 from flopbench.model.config import pad_vocab
 from flopbench.model.gpt import build_model
 from flopbench.model.presets import resolve_config

@@ -30,14 +30,14 @@ measured before the rows (`mfu_vs_gemm`). On a GPU each row records `telemetry` 
 Status: "ok"; "oom" (out of memory — a CUDA or CPU allocator error, or on the CPU an estimate that
 cannot fit); "recompile_limit" (a compiled run hit dynamo's recompile limit: it would otherwise silently
 run eagerly while labelled compiled). Each compiled run starts from an empty dynamo cache
-(``torch._dynamo.reset()``) and compiles with ``dynamic=False``.
+(``torch._dynamo.reset()``) and compiles each block and the loss as regions with ``dynamic=False``; each of
+its rows records `compile_s`. The step functions, and what is compiled, are `timing.step`'s; this module
+orchestrates them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
 import sys
 import time
 from collections.abc import Callable
@@ -47,14 +47,13 @@ import torch
 
 from ..errors import UsageError, options_from
 from ..flops import analytic, estimates
-from ..flops.counter import count_step
 from ..flops.reconcile import explain_hardware_gap, explained_hardware_gap
 from ..hardware.detect import environment, gpu_peak
 from ..hardware.peaks import clock_adjusted_peak
 from ..hardware.telemetry import Telemetry, open_telemetry, throttled
 from ..model.config import (CHECKPOINTING_CHOICES, MAX_ITERS, MAX_WARMUP, MODES, ModelConfig, checkpointing_modes,
                             pad_vocab, validate_shapes, validate_tensor_sizes)
-from ..model.gpt import build_model, lm_loss
+from ..model.gpt import build_model
 from ..model.presets import as_config
 from ..output.records import ResultWriter, folder_safe
 from ..timing import distributed
@@ -62,11 +61,9 @@ from ..timing.clock import time_step
 from ..timing.device import (
     TORCH_DTYPES,
     ModelDoesNotFit,
-    autocast,
     drop_traceback,
     free_memory,
     is_oom,
-    matmul_precision,
     oom_safe,
     precision,
     resolve_device,
@@ -75,6 +72,7 @@ from ..timing.device import (
 from ..timing.gemm import gemm_ceiling
 from ..timing.memory import RowVerdict, available_bytes, check_fits, peak_bytes, reset_peak
 from ..timing.rates import rates, utilization
+from ..timing.step import Stepper, compile_seconds, is_recompile_limit, recompile_watch
 from ..timing.thresholds import Thresholds, run_checks
 
 
@@ -128,6 +126,7 @@ class Row:
     peak_memory_bytes: int | None = None
     memory_estimate_bytes: int | None = None  # `timing.memory.estimate` of the row
     distributed: dict | None = None  # under torchrun: per_rank times, aggregate tokens/s, slowest rank
+    compile_s: float | None = None  # compiled runs: first step beyond a steady one (`timing.step`); else null
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -183,98 +182,6 @@ def causal_skipped_flops(cfg: ModelConfig, B: int, T: int, mode: str, checkpoint
     (`estimates.REGISTRY["causal"]`: training FLOPs with 3/2 of the forward attention taken out)."""
     terms = estimates.Terms.of(cfg, B, T)
     return passes(mode, checkpointing) * (terms.causal_skipped + terms.masked) + rescore // 2
-
-
-@contextlib.contextmanager
-def recompile_watch(enabled: bool):
-    """While a compiled step runs: make dynamo's recompile limit raise (``fail_on_recompile_limit_hit``,
-    ``fail_on_cache_limit_hit`` before torch 2.7) instead of running the frame eagerly, and collect dynamo's
-    "hit config.<limit>" warning (torch 2.5 has no such flag, only the warning). Yields the list of
-    warnings seen."""
-    seen: list[str] = []
-    if not enabled:
-        yield seen
-        return
-    import torch._dynamo.config as dynamo_config
-
-    class Catch(logging.Handler):
-        def emit(self, record):
-            message = record.getMessage()
-            if "hit config." in message:
-                seen.append(message.splitlines()[0])
-
-    flags = {n: True for n in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit") if hasattr(dynamo_config, n)}
-    handler, logger = Catch(level=logging.WARNING), logging.getLogger("torch._dynamo")
-    logger.addHandler(handler)
-    try:
-        with dynamo_config.patch(**flags) if flags else contextlib.nullcontext():
-            yield seen
-    finally:
-        logger.removeHandler(handler)
-
-
-def is_recompile_limit(error: BaseException) -> bool:
-    """True for dynamo's hard failure at its recompile limit (named FailOnCacheLimitHit in torch 2.6)."""
-    return type(error).__name__ in ("FailOnRecompileLimitHit", "FailOnCacheLimitHit")
-
-
-class Stepper:
-    """The three step functions over one model, sharing its optimizer and a fixed random batch."""
-
-    def __init__(self, model: torch.nn.Module, cfg: ModelConfig, B: int, T: int, device: torch.device,
-                 dtype: str, compile_model: bool, dist_info: distributed.DistInfo | None = None):
-        self.eager = model
-        wrapped = distributed.wrap(model, dist_info, device, dtype) if dist_info else model
-        if compile_model:
-            torch._dynamo.reset()  # this run's recompiles are its own, not added to an earlier run's
-            self.model = torch.compile(wrapped, dynamic=False)
-        else:
-            self.model = wrapped
-        self.device, self.dtype = device, dtype
-        gen = torch.Generator(device="cpu").manual_seed(dist_info.rank if dist_info else 0)  # a batch per rank
-        self.idx = torch.randint(0, cfg.vocab_size, (B, T), generator=gen).to(device)
-        self.targets = torch.roll(self.idx, -1, dims=1)
-        self.optimizer = None
-
-    def optim(self) -> torch.optim.Optimizer:
-        if self.optimizer is None:
-            fused = self.device.type == "cuda"
-            self.optimizer = torch.optim.AdamW(self.eager.parameters(), lr=1e-4, fused=fused)
-        return self.optimizer
-
-    def forward(self, model: torch.nn.Module) -> torch.Tensor:
-        with autocast(self.dtype, self.device):
-            return model(self.idx)
-
-    def loss(self, logits: torch.Tensor) -> torch.Tensor:
-        with autocast(self.dtype, self.device):
-            return lm_loss(logits, self.targets)
-
-    def step(self, mode: str) -> None:
-        """One step of `mode`, all of it (backward and optimizer too) in the run's matmul precision."""
-        with matmul_precision(self.dtype):
-            if mode == "forward":
-                with torch.no_grad():
-                    self.forward(self.model)
-                return
-            self.eager.zero_grad(set_to_none=True)
-            self.loss(self.forward(self.model)).backward()
-            if mode == "train_step":
-                self.optim().step()
-
-    def counted_flops(self, mode: str) -> int:
-        """Hardware FLOPs of one step as dispatched on the device (eager model: the same matmuls; the
-        optimizer adds none)."""
-        with matmul_precision(self.dtype):
-            if mode == "forward":
-                with torch.no_grad():
-                    counted = count_step(lambda: self.forward(self.eager)).forward
-            else:
-                self.eager.zero_grad(set_to_none=True)
-                counted = count_step(lambda: self.forward(self.eager), self.loss).train
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return counted
 
 
 def _modes_to_run(options: RunOptions) -> list[tuple[str, str]]:
@@ -384,7 +291,12 @@ def measure_row(stepper: Stepper, ctx: RunContext, mode: str, checkpointing: str
         if ctx.on_step:
             ctx.on_step(StepProgress(mode, checkpointing, done, options.warmup, options.iters))
 
+    first_step_s = None
+
     def timed_steps():
+        nonlocal first_step_s
+        first_step_s = stepper.first_step(mode)  # compiled runs only: compiles, before the warm-up
+
         def step(i: int) -> None:
             if i == options.warmup and telemetry:  # the first timed step: time_step has synced after warm-up
                 telemetry.start()
@@ -409,6 +321,7 @@ def measure_row(stepper: Stepper, ctx: RunContext, mode: str, checkpointing: str
         row.throttled = throttled(row.telemetry)
     row.hardware_flops_note = explain_hardware_gap(cfg, B, T, mode, row.hardware_flops, flops.hardware)
     row.time_ms = stats.as_dict()
+    row.compile_s = compile_seconds(first_step_s, stats)
     if ctx.dist_info:
         per_rank = distributed.gather({k: v for k, v in row.time_ms.items() if k != "times_ms"})
         row.distributed = distributed.aggregate(per_rank, B * T)
