@@ -146,6 +146,26 @@ def test_cli_run_json(capsys, tmp_path):
     assert "timing" in err  # progress goes to stderr
 
 
+TINY_CLI = ["run", "--n-layer", "1", "--d-model", "32", "--n-head", "2", "--vocab-size", "64", "--seq-len", "16",
+            "--batch-size", "2", "--warmup", "0", "--iters", "1", "--no-gemm", "--no-save", "--json"]
+
+
+def test_cli_modes_times_only_the_modes_named(capsys):
+    code = main([*TINY_CLI, "--checkpointing", "all", "--modes", "train_step,forward"])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert [(r["mode"], r["checkpointing"]) for r in json.loads(out)["rows"]] == [
+        ("train_step", "none"), ("train_step", "full"), ("train_step", "selective"), ("forward", "none")]
+
+
+@pytest.mark.parametrize("modes", ["train_step,backward", "", "forward,forward"])
+def test_cli_bad_modes_are_one_line_exit_2(capsys, modes):
+    code = main([*TINY_CLI, "--modes", modes])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "--modes" in err and "forward, fwd_bwd, train_step" in err
+
+
 def test_unwritable_out_is_a_usage_error(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -286,6 +306,18 @@ def test_recompile_limit_within_a_run_fails_the_row(compiler, recompile_limit):
     assert [r["status"] for r in doc["rows"]] == ["ok", "recompile_limit"]
     assert "recompile" in doc["rows"][1]["error"] and doc["rows"][1]["mfu"] is None
     assert doc["compile"] is True
+
+
+def test_compiled_rows_record_compile_s_and_count_the_eager_flops(compiler):
+    """compile_s: the first, compiling, step beyond a steady one (compiling takes longer than a step); null
+    in an eager run. Hardware FLOPs are counted on the eager model, so compiling does not change them."""
+    options = dict(COMPILED, modes=("forward", "fwd_bwd"))
+    compiled = run(TINY, RunOptions(**options), progress=lambda m: None)["rows"]
+    eager = run(TINY, RunOptions(**{**options, "compile": False}), progress=lambda m: None)["rows"]
+    for c, e in zip(compiled, eager, strict=True):
+        assert c["status"] == e["status"] == "ok"
+        assert c["compile_s"] > c["time_ms"]["median_ms"] / 1e3 > 0 and e["compile_s"] is None
+        assert c["hardware_flops"] == e["hardware_flops"] > 0
 
 
 # --- telemetry and the three peaks, with a fake NVML on the CPU ----------------------------------
