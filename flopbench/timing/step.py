@@ -46,6 +46,23 @@ def compile_blocks(model: torch.nn.Module) -> None:
 
 
 @contextlib.contextmanager
+def eager_blocks(model: torch.nn.Module):
+    """Until the block ends, `compile_blocks`' blocks run their own forward, not the compiled one
+    (``nn.Module.compile`` keeps that in ``_compiled_call_impl``, None = eager). Counting needs it: a frame
+    dynamo meets under a dispatch mode such as FlopCounterMode is run eagerly *and marked to be skipped for
+    good* (`torch/_dynamo/types.py`, ConvertFrameReturn's default), so one count through a compiled block
+    would leave every later step of the run eager while its rows say compiled."""
+    saved = [(block, getattr(block, "_compiled_call_impl", None)) for block in model.h]
+    for block, _ in saved:
+        block._compiled_call_impl = None
+    try:
+        yield
+    finally:
+        for block, compiled in saved:
+            block._compiled_call_impl = compiled
+
+
+@contextlib.contextmanager
 def recompile_watch(enabled: bool):
     """While a compiled step runs: make dynamo's recompile limit raise (``fail_on_recompile_limit_hit``,
     ``fail_on_cache_limit_hit`` before torch 2.7) instead of running the frame eagerly, and collect dynamo's
@@ -147,10 +164,10 @@ class Stepper:
         return time.perf_counter() - start
 
     def counted_flops(self, mode: str) -> int:
-        """Hardware FLOPs of one step as dispatched on the device, counted on the eager model with the eager
-        loss (the same matmuls; the optimizer adds none). Under FlopCounterMode (a dispatch mode) dynamo runs
-        the compiled blocks' frames eagerly, so a compiled run counts the same FLOPs as an eager one."""
-        with matmul_precision(self.dtype):
+        """Hardware FLOPs of one step as dispatched on the device, counted on the eager model (`eager_blocks`)
+        with the eager loss: the same matmuls as the compiled step, so a compiled run counts the same FLOPs
+        as an eager one (the optimizer adds none)."""
+        with matmul_precision(self.dtype), eager_blocks(self.eager):
             if mode == "forward":
                 with torch.no_grad():
                     counted = count_step(lambda: self.forward(self.eager)).forward

@@ -310,9 +310,14 @@ def test_recompile_limit_within_a_run_fails_the_row(compiler, recompile_limit):
 
 def test_compiled_rows_record_compile_s_and_count_the_eager_flops(compiler):
     """compile_s: the first, compiling, step beyond a steady one (compiling takes longer than a step); null
-    in an eager run. Hardware FLOPs are counted on the eager model, so compiling does not change them."""
+    in an eager run. Hardware FLOPs are counted on the eager model, so compiling does not change them, and
+    counting leaves the steps compiled: three graphs, the block without and with autograd, and the loss."""
+    from torch._dynamo.utils import counters
+
     options = dict(COMPILED, modes=("forward", "fwd_bwd"))
+    counters.clear()
     compiled = run(TINY, RunOptions(**options), progress=lambda m: None)["rows"]
+    assert counters["stats"]["unique_graphs"] == 3
     eager = run(TINY, RunOptions(**{**options, "compile": False}), progress=lambda m: None)["rows"]
     for c, e in zip(compiled, eager, strict=True):
         assert c["status"] == e["status"] == "ok"
