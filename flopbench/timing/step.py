@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from ..flops.counter import count_step
+from ..flops.counter import StepCount, count_step
 from ..model.config import ModelConfig
 from ..model.gpt import lm_loss
 from . import distributed
@@ -163,17 +163,22 @@ class Stepper:
         clock.sync()
         return time.perf_counter() - start
 
-    def counted_flops(self, mode: str) -> int:
-        """Hardware FLOPs of one step as dispatched on the device, counted on the eager model (`eager_blocks`)
-        with the eager loss: the same matmuls as the compiled step, so a compiled run counts the same FLOPs
-        as an eager one (the optimizer adds none)."""
+    def count(self, mode: str) -> StepCount:
+        """FlopCounterMode over one step of `mode` as dispatched on the device, on the eager model
+        (`eager_blocks`) with the eager loss: the same matmuls as the compiled step, so a compiled run counts
+        the same FLOPs as an eager one (the optimizer adds none)."""
         with matmul_precision(self.dtype), eager_blocks(self.eager):
             if mode == "forward":
                 with torch.no_grad():
-                    counted = count_step(lambda: self.forward(self.eager)).forward
+                    counted = count_step(lambda: self.forward(self.eager))
             else:
                 self.eager.zero_grad(set_to_none=True)
-                counted = count_step(lambda: self.forward(self.eager), lambda logits: self.loss(logits, lm_loss)).train
+                counted = count_step(lambda: self.forward(self.eager), lambda logits: self.loss(logits, lm_loss))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return counted
+
+    def counted_flops(self, mode: str) -> int:
+        """Hardware FLOPs of one step (`count`)."""
+        counted = self.count(mode)
+        return counted.forward if mode == "forward" else counted.train
