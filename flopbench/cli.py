@@ -70,6 +70,20 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _modes(value: str) -> tuple[str, ...]:
+    """`--modes`: comma-separated timed modes (`model.config.MODES`), each at most once, in the order given."""
+    modes = tuple(m.strip() for m in value.split(","))
+    allowed = ", ".join(MODES)
+    for mode in modes:
+        if mode not in MODES:
+            name = repr(mode) if mode else "an empty name"
+            raise argparse.ArgumentTypeError(f"{name} in {value!r} is not a mode: choose from {allowed}")
+        if modes.count(mode) > 1:
+            raise argparse.ArgumentTypeError(f"{mode!r} is named twice in {value!r}: choose from {allowed}, "
+                                             f"each once")
+    return modes
+
+
 def _tokens(value: str) -> int:
     from .api.estimate import parse_tokens
 
@@ -154,7 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, seq_len=args.seq_len, device=args.device, dtype=args.dtype,
         checkpointing=args.checkpointing, warmup=args.warmup, iters=args.iters, peak_tflops=args.peak_tflops,
         compile=args.compile, pad_vocab=args.pad_vocab, gemm=not args.no_gemm,
-        out=None if args.no_save else args.out, dist=args.dist, attention=args.attention,
+        out=None if args.no_save else args.out, modes=args.modes, dist=args.dist, attention=args.attention,
     )
     checks = Thresholds(min_mfu=args.min_mfu, min_hfu=args.min_hfu,
                         max_counted_vs_analytic=args.max_counted_vs_analytic, max_vs_baseline=args.max_vs_baseline)
@@ -277,7 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"timed steps (default %(default)s, at most {MAX_ITERS:,})")
     p.add_argument("--peak-tflops", type=_positive_float, default=None,
                    help="peak TFLOP/s to divide by (default: the table entry of the detected GPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--modes", type=_modes, default=MODES, metavar="MODE[,MODE]",
+                   help=f"the modes to time, comma-separated, from {', '.join(MODES)} (e.g. train_step; "
+                        f"default %(default)s)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile each block and the loss (regional); rows record compile_s")
     p.add_argument("--pad-vocab", type=_positive_int, default=1, metavar="MULTIPLE",
                    help="pad the vocabulary to a multiple (e.g. 64: 50257 -> 50304; default %(default)s = none); "
                         "FLOPs count the padding")

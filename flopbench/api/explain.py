@@ -23,7 +23,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-import torch
 
 from ..errors import UsageError, check_choice, options_from
 from ..model.config import CHECKPOINTING_CHOICES, MAX_PROFILE_STEPS, MODES, ModelConfig
@@ -31,7 +30,8 @@ from ..model.presets import as_config
 from ..output.records import ResultWriter, folder_safe
 from ..timing import breakdown
 from ..timing.clock import Clock
-from .run import RunOptions, Stepper, run
+from ..timing.step import Stepper
+from .run import RunOptions, run
 
 @dataclass
 class ExplainOptions:

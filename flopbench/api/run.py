@@ -35,14 +35,14 @@ measured before the rows (`mfu_vs_gemm`). On a GPU each row records `telemetry` 
 Status: "ok"; "oom" (out of memory — a CUDA or CPU allocator error, or on the CPU an estimate that
 cannot fit); "recompile_limit" (a compiled run hit dynamo's recompile limit: it would otherwise silently
 run eagerly while labelled compiled). Each compiled run starts from an empty dynamo cache
-(``torch._dynamo.reset()``) and compiles with ``dynamic=False``.
+(``torch._dynamo.reset()``) and compiles each block and the loss as regions with ``dynamic=False``; each of
+its rows records `compile_s`. The step functions, and what is compiled, are `timing.step`'s; this module
+orchestrates them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
 import sys
 import time
 from collections.abc import Callable
@@ -52,7 +52,6 @@ import torch
 
 from ..errors import UsageError, options_from
 from ..flops import analytic, estimates
-from ..flops.counter import StepCount, count_step
 from ..flops.reconcile import FLEX_NOTE, explain_hardware_gap, explained_hardware_gap
 from ..hardware.detect import environment, gpu_peak
 from ..hardware.peaks import clock_adjusted_peak
@@ -60,7 +59,7 @@ from ..hardware.telemetry import Telemetry, open_telemetry, throttled
 from ..model.attention import KernelLog, has_flex, watch_kernels
 from ..model.config import (ATTENTION, CHECKPOINTING_CHOICES, MAX_ITERS, MAX_WARMUP, MODES, ModelConfig,
                             checkpointing_modes, pad_vocab, validate_shapes, validate_tensor_sizes)
-from ..model.gpt import build_model, experts_impl, lm_loss
+from ..model.gpt import build_model, experts_impl
 from ..model.presets import as_config
 from ..output.records import ResultWriter, folder_safe
 from ..timing import distributed
@@ -68,11 +67,9 @@ from ..timing.clock import time_step
 from ..timing.device import (
     TORCH_DTYPES,
     ModelDoesNotFit,
-    autocast,
     drop_traceback,
     free_memory,
     is_oom,
-    matmul_precision,
     oom_safe,
     precision,
     resolve_device,
@@ -81,6 +78,7 @@ from ..timing.device import (
 from ..timing.gemm import gemm_ceiling
 from ..timing.memory import RowVerdict, available_bytes, check_fits, peak_bytes, reset_peak
 from ..timing.rates import rates, utilization
+from ..timing.step import Stepper, compile_seconds, is_recompile_limit, recompile_watch
 from ..timing.thresholds import Thresholds, run_checks
 
 
@@ -137,6 +135,7 @@ class Row:
     memory_estimate_bytes: int | None = None  # `timing.memory.estimate` of the row
     distributed: dict | None = None  # under torchrun: per_rank times, aggregate tokens/s, slowest rank
     experts_impl: str | None = None  # "grouped_mm" | "loop" (`model.gpt.Experts.impl`); None: no experts
+    compile_s: float | None = None  # compiled runs: first step beyond a steady one (`timing.step`); else null
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -219,103 +218,6 @@ def causal_skipped_flops(cfg: ModelConfig, B: int, T: int, mode: str, checkpoint
         return 0
     per_step = passes(mode, checkpointing) * 2 * B * T * T * cfg.q_dim * cfg.n_layer + rescore // 2
     return per_step * skip // calls
-
-
-@contextlib.contextmanager
-def recompile_watch(enabled: bool):
-    """While a compiled step runs: make dynamo's recompile limit raise (``fail_on_recompile_limit_hit``,
-    ``fail_on_cache_limit_hit`` before torch 2.7) instead of running the frame eagerly, and collect dynamo's
-    "hit config.<limit>" warning (torch 2.5 has no such flag, only the warning). Yields the list of
-    warnings seen."""
-    seen: list[str] = []
-    if not enabled:
-        yield seen
-        return
-    import torch._dynamo.config as dynamo_config
-
-    class Catch(logging.Handler):
-        def emit(self, record):
-            message = record.getMessage()
-            if "hit config." in message:
-                seen.append(message.splitlines()[0])
-
-    flags = {n: True for n in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit") if hasattr(dynamo_config, n)}
-    handler, logger = Catch(level=logging.WARNING), logging.getLogger("torch._dynamo")
-    logger.addHandler(handler)
-    try:
-        with dynamo_config.patch(**flags) if flags else contextlib.nullcontext():
-            yield seen
-    finally:
-        logger.removeHandler(handler)
-
-
-def is_recompile_limit(error: BaseException) -> bool:
-    """True for dynamo's hard failure at its recompile limit (named FailOnCacheLimitHit in torch 2.6)."""
-    return type(error).__name__ in ("FailOnRecompileLimitHit", "FailOnCacheLimitHit")
-
-
-class Stepper:
-    """The three step functions over one model, sharing its optimizer and a fixed random batch."""
-
-    def __init__(self, model: torch.nn.Module, cfg: ModelConfig, B: int, T: int, device: torch.device,
-                 dtype: str, compile_model: bool, dist_info: distributed.DistInfo | None = None):
-        self.eager = model
-        wrapped = distributed.wrap(model, dist_info, device, dtype) if dist_info else model
-        if compile_model:
-            torch._dynamo.reset()  # this run's recompiles are its own, not added to an earlier run's
-            self.model = torch.compile(wrapped, dynamic=False)
-        else:
-            self.model = wrapped
-        self.device, self.dtype = device, dtype
-        gen = torch.Generator(device="cpu").manual_seed(dist_info.rank if dist_info else 0)  # a batch per rank
-        self.idx = torch.randint(0, cfg.vocab_size, (B, T), generator=gen).to(device)
-        self.targets = torch.roll(self.idx, -1, dims=1)
-        self.optimizer = None
-
-    def optim(self) -> torch.optim.Optimizer:
-        if self.optimizer is None:
-            fused = self.device.type == "cuda"
-            self.optimizer = torch.optim.AdamW(self.eager.parameters(), lr=1e-4, fused=fused)
-        return self.optimizer
-
-    def forward(self, model: torch.nn.Module) -> torch.Tensor:
-        with autocast(self.dtype, self.device):
-            return model(self.idx)
-
-    def loss(self, logits: torch.Tensor) -> torch.Tensor:
-        with autocast(self.dtype, self.device):
-            return lm_loss(logits, self.targets)
-
-    def step(self, mode: str) -> None:
-        """One step of `mode`, all of it (backward and optimizer too) in the run's matmul precision."""
-        with matmul_precision(self.dtype):
-            if mode == "forward":
-                with torch.no_grad():
-                    self.forward(self.model)
-                return
-            self.eager.zero_grad(set_to_none=True)
-            self.loss(self.forward(self.model)).backward()
-            if mode == "train_step":
-                self.optim().step()
-
-    def count(self, mode: str) -> StepCount:
-        """FlopCounterMode over one step of `mode` as dispatched on the device: the eager model (the same
-        matmuls as a compiled one; the optimizer adds none)."""
-        with matmul_precision(self.dtype):
-            if mode == "forward":
-                with torch.no_grad():
-                    counted = count_step(lambda: self.forward(self.eager))
-            else:
-                self.eager.zero_grad(set_to_none=True)
-                counted = count_step(lambda: self.forward(self.eager), self.loss)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return counted
-
-    def counted_flops(self, mode: str) -> int:
-        """Hardware FLOPs of one step (`count`)."""
-        counted = self.count(mode)
-        return counted.forward if mode == "forward" else counted.train
 
 
 def check_attention(attention: str, device: torch.device, plan: list[tuple[str, str]]) -> None:
@@ -465,7 +367,12 @@ def measure_row(stepper: Stepper, ctx: RunContext, mode: str, checkpointing: str
         if ctx.on_step:
             ctx.on_step(StepProgress(mode, checkpointing, done, options.warmup, options.iters))
 
+    first_step_s = None
+
     def timed_steps():
+        nonlocal first_step_s
+        first_step_s = stepper.first_step(mode)  # compiled runs only: compiles, before the warm-up
+
         def step(i: int) -> None:
             if i == options.warmup and telemetry:  # the first timed step: time_step has synced after warm-up
                 telemetry.start()
@@ -494,6 +401,7 @@ def measure_row(stepper: Stepper, ctx: RunContext, mode: str, checkpointing: str
         ctx.progress(f"warning: {mode}/{checkpointing} ran torch's math attention kernel (no fused kernel "
                      f"took it)")
     row.time_ms = stats.as_dict()
+    row.compile_s = compile_seconds(first_step_s, stats)
     if ctx.dist_info:
         per_rank = distributed.gather({k: v for k, v in row.time_ms.items() if k != "times_ms"})
         row.distributed = distributed.aggregate(per_rank, B * T)

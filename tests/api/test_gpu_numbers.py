@@ -99,9 +99,9 @@ def test_clock_median_is_within_15_percent_of_the_wall_clock(mode):
 
 @pytest.mark.parametrize("mode", ["forward", "fwd_bwd"])
 def test_run_median_is_within_15_percent_of_the_wall_clock(gpu_run, mode):
-    # The run's own step (api.run.Stepper), timed by the wall clock: on an H200 (2026-11-28) a hand-built
+    # The run's own step (timing.step.Stepper), timed by the wall clock: on an H200 (2026-11-28) a hand-built
     # step differed from the run's by 20 % (2.7 vs 3.4 ms forward), so the comparison uses the same step.
-    from flopbench.api.run import Stepper
+    from flopbench.timing.step import Stepper
 
     torch.manual_seed(0)
     stepper = Stepper(build_model(CFG, "cuda"), CFG, B, T, torch.device("cuda"), "bf16", False)

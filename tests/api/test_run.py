@@ -15,6 +15,7 @@ from flopbench.flops.analytic import train_flops, train_recompute_flops
 from flopbench.hardware.detect import detect_gpu
 from flopbench.hardware.peaks import match_gpu
 from flopbench.model.config import ModelConfig
+from flopbench.model.gpt import lm_loss
 from flopbench.output.records import read_rows
 
 SMALL = ModelConfig("small", n_layer=2, d_model=64, n_head=4, vocab_size=128, max_seq_len=32)
@@ -145,6 +146,26 @@ def test_cli_run_json(capsys, tmp_path):
     assert "timing" in err  # progress goes to stderr
 
 
+TINY_CLI = ["run", "--n-layer", "1", "--d-model", "32", "--n-head", "2", "--vocab-size", "64", "--seq-len", "16",
+            "--batch-size", "2", "--warmup", "0", "--iters", "1", "--no-gemm", "--no-save", "--json"]
+
+
+def test_cli_modes_times_only_the_modes_named(capsys):
+    code = main([*TINY_CLI, "--checkpointing", "all", "--modes", "train_step,forward"])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert [(r["mode"], r["checkpointing"]) for r in json.loads(out)["rows"]] == [
+        ("train_step", "none"), ("train_step", "full"), ("train_step", "selective"), ("forward", "none")]
+
+
+@pytest.mark.parametrize("modes", ["train_step,backward", "", "forward,forward"])
+def test_cli_bad_modes_are_one_line_exit_2(capsys, modes):
+    code = main([*TINY_CLI, "--modes", modes])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "--modes" in err and "forward, fwd_bwd, train_step" in err
+
+
 def test_unwritable_out_is_a_usage_error(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -218,7 +239,7 @@ def test_checkpointing_works_without_the_early_stop_argument(monkeypatch):
     counts = {}
     for early_stop in (True, False):
         model = run_module.build_model(SMALL, "meta", checkpointing="full", early_stop=early_stop)
-        counts[early_stop] = count_step(lambda m=model: m(idx), lambda logits: run_module.lm_loss(logits, idx)).train
+        counts[early_stop] = count_step(lambda m=model: m(idx), lambda logits: lm_loss(logits, idx)).train
     assert counts[False] - counts[True] == 2 * 2 * 32 * 256 * 64 * 2 == train_recompute_flops(
         SMALL, 2, 32, early_stop=False) - train_recompute_flops(SMALL, 2, 32)
 
@@ -228,15 +249,6 @@ def test_checkpointing_works_without_the_early_stop_argument(monkeypatch):
 TINY = ModelConfig("tiny-compile", n_layer=1, d_model=32, n_head=2, vocab_size=64, max_seq_len=16)
 COMPILED = dict(batch_size=2, seq_len=16, warmup=0, iters=1, gemm=False, device="cpu", out=None, compile=True,
                 checkpointing="none")
-
-
-@pytest.fixture(scope="module")
-def compiler():
-    """Skip where torch.compile cannot build a kernel here (inductor needs a C++ compiler on the CPU)."""
-    try:
-        torch.compile(lambda x: x * 2 + 1)(torch.ones(4))
-    except Exception as e:  # noqa: BLE001 - any failure means no compiler here
-        pytest.skip(f"torch.compile does not work on this machine: {type(e).__name__}: {str(e)[:100]}")
 
 
 @pytest.fixture
@@ -295,6 +307,23 @@ def test_recompile_limit_within_a_run_fails_the_row(compiler, recompile_limit):
     assert [r["status"] for r in doc["rows"]] == ["ok", "recompile_limit"]
     assert "recompile" in doc["rows"][1]["error"] and doc["rows"][1]["mfu"] is None
     assert doc["compile"] is True
+
+
+def test_compiled_rows_record_compile_s_and_count_the_eager_flops(compiler):
+    """compile_s: the first, compiling, step beyond a steady one (dynamo traces afresh in every run, so it is
+    more than 0); null in an eager run. Hardware FLOPs are counted on the eager model, so compiling does not change them, and
+    counting leaves the steps compiled: three graphs, the block without and with autograd, and the loss."""
+    from torch._dynamo.utils import counters
+
+    options = dict(COMPILED, modes=("forward", "fwd_bwd"))
+    counters.clear()
+    compiled = run(TINY, RunOptions(**options), progress=lambda m: None)["rows"]
+    assert counters["stats"]["unique_graphs"] == 3
+    eager = run(TINY, RunOptions(**{**options, "compile": False}), progress=lambda m: None)["rows"]
+    for c, e in zip(compiled, eager, strict=True):
+        assert c["status"] == e["status"] == "ok"
+        assert c["compile_s"] > 0 and e["compile_s"] is None
+        assert c["hardware_flops"] == e["hardware_flops"] > 0
 
 
 # --- telemetry and the three peaks, with a fake NVML on the CPU ----------------------------------

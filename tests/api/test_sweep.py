@@ -266,3 +266,16 @@ def test_resume_refuses_rows_of_an_older_flopbench_without_timing_options(tmp_pa
     assert code == 2 and err.count("\n") == 1
     assert ("the row has no timing options (warmup, iters, compile, gemm, peak_tflops, attention: written by an "
             "older" in err)
+
+
+def test_compiled_sweep_times_only_its_modes(tmp_path, capsys, compiler):
+    """A sweep with `compile = true` and `modes = ["train_step"]` times compiled train steps only, each row
+    with its compile time."""
+    spec = small_spec(tmp_path, seq_len="[8]", modes='["train_step"]', extra="compile = true")
+    out = tmp_path / "out"
+    code, _, err = sweep(["--spec", str(spec), "--out", str(out)], capsys)
+    assert code == 0, err
+    rows = read_records(out / "s" / "rows.jsonl")
+    assert [(r["checkpointing"], r["mode"]) for r in rows] == [("none", "train_step"), ("full", "train_step")]
+    for r in rows:
+        assert r["status"] == "ok" and r["timing"]["compile"] is True and r["compile_s"] > 0, r
