@@ -5,9 +5,9 @@
 #
 # Time: every step runs under its own `timeout`, all of them under a budget (GPU_PERF_BUDGET_S, default 540 s),
 # a step getting min(its limit, what is left), so the script ends by itself inside a 10-minute call. Limits (s):
-# eager both 60, compiled none 200, compiled full 200, kernel profile 80 (sum 540). Not yet run to the end:
+# eager both 60, compiled none 200, compiled full 200, explain 80 (sum 540). Not yet run to the end:
 # on an H200 the eager step took 27 s, and compiling gpt2-xl's forward and backward more than 100 s, so expect
-# about 8-9 minutes, the two torch.compile runs dominating (the profile step may get what is left of the
+# about 8-9 minutes, the two torch.compile runs dominating (the explain step may get what is left of the
 # budget only). Run it in a session of its own (the device tool gives 15 minutes per session, 10 per call).
 # After every step WORK_DIR is packed into TARBALL (default WORK_DIR.tgz), so a kill from outside keeps every
 # finished step. Through the device tool:
@@ -35,8 +35,9 @@ step "eager both" 60 "${flop[@]}" --batch-size 8 --checkpointing both
 # 2. compiled, no checkpointing (the >= 50 % MFU target), then with full checkpointing (HFU >= 50 %)
 step "compiled none" 200 "${flop[@]}" --batch-size 8 --checkpointing none --compile --no-gemm
 step "compiled full" 200 "${flop[@]}" --batch-size 8 --checkpointing full --compile --no-gemm
-# 3. where the time goes: kernel table of the compiled step (inductor's FX graph cache reuses step 2's graphs)
-step "kernel profile" 80 python3 benchmarks/profile_step.py --model "$model" --device "$device" --batch-size 8 \
-  --seq-len 1024 --pad-vocab 64 --compile --top 30 --out "$work/profile_${model}_compiled.txt"
+# 3. where the time goes: `flopbench explain` of the compiled step, classes of kernels and the waterfall
+#    (inductor's FX graph cache reuses step 2's graphs)
+step "explain" 80 python3 -m flopbench explain --model "$model" --device "$device" --batch-size 8 --seq-len 1024 \
+  --pad-vocab 64 --compile --out "$work"
 echo "gpu_perf: $failures failed step(s) in $SECONDS s; results in $work, packed in $tarball"
 exit $((failures > 0))
