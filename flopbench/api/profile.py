@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..errors import UsageError, check_int, describe_error
+from ..errors import UsageError, check_arguments, check_int, describe_error
 from ..flops.counter import count_module, uncounted_note
 from ..flops.fvcore import fvcore_module
 from ..hardware.detect import device_peak, environment
@@ -192,6 +192,9 @@ def profile(module: torch.nn.Module, example_inputs, loss_fn: Callable | None = 
     skips fvcore, `meta=False` counts on the real device without trying a meta copy.
     """
     check_module(module)
+    check_arguments(profile, {"loss_fn": loss_fn, "peak_tflops": peak_tflops, "checkpointing": checkpointing,
+                              "device": device, "dtype": dtype, "warmup": warmup, "iters": iters, "fvcore": fvcore,
+                              "meta": meta})
     checkpointing = _check_options(checkpointing, warmup, iters)
     dev = module_device(module, device)
     if device is not None:

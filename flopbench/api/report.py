@@ -33,7 +33,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, check_arguments
 from ..flops import analytic, estimates
 from ..flops.fvcore import count_fvcore
 from ..model.config import ModelConfig
@@ -271,6 +271,7 @@ def report(results: str | Path, out: str | Path | None = None) -> dict:
     results, out, report (report.md's path), plots ({name: path}, empty without matplotlib), matplotlib,
     rows, status_counts, notes.
     """
+    check_arguments(report, {"results": results, "out": out})
     results = Path(results)
     df = read_rows(results, need=ROW_FIELDS)  # a wrong-shaped row: one line naming its file and line
     need = {"model", "seq_len", "batch_size", "mode", "checkpointing"}

@@ -42,6 +42,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -91,7 +92,7 @@ class RunOptions:
     compile: bool = False
     pad_vocab: int = 1
     gemm: bool = True
-    out: str | None = "results"  # None: write nothing
+    out: str | Path | None = "results"  # None: write nothing
     modes: tuple[str, ...] = MODES
     dist: str | None = None  # "ddp" | "fsdp" under torchrun (see flopbench.timing.distributed)
 

@@ -47,7 +47,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, check_arguments
 from ..files import read_text
 from ..flops import analytic
 from ..hardware.detect import environment
@@ -455,4 +455,5 @@ def sweep(spec: Spec | str | Path, out: str | Path = "results", resume: bool = F
     Every row is appended to `<out>/<spec name>/rows.jsonl` as it is measured; `resume=True` skips rows
     already there. `progress`: where the progress goes (an `output.text.Progress`; default stderr).
     `flopbench.to_dataframe(doc)` gives the new rows as a DataFrame."""
+    check_arguments(sweep, {"spec": spec, "out": out, "resume": resume, "progress": progress})
     return run_sweep(spec if isinstance(spec, Spec) else load_spec(spec), out=out, resume=resume, progress=progress)
