@@ -53,7 +53,7 @@ from ..flops.reconcile import explain_hardware_gap, explained_hardware_gap
 from ..hardware.detect import environment, gpu_peak
 from ..hardware.peaks import clock_adjusted_peak
 from ..hardware.telemetry import Telemetry, open_telemetry, throttled
-from ..model.config import (CHECKPOINTING_CHOICES, MAX_ITERS, MAX_WARMUP, MODES, ModelConfig, checkpointing_modes,
+from ..model.config import (CHECKPOINTING_CHOICES, MODES, ModelConfig, check_steps, checkpointing_modes,
                             pad_vocab, validate_shapes, validate_tensor_sizes)
 from ..model.gpt import build_model, lm_loss
 from ..model.presets import as_config
@@ -475,11 +475,7 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
     T = cfg.max_seq_len if options.seq_len is None else options.seq_len
     validate_shapes(cfg, B, T)
     validate_tensor_sizes(cfg, B, T, analytic.param_counts(cfg).total)
-    if options.warmup < 0 or options.iters < 1:
-        raise UsageError(f"--warmup {options.warmup} / --iters {options.iters}: need warmup >= 0 and iters >= 1")
-    if options.iters > MAX_ITERS or options.warmup > MAX_WARMUP:
-        raise UsageError(f"--iters {options.iters} / --warmup {options.warmup}: at most {MAX_ITERS} / {MAX_WARMUP} "
-                         f"(a larger value would run for days)")
+    check_steps(options.warmup, options.iters)
     plan = _modes_to_run(options)
 
     env = environment(device)

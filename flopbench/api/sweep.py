@@ -51,7 +51,8 @@ from ..errors import UsageError, check_arguments
 from ..files import read_text
 from ..flops import analytic
 from ..hardware.detect import environment
-from ..model.config import CHECKPOINTING, DEVICES, DTYPES, MODES, OVERRIDABLE, ModelConfig, pad_vocab, validate_shapes
+from ..model.config import (CHECKPOINTING, DEVICES, DTYPES, MAX_ITERS, MAX_WARMUP, MODES, OVERRIDABLE, ModelConfig,
+                            pad_vocab, validate_shapes)
 from ..model.presets import resolve_config
 from ..output.records import ResultWriter, check_folder_name, row_key
 from ..output.text import Progress
@@ -74,10 +75,8 @@ SPEC_KEYS = ("models", *DEFAULTS)
 MODEL_TABLE_KEYS = ("name", "preset", *OVERRIDABLE)
 #: The options every row of one sweep shares, stored in each row as `timing` and compared on --resume.
 TIMING_FIELDS = ("warmup", "iters", "compile", "gemm", "peak_tflops")
-#: Limits of a spec: a larger grid would plan for minutes and run for years; more steps than these add nothing.
+#: The most grid points of a spec: a larger grid would plan for minutes and run for years.
 MAX_GRID_POINTS = 10_000
-MAX_ITERS = 10_000
-MAX_WARMUP = 1_000
 
 
 @dataclass(frozen=True)

@@ -300,3 +300,36 @@ def test_limits_of_a_spec(tmp_path, change, fragment):
     code, stdout, err = cli_child(["sweep", "--spec", str(spec), "--out", str(tmp_path / "out")], tmp_path)
     assert code == 2 and stdout == "" and err.count("\n") == 1 and fragment in err, err
     assert time.monotonic() - start < 5 and not (tmp_path / "out").exists()  # refused before planning
+
+
+# -- 9. impossible values (issue 24, items 11 and 14) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["report", "estimate"])
+@pytest.mark.parametrize("field, value", [("time_ms.median_ms", 0), ("time_ms.median_ms", -5.0), ("mfu", float("inf")),
+                                          ("hfu", 0.0), ("peak_tflops", -1.0), ("model_flops", 0)])
+def test_a_row_with_an_impossible_value_is_one_line_naming_file_and_line(sweep_dir, tmp_path, capsys, command, field,
+                                                                         value):
+    """Before: `estimate --mfu-from` divided by a median of 0 ms (ZeroDivisionError); `report` printed an MFU of
+    "inf %" and a median of -5 ms. A measured time, rate, peak, FLOP count or utilisation is positive and
+    finite, or null."""
+    if command == "estimate" and field in ("mfu", "hfu"):
+        pytest.skip("estimate computes its MFU from the time, the peak and the FLOPs; it reads no mfu / hfu")
+    if command == "report" and field == "model_flops":
+        pytest.skip("report reads the counted and simple FLOPs of a row, not model_flops")
+    _, out, folder = sweep_dir
+    jsonl = folder / "rows.jsonl"
+    lines = jsonl.read_text().splitlines(keepends=True)
+    row = json.loads(lines[1])  # the train_step row, the one estimate reads
+    if "." in field:
+        outer, inner = field.split(".")
+        row[outer][inner] = value
+    else:
+        row[field] = value
+    jsonl.write_text(lines[0] + json.dumps(row) + "\n")
+    argv = (["report", str(out), "--out", str(tmp_path / "rep")] if command == "report" else
+            ["estimate", "--tokens", "1B", "--mfu-from", str(out)])
+    code, stdout, err = cli(capsys, *argv)
+    assert code == 2 and stdout == "" and err.count("\n") == 1, err
+    assert f"{jsonl}: line 2: {field} = {value!r} is not a positive, finite number or null" in err, err
+    assert not (tmp_path / "rep" / "report.md").exists()
