@@ -93,7 +93,9 @@ def _tokens(value: str) -> int:
 
 
 def _add_model_args(p: argparse.ArgumentParser, default_model: str, batch_size: int | None = 1,
-                    wide: bool = True, progress: bool = False) -> None:
+                    wide: bool = True, progress: bool = False, seq_len: bool = True) -> None:
+    """The model options a command shares; each command gets only those it uses (`batch_size` None, `seq_len`
+    False: not offered), so that an option it would ignore is an error, not accepted and dropped."""
     p.add_argument("--model", default=default_model,
                    help=f"preset ({', '.join(PRESETS)}; default {default_model}) or the path of a Hugging Face "
                         f"config.json (model_type {', '.join(HF_MODEL_TYPES)}), read offline")
@@ -103,8 +105,9 @@ def _add_model_args(p: argparse.ArgumentParser, default_model: str, batch_size: 
     if batch_size is not None:
         p.add_argument("--batch-size", type=_positive_int, default=batch_size,
                        help="sequences per step (default %(default)s)")
-    p.add_argument("--seq-len", type=_positive_int, default=None,
-                   help="tokens per sequence (default: the model's max positions)")
+    if seq_len:
+        p.add_argument("--seq-len", type=_positive_int, default=None,
+                       help="tokens per sequence (default: the model's max positions)")
     _add_output_args(p, wide=wide, progress=progress)
 
 
@@ -306,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("infer", help="generation: prefill and decode FLOPs, bytes, MFU and MBU (KV cache, greedy)")
-    _add_model_args(p, default_model="tiny", batch_size=1, progress=True)
+    _add_model_args(p, default_model="tiny", batch_size=1, progress=True, seq_len=False)  # P + G, not T
     p.add_argument("--prompt-len", type=_positive_int, default=128, help="prompt tokens P (default %(default)s)")
     p.add_argument("--gen-len", type=_positive_int, default=32, help="generated tokens G (default %(default)s)")
     p.add_argument("--device", default="auto", choices=DEVICES,

@@ -84,6 +84,8 @@ CASES = [
     ([*TINY_RUN, "--max-vs-baseline", "{tmp}/wrongschema.json:7"], "FILE:TOLERANCE"),
     ([*TINY_RUN, "--min-mfu", "abc"], "'abc' is not a number"),
     ([*TINY_RUN, "--dist", "ddp"], "needs torchrun"),
+    # infer: before, --seq-len was accepted and ignored (exit 0); its lengths are --prompt-len and --gen-len
+    (["infer", "--seq-len", "100000"], "unrecognized arguments: --seq-len 100000"),
     # sweep
     (["sweep", "--spec", "{tmp}/missing.toml"], "missing.toml"),
     (["sweep", "--spec", "{tmp}/nottoml.toml"], "TOML"),
