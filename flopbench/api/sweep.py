@@ -186,7 +186,8 @@ def load_spec(path: str | Path) -> Spec:
     name = scalar("name", lambda v: v is None or (isinstance(v, str) and v.strip()), "a non-empty folder name")
     name = path.stem if name is None else name
     if check_folder_name(name):
-        raise UsageError(f"spec {path}: name = {name!r} is not allowed: {check_folder_name(name)} (the results "
+        shown = name if len(name) <= 40 else f"{name[:37]}..."
+        raise UsageError(f"spec {path}: name = {shown!r} is not allowed: {check_folder_name(name)} (the results "
                          f"go to --out/<name>)")
     try:
         device = resolve_device(scalar("device", lambda v: v in DEVICES, f"one of {', '.join(DEVICES)}"))

@@ -276,6 +276,10 @@ def read_environment(path: str | Path, warn=None) -> list[dict]:
 # --------------------------------------------------------------------------------------------------
 
 
+#: The longest name of one file or folder most file systems take (NAME_MAX: 255 bytes on ext4, XFS, btrfs).
+MAX_NAME_BYTES = 255
+
+
 def check_folder_name(name) -> str | None:
     """What is wrong with `name` as the one folder below --out that results go to, or None."""
     if not isinstance(name, str) or not name.strip():
@@ -284,7 +288,14 @@ def check_folder_name(name) -> str | None:
         return "a folder name has no path separator or NUL"
     if name in (".", ".."):
         return "it would write outside --out"
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if size > MAX_NAME_BYTES:
+        return f"{size:,} bytes long, more than the {MAX_NAME_BYTES} a file system takes for one folder name"
     return None
+
+
+def _short(name: str) -> str:
+    return repr(name if len(name) <= 40 else f"{name[:37]}...")
 
 
 def _storage_error(e: OSError, path: Path, kept: str) -> UsageError:
@@ -380,7 +391,7 @@ class ResultWriter:
         out, fresh = Path(out_dir), fresh and not resume
         problem = None if fresh else check_folder_name(run_id)
         if problem:
-            raise UsageError(f"results folder {run_id!r}: {problem}")
+            raise UsageError(f"results folder {_short(str(run_id))}: {problem}")
         try:
             out.mkdir(parents=True, exist_ok=True)
             root = out.resolve()
@@ -408,6 +419,10 @@ class ResultWriter:
                 folder.mkdir(exist_ok=True)
             return folder
         base = folder_safe(name)
+        problem = check_folder_name(f"{base}-9999")  # with the longest suffix below
+        if problem:
+            raise UsageError(f"results folder {_short(base)}: {problem}; it is named after the run, so the model's "
+                             f"name (a config.json's _name_or_path) is too long")
         for n in range(1, 10_000):  # two runs started in the same second get name, name-2, ...
             folder = out / (base if n == 1 else f"{base}-{n}")
             try:

@@ -333,3 +333,30 @@ def test_a_row_with_an_impossible_value_is_one_line_naming_file_and_line(sweep_d
     assert code == 2 and stdout == "" and err.count("\n") == 1, err
     assert f"{jsonl}: line 2: {field} = {value!r} is not a positive, finite number or null" in err, err
     assert not (tmp_path / "rep" / "report.md").exists()
+
+
+# -- 10. a results folder name longer than a file system takes (issue 24, item 15) ---------------------------
+
+
+def test_a_300_character_spec_name_is_refused_naming_its_length(tmp_path, capsys):
+    """Before: "--out ...: cannot write there (File name too long)", which blamed --out."""
+    spec = tmp_path / "s.toml"
+    spec.write_text(SPEC.replace('name = "s"', f'name = "{"n" * 300}"'))
+    code, out, err = cli(capsys, "sweep", "--spec", str(spec), "--out", str(tmp_path / "out"))
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert ("name = 'nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn...' is not allowed: 300 bytes long, more than the 255 a "
+            "file system takes for one folder name") in err, err
+    assert "cannot write there" not in err and not (tmp_path / "out").exists()
+
+
+def test_a_10000_character_name_or_path_is_refused_naming_the_models_name(tmp_path, capsys):
+    """A run's folder is named after its model: a config.json whose _name_or_path is 10,000 characters long
+    gave a folder name the file system refuses. Before: "--out ...: cannot write there (File name too long)"."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_type": "gpt2", "n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 16,
+                                  "vocab_size": 64, "_name_or_path": "org/" + "m" * 10_000}))
+    code, out, err = cli(capsys, *TINY_RUN[:-1], "--model", str(config), "--out", str(tmp_path / "out"))
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "bytes long, more than the 255 a file system takes for one folder name" in err, err
+    assert "the model's name (a config.json's _name_or_path) is too long" in err and "cannot write there" not in err
+    assert not list((tmp_path / "out").rglob("rows.jsonl"))
