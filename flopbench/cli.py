@@ -294,8 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pad the vocabulary to a multiple (e.g. 64: 50257 -> 50304; default %(default)s = none); "
                         "FLOPs count the padding")
     p.add_argument("--no-gemm", action="store_true", help="skip the GEMM-ceiling microbenchmark")
-    p.add_argument("--out", default="results", help="folder for the results (default %(default)s/)")
-    p.add_argument("--no-save", action="store_true", help="write no files")
+    save = p.add_mutually_exclusive_group()  # --out with --no-save would be ignored: refused
+    save.add_argument("--out", default="results", help="folder for the results (default %(default)s/)")
+    save.add_argument("--no-save", action="store_true", help="write no files")
     p.add_argument("--min-mfu", type=_positive_float, default=None, metavar="FRACTION",
                    help="check: every train_step row without checkpointing reaches this MFU (exit 1 if not)")
     p.add_argument("--min-hfu", type=_positive_float, default=None, metavar="FRACTION",
@@ -326,8 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="peak memory bandwidth in GB/s for MBU (default: the table entry of the detected GPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (dynamic shapes)")
     p.add_argument("--no-ceilings", action="store_true", help="skip the GEMM and copy-bandwidth microbenchmarks")
-    p.add_argument("--out", default="results", help="folder for the results (default %(default)s/)")
-    p.add_argument("--no-save", action="store_true", help="write no files")
+    save = p.add_mutually_exclusive_group()  # --out with --no-save would be ignored: refused
+    save.add_argument("--out", default="results", help="folder for the results (default %(default)s/)")
+    save.add_argument("--no-save", action="store_true", help="write no files")
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("gpus", help="the dense peak table and the GPU detected here")

@@ -477,6 +477,7 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
     validate_tensor_sizes(cfg, B, T, analytic.param_counts(cfg).total)
     check_steps(options.warmup, options.iters)
     plan = _modes_to_run(options)
+    checks.check_plan(plan)
 
     env = environment(device)
     gpu = env["gpu"]

@@ -50,6 +50,14 @@ class Thresholds:
         if self.max_vs_baseline:
             load_baseline_rows(parse_baseline(self.max_vs_baseline)[0])
 
+    def check_plan(self, plan) -> None:
+        """Raise a UsageError if `min_mfu` / `min_hfu` would hold no row of the run's `plan` ((mode,
+        checkpointing) pairs): a threshold that checks nothing would pass silently."""
+        for name, floor, ckpt in (("--min-mfu", self.min_mfu, "none"), ("--min-hfu", self.min_hfu, "full")):
+            if floor is not None and ("train_step", ckpt) not in plan:
+                raise UsageError(f"{name} {floor}: it checks train_step rows with checkpointing {ckpt}, and this run "
+                                 f"times none (see --checkpointing and the modes); drop it or time those rows")
+
 
 @dataclass(frozen=True)
 class CheckResult:
