@@ -25,22 +25,22 @@ The Python API (the command line is a thin layer over it; see README "Use from P
   `read_rows(path)` reads saved rows.
 
 `config` is a `ModelConfig` or a preset name (`PRESETS`). Bad input raises `UsageError`, whose
-message names the value and what is allowed. Importing flopbench is cheap: torch and pandas are
-imported on first use.
+message names the value and what is allowed. Importing flopbench is cheap: every public name is
+imported on first use (torch and pandas with the functions that need them), so that `import flopbench`
+runs no code of its own: a Ctrl-C as the program starts reaches `flopbench.__main__`, which says
+"interrupted" (exit code 130) rather than a traceback.
 """
-
-from .errors import UsageError
-from .model.config import ModelConfig
-from .model.presets import PRESETS, resolve_config
 
 __version__ = "0.1.0"
 
 __all__ = ["ModelConfig", "PRESETS", "UsageError", "count", "run", "gpus", "sweep", "report", "estimate", "profile",
-           "measure", "infer", "to_dataframe", "read_rows", "resolve_config", "RunOptions", "InferOptions", "Thresholds", "explain", "ExplainOptions",
-           "Profile", "Measurement"]
+           "measure", "infer", "explain", "to_dataframe", "read_rows", "resolve_config", "RunOptions", "InferOptions",
+           "ExplainOptions", "Thresholds", "Profile", "Measurement"]
 
 #: Public names served from a submodule on first use (PEP 562), so `import flopbench` stays cheap.
 _LAZY = {
+    "UsageError": "errors", "ModelConfig": "model.config", "PRESETS": "model.presets",
+    "resolve_config": "model.presets",
     "count": "api.count", "run": "api.run", "RunOptions": "api.run", "gpus": "api.gpus", "sweep": "api.sweep",
     "report": "api.report", "estimate": "api.estimate", "profile": "api.profile", "Profile": "api.profile",
     "measure": "api.measure", "Measurement": "api.measure", "Thresholds": "timing.thresholds", "infer": "api.infer",

@@ -7,7 +7,11 @@ stand-ins, never a UnicodeEncodeError). Progress and warnings go to stderr; unde
 warnings, unless `--progress` is given. Help texts show argparse's defaults (`%(default)s`), which
 tests/cli/test_terminal.py checks against the `RunOptions` / `InferOptions` defaults. Bad input is one line on
 stderr and exit code 2 (`UsageError`), never a traceback; Ctrl-C is "flopbench: interrupted" and exit
-code 130. `--help`, `estimate` and `count --no-torch` never import torch: the API modules are imported
+code 130, also while torch is being imported (`import_holding_ctrl_c`). A closed pipe on the output
+(`flopbench gpus --json | head -1`) ends the command quietly with exit code 141 (128 + SIGPIPE: what a
+shell reports for a Unix tool such as `cat` in the same place, so `set -o pipefail` treats both alike); an
+output that cannot be written (a full disk) is one line and exit code 2, as a results file that cannot be
+written is. `--help`, `estimate` and `count --no-torch` never import torch: the API modules are imported
 by the command that needs them.
 """
 
@@ -15,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import importlib
 import os
 import signal
 import sys
+import threading
 
 from .errors import UsageError
 from .model.config import (ATTENTION, CHECKPOINTING_CHOICES, DEVICES, DTYPES, MAX_ITERS, MAX_PROFILE_STEPS, MAX_WARMUP,
@@ -32,6 +38,14 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # noqa: D401 - argparse API
         raise UsageError(message)
+
+    def _print_message(self, message: str, file=None) -> None:  # argparse's hook for --help and --version
+        """As argparse, but a failed write to stdout is not swallowed: `main` reports it like any other."""
+        if message:
+            if file is sys.stdout:
+                _write(message)
+            else:
+                (file or sys.stderr).write(message)
 
 
 def _positive_int(value: str) -> int:
@@ -94,7 +108,9 @@ def _tokens(value: str) -> int:
 
 
 def _add_model_args(p: argparse.ArgumentParser, default_model: str, batch_size: int | None = 1,
-                    wide: bool = True, progress: bool = False) -> None:
+                    wide: bool = True, progress: bool = False, seq_len: bool = True) -> None:
+    """The model options a command shares; each command gets only those it uses (`batch_size` None, `seq_len`
+    False: not offered), so that an option it would ignore is an error, not accepted and dropped."""
     p.add_argument("--model", default=default_model,
                    help=f"preset ({', '.join(PRESETS)}; default {default_model}) or the path of a Hugging Face "
                         f"config.json (model_type {', '.join(HF_MODEL_TYPES)}), read offline")
@@ -104,8 +120,9 @@ def _add_model_args(p: argparse.ArgumentParser, default_model: str, batch_size: 
     if batch_size is not None:
         p.add_argument("--batch-size", type=_positive_int, default=batch_size,
                        help="sequences per step (default %(default)s)")
-    p.add_argument("--seq-len", type=_positive_int, default=None,
-                   help="tokens per sequence (default: the model's max positions)")
+    if seq_len:
+        p.add_argument("--seq-len", type=_positive_int, default=None,
+                       help="tokens per sequence (default: the model's max positions)")
     _add_output_args(p, wide=wide, progress=progress)
 
 
@@ -140,15 +157,28 @@ def _config_from(args: argparse.Namespace):
 
 def _emit(args: argparse.Namespace, doc: dict, render) -> None:
     if args.json:
-        json.dump(doc, sys.stdout, indent=2, default=str)
-        sys.stdout.write("\n")
+        _write(json.dumps(doc, indent=2, default=str) + "\n")
     else:
         _write(render(doc, _width(args)))
 
 
+class OutputError(Exception):
+    """stdout could not be written for another reason than a closed pipe (a full disk: ENOSPC)."""
+
+    def __init__(self, error: OSError):
+        super().__init__(error.strerror or str(error))
+
+
 def _write(out: str) -> None:
-    sys.stdout.write(text.for_encoding(out, getattr(sys.stdout, "encoding", None) or "utf-8"))
-    sys.stdout.flush()
+    """Write `out` to stdout and flush it: a closed pipe stays a BrokenPipeError, any other failure is an
+    `OutputError` (see `main`)."""
+    try:
+        sys.stdout.write(text.for_encoding(out, getattr(sys.stdout, "encoding", None) or "utf-8"))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise OutputError(e) from None
 
 
 def cmd_count(args: argparse.Namespace) -> int:
@@ -300,8 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pad the vocabulary to a multiple (e.g. 64: 50257 -> 50304; default %(default)s = none); "
                         "FLOPs count the padding")
     p.add_argument("--no-gemm", action="store_true", help="skip the GEMM-ceiling microbenchmark")
-    p.add_argument("--out", default="results", help="folder for the results (default %(default)s/)")
-    p.add_argument("--no-save", action="store_true", help="write no files")
+    save = p.add_mutually_exclusive_group()  # --out with --no-save would be ignored: refused
+    save.add_argument("--out", default="results", help="folder for the results (default %(default)s/)")
+    save.add_argument("--no-save", action="store_true", help="write no files")
     p.add_argument("--min-mfu", type=_positive_float, default=None, metavar="FRACTION",
                    help="check: every train_step row without checkpointing reaches this MFU (exit 1 if not)")
     p.add_argument("--min-hfu", type=_positive_float, default=None, metavar="FRACTION",
@@ -318,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("infer", help="generation: prefill and decode FLOPs, bytes, MFU and MBU (KV cache, greedy)")
-    _add_model_args(p, default_model="tiny", batch_size=1, progress=True)
+    _add_model_args(p, default_model="tiny", batch_size=1, progress=True, seq_len=False)  # P + G, not T
     p.add_argument("--prompt-len", type=_positive_int, default=128, help="prompt tokens P (default %(default)s)")
     p.add_argument("--gen-len", type=_positive_int, default=32, help="generated tokens G (default %(default)s)")
     p.add_argument("--device", default="auto", choices=DEVICES,
@@ -336,8 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile, static shapes; decode as one CUDA graph on CUDA (reduce-overhead)")
     p.add_argument("--no-ceilings", action="store_true", help="skip the GEMM and copy-bandwidth microbenchmarks")
-    p.add_argument("--out", default="results", help="folder for the results (default %(default)s/)")
-    p.add_argument("--no-save", action="store_true", help="write no files")
+    save = p.add_mutually_exclusive_group()  # --out with --no-save would be ignored: refused
+    save.add_argument("--out", default="results", help="folder for the results (default %(default)s/)")
+    save.add_argument("--no-save", action="store_true", help="write no files")
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("explain", help="where the MFU goes: a step's time by class of work, and the waterfall "
@@ -408,6 +440,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What each command imports before it starts, with Ctrl-C held back (`import_holding_ctrl_c`): torch and
+#: numpy, and torch._dynamo where the command counts FLOPs (FlopCounterMode loads it on first use).
+#: `estimate` and `count --no-torch` import neither.
+COMMAND_IMPORTS = {
+    "count": ("numpy", "torch", "torch._dynamo"), "run": ("numpy", "torch", "torch._dynamo"),
+    "infer": ("numpy", "torch", "torch._dynamo"), "sweep": ("numpy", "torch", "torch._dynamo"),
+    "explain": ("numpy", "torch", "torch._dynamo"),
+    "report": ("numpy", "torch"), "gpus": ("numpy", "torch"), "estimate": (),
+}
+
+
+def import_holding_ctrl_c(modules) -> None:
+    """Import `modules` with SIGINT blocked, so that a Ctrl-C during them arrives when they are done, as a
+    KeyboardInterrupt in plain Python code. Without this it can be lost: torch's C extension imports numpy
+    while it initialises (and torch._dynamo when a FLOP counter first runs) and takes any failure of that
+    import, the KeyboardInterrupt too, for "numpy is missing", so the command ran to its end. A module that
+    is not installed is left to the command (numpy is optional for torch)."""
+    block = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if block else None
+    try:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+    finally:
+        if block:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _interrupted(program: bool) -> int:
     """Say "interrupted" and give exit code 130. As the program (`program`), first ignore any further Ctrl-C,
     then end the process at once (`os._exit`) rather than through the interpreter's exit: a second Ctrl-C
@@ -430,22 +492,62 @@ def _interrupted(program: bool) -> int:
     return 130
 
 
+#: The exit code after a closed pipe on the output: 128 + SIGPIPE, as the shell reports for a Unix tool.
+CLOSED_PIPE = 128 + getattr(signal, "SIGPIPE", 13)
+
+
+def _detach_stdout() -> None:
+    """Point stdout at the null device, so that the interpreter's own flush at exit cannot fail again (it
+    would print "Exception ignored ... BrokenPipeError" and exit 120)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a test's captured stream)
+        pass
+
+
+def _command(argv: list[str] | None) -> int:
+    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    if not words:  # bare `flopbench`: the commands, not an error about a missing one
+        _write(parser.format_help())
+        return 0
+    args = parser.parse_args(argv)
+    import_holding_ctrl_c(() if getattr(args, "no_torch", False) else COMMAND_IMPORTS.get(args.command, ()))
+    return args.func(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The `flopbench` program; `argv` None = this process's command line. Only then does Ctrl-C end the
-    process itself (see `_interrupted`): a caller passing `argv` gets 130 back and keeps its own Ctrl-C."""
+    process itself (see `_interrupted`): a caller passing `argv` gets 130 back and keeps its own Ctrl-C.
+    A closed pipe on stdout or stderr gives `CLOSED_PIPE` and nothing more; an output that cannot be
+    written (a full disk) one line and exit code 2."""
+    program = argv is None
     try:
-        parser = build_parser()
-        words = sys.argv[1:] if argv is None else argv
-        if not words:  # bare `flopbench`: the commands, not an error about a missing one
-            sys.stdout.write(parser.format_help())
-            return 0
-        args = parser.parse_args(argv)
-        return args.func(args)
+        try:
+            return _command(argv)
+        finally:  # also after --help / --version, which argparse prints and leaves unflushed
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                raise
+            except OSError as e:
+                raise OutputError(e) from None
     except UsageError as e:
         print(f"flopbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return _interrupted(program=argv is None)
+        return _interrupted(program=program)
+    except BrokenPipeError:
+        if program:
+            _detach_stdout()
+        return CLOSED_PIPE
+    except OutputError as e:
+        if program:
+            _detach_stdout()
+        print(f"flopbench: error: cannot write the output to stdout ({e})", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 
+from ..errors import check_arguments
 from ..flops import analytic, estimates
 from ..flops.reconcile import reconcile
 from ..model.config import ModelConfig, validate_shapes, validate_tensor_sizes
@@ -68,6 +69,8 @@ def count(config: ModelConfig | str, batch_size: int = 1, seq_len: int | None = 
     """Analytic and counted FLOPs of one step of `config` (a `ModelConfig` or a preset name): the
     `flopbench count --json` document. `seq_len` defaults to the model's max positions; `torch_counter`,
     `fvcore` and `per_module` turn the counted parts off."""
+    check_arguments(count, {"batch_size": batch_size, "seq_len": seq_len, "torch_counter": torch_counter,
+                            "fvcore": fvcore, "per_module": per_module})
     cfg = as_config(config)
     seq_len = cfg.max_seq_len if seq_len is None else seq_len
     validate_shapes(cfg, batch_size, seq_len)

@@ -25,8 +25,9 @@ import re
 import statistics
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
+from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, check_arguments
 from ..flops import analytic, estimates
 from ..hardware.peaks import lookup_gpu, match_gpu, named_gpu, resolve_peak
 from ..model.config import DTYPES, MAX_SIZE, ModelConfig, check_size, validate_shapes
@@ -156,11 +157,14 @@ def resolve_mfu(mfu: float | None, mfu_from: str | None, recompute: bool) -> tup
 
 def estimate(config: ModelConfig | str, tokens: int | str, gpus: int = 1, *, seq_len: int | None = None,
              recompute: bool = False, exact: bool = False, gpu: str | None = "h100", dtype: str = "bf16",
-             peak_tflops: float | None = None, mfu: float | None = None, mfu_from: str | None = None) -> dict:
+             peak_tflops: float | None = None, mfu: float | None = None, mfu_from: str | Path | None = None) -> dict:
     """Training compute and time for `tokens` (an int or "300B", "1.4T", ...) on `gpus` GPUs: the
     `flopbench estimate --json` document (see the module docstring). C = 6NT, 8NT with `recompute`, the
     exact count with `exact`; MFU given (`mfu`), the median of measured rows (`mfu_from`, a results
     path) or `PRACTICAL_MFU`."""
+    check_arguments(estimate, {"tokens": tokens, "gpus": gpus, "seq_len": seq_len, "recompute": recompute,
+                               "exact": exact, "gpu": gpu, "dtype": dtype, "peak_tflops": peak_tflops, "mfu": mfu,
+                               "mfu_from": mfu_from})
     cfg = as_config(config)
     tokens = parse_tokens(tokens) if isinstance(tokens, str) else tokens
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ..errors import UsageError
+from ..errors import UsageError, check_arguments
 from ..hardware.detect import detect_gpu, gpu_peak
 from ..hardware.peaks import is_mig, load_peak_table, match_gpu, mig_slice_sms, named_gpu, resolve_peak
 from ..model.config import DTYPES
@@ -38,6 +38,7 @@ def gpus(index: int = 0, lookup: str | None = None) -> dict:
     """The GPU detected here (with the peak per dtype it gets: a MIG slice its share), its table entry and the
     whole peak table: the `flopbench gpus --json` document. With `lookup=NAME`: only NAME's table entry and
     peaks (`lookup_peaks`), nothing detected."""
+    check_arguments(gpus, {"index": index, "lookup": lookup})
     if lookup is not None:
         return lookup_peaks(lookup)
     gpu = detect_gpu(index)

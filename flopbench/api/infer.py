@@ -30,6 +30,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -69,7 +70,7 @@ class InferOptions:
     peak_gbps: float | None = None
     compile: bool = False
     ceilings: bool = True  # measure the GEMM and copy-bandwidth ceilings
-    out: str | None = "results"  # None: write nothing
+    out: str | Path | None = "results"  # None: write nothing
 
 
 def _check(options: InferOptions, cfg: ModelConfig) -> None:

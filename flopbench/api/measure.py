@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils._pytree import tree_leaves
 
-from ..errors import UsageError, check_int
+from ..errors import UsageError, check_arguments, check_int
 from ..flops.counter import UncountedOps, flop_counter, uncounted_note
 from ..hardware.detect import device_peak
 from ..model.config import DTYPES
@@ -233,4 +233,6 @@ class Measurement:
 def measure(model: torch.nn.Module, peak_tflops: float | None = None, *, model_flops: int | None = None,
             dtype: str | None = None, device: str | torch.device | None = None, warmup: int = 1) -> Measurement:
     """A context manager measuring each step of a training loop around `model`; see the module docstring."""
+    check_arguments(measure, {"peak_tflops": peak_tflops, "model_flops": model_flops, "dtype": dtype,
+                              "device": device, "warmup": warmup})
     return Measurement(model, peak_tflops, model_flops=model_flops, dtype=dtype, device=device, warmup=warmup)

@@ -43,11 +43,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..errors import UsageError, check_int, describe_error
+from ..errors import UsageError, check_arguments, describe_error
 from ..flops.counter import count_module, uncounted_note
 from ..flops.fvcore import fvcore_module
 from ..hardware.detect import device_peak, environment
-from ..model.config import MODULE_CHECKPOINTING
+from ..model.config import MODULE_CHECKPOINTING, check_steps
 from ..model.inputs import Inputs, check_module, loss_of
 from ..output.records import to_dataframe
 from ..timing.clock import time_step
@@ -139,8 +139,7 @@ def _check_options(checkpointing: str | None, warmup: int, iters: int) -> str:
         raise UsageError(f"checkpointing={checkpointing!r}: choose one of None, "
                          f"{', '.join(map(repr, MODULE_CHECKPOINTING))} (profile checkpoints the whole module call; "
                          f"selective recomputation needs flopbench's own model, whose attention core it knows)")
-    check_int("warmup", warmup, 0)
-    check_int("iters", iters, 1)
+    check_steps(warmup, iters)
     return checkpointing
 
 
@@ -192,6 +191,9 @@ def profile(module: torch.nn.Module, example_inputs, loss_fn: Callable | None = 
     skips fvcore, `meta=False` counts on the real device without trying a meta copy.
     """
     check_module(module)
+    check_arguments(profile, {"loss_fn": loss_fn, "peak_tflops": peak_tflops, "checkpointing": checkpointing,
+                              "device": device, "dtype": dtype, "warmup": warmup, "iters": iters, "fvcore": fvcore,
+                              "meta": meta})
     checkpointing = _check_options(checkpointing, warmup, iters)
     dev = module_device(module, device)
     if device is not None:

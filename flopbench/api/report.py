@@ -33,7 +33,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, check_arguments
 from ..flops import analytic, estimates
 from ..flops.fvcore import count_fvcore
 from ..model.config import ModelConfig
@@ -281,6 +281,7 @@ def report(results: str | Path, out: str | Path | None = None) -> dict:
     results, out, report (report.md's path), plots ({name: path}, empty without matplotlib), matplotlib,
     rows, status_counts, notes.
     """
+    check_arguments(report, {"results": results, "out": out})
     results = Path(results)
     df = read_rows(results, need=ROW_FIELDS)  # a wrong-shaped row: one line naming its file and line
     need = {"model", "seq_len", "batch_size", "mode", "checkpointing"}
@@ -311,11 +312,15 @@ def report(results: str | Path, out: str | Path | None = None) -> dict:
                   for m in configs}
         plots.plot_counted_over_6n(plt, curves, points, out / "counted_over_6n.png",
                                    rule=f"{six_n.name} ({six_n.cite})")
-        notes["mfu_hfu"] = plots.plot_mfu_hfu(plt, train, out / "mfu_hfu.png")
-        notes["step_time"] = plots.plot_step_time(plt, train, out / "step_time.png", discount=PRACTICAL_MFU)
-        drawn = {name: str(out / f"{name}.png") for name in PLOTS}
+        if train:  # a plot without rows would be empty axes (and matplotlib's "no artists" warning)
+            notes["mfu_hfu"] = plots.plot_mfu_hfu(plt, train, out / "mfu_hfu.png")
+            notes["step_time"] = plots.plot_step_time(plt, train, out / "step_time.png", discount=PRACTICAL_MFU)
+        drawn = {name: str(out / f"{name}.png") for name in PLOTS if train or name not in ("mfu_hfu", "step_time")}
     elif not (train and all(r["mfu"] is not None for r in train)):
         notes["mfu_hfu"] = "no peak TFLOP/s is known for (some of) these rows, so MFU and HFU are null there"
+    if not train:
+        notes["mfu_hfu"] = notes["step_time"] = (f"no training rows ({' or '.join(TRAIN_MODES)}) that ran, so nothing "
+                                                 f"to show here")
 
     status_counts = {k: int(v) for k, v in df["status"].value_counts().items()} if "status" in df else {}
     text = markdown.report_markdown(

@@ -47,6 +47,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -57,8 +58,8 @@ from ..hardware.detect import environment, gpu_peak
 from ..hardware.peaks import clock_adjusted_peak
 from ..hardware.telemetry import Telemetry, open_telemetry, throttled
 from ..model.attention import KernelLog, has_flex, watch_kernels
-from ..model.config import (ATTENTION, CHECKPOINTING_CHOICES, MAX_ITERS, MAX_WARMUP, MODES, ModelConfig,
-                            checkpointing_modes, pad_vocab, validate_shapes, validate_tensor_sizes)
+from ..model.config import (ATTENTION, CHECKPOINTING_CHOICES, MODES, ModelConfig, check_steps, checkpointing_modes,
+                            pad_vocab, validate_shapes, validate_tensor_sizes)
 from ..model.gpt import build_model, experts_impl
 from ..model.presets import as_config
 from ..output.records import ResultWriter, folder_safe
@@ -95,7 +96,7 @@ class RunOptions:
     compile: bool = False
     pad_vocab: int = 1
     gemm: bool = True
-    out: str | None = "results"  # None: write nothing
+    out: str | Path | None = "results"  # None: write nothing
     modes: tuple[str, ...] = MODES
     dist: str | None = None  # "ddp" | "fsdp" under torchrun (see flopbench.timing.distributed)
     attention: str = "sdpa"  # or "flex" (`model.attention.ATTENTION`): FlexAttention with a block mask, on a GPU
@@ -469,13 +470,10 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
     T = cfg.max_seq_len if options.seq_len is None else options.seq_len
     validate_shapes(cfg, B, T)
     validate_tensor_sizes(cfg, B, T, analytic.param_counts(cfg).total)
-    if options.warmup < 0 or options.iters < 1:
-        raise UsageError(f"--warmup {options.warmup} / --iters {options.iters}: need warmup >= 0 and iters >= 1")
-    if options.iters > MAX_ITERS or options.warmup > MAX_WARMUP:
-        raise UsageError(f"--iters {options.iters} / --warmup {options.warmup}: at most {MAX_ITERS} / {MAX_WARMUP} "
-                         f"(a larger value would run for days)")
+    check_steps(options.warmup, options.iters)
     plan = _modes_to_run(options)
     check_attention(options.attention, device, plan)
+    checks.check_plan(plan)
 
     env = environment(device)
     gpu = env["gpu"]

@@ -48,12 +48,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, check_arguments
 from ..files import read_text
 from ..flops import analytic
 from ..hardware.detect import environment
-from ..model.config import (ATTENTION, CHECKPOINTING, DEVICES, DTYPES, MODES, OVERRIDABLE, ModelConfig, pad_vocab,
-                            validate_shapes)
+from ..model.config import (ATTENTION, CHECKPOINTING, DEVICES, DTYPES, MAX_ITERS, MAX_WARMUP, MODES, OVERRIDABLE,
+                            ModelConfig, pad_vocab, validate_shapes)
 from ..model.presets import resolve_config
 from ..output.records import ResultWriter, check_folder_name, row_key
 from ..output.text import Progress
@@ -76,10 +76,8 @@ SPEC_KEYS = ("models", *DEFAULTS)
 MODEL_TABLE_KEYS = ("name", "preset", *OVERRIDABLE)
 #: The options every row of one sweep shares, stored in each row as `timing` and compared on --resume.
 TIMING_FIELDS = ("warmup", "iters", "compile", "gemm", "peak_tflops", "attention")
-#: Limits of a spec: a larger grid would plan for minutes and run for years; more steps than these add nothing.
+#: The most grid points of a spec: a larger grid would plan for minutes and run for years.
 MAX_GRID_POINTS = 10_000
-MAX_ITERS = 10_000
-MAX_WARMUP = 1_000
 
 
 @dataclass(frozen=True)
@@ -190,7 +188,8 @@ def load_spec(path: str | Path) -> Spec:
     name = scalar("name", lambda v: v is None or (isinstance(v, str) and v.strip()), "a non-empty folder name")
     name = path.stem if name is None else name
     if check_folder_name(name):
-        raise UsageError(f"spec {path}: name = {name!r} is not allowed: {check_folder_name(name)} (the results "
+        shown = name if len(name) <= 40 else f"{name[:37]}..."
+        raise UsageError(f"spec {path}: name = {shown!r} is not allowed: {check_folder_name(name)} (the results "
                          f"go to --out/<name>)")
     try:
         device = resolve_device(scalar("device", lambda v: v in DEVICES, f"one of {', '.join(DEVICES)}"))
@@ -459,4 +458,5 @@ def sweep(spec: Spec | str | Path, out: str | Path = "results", resume: bool = F
     Every row is appended to `<out>/<spec name>/rows.jsonl` as it is measured; `resume=True` skips rows
     already there. `progress`: where the progress goes (an `output.text.Progress`; default stderr).
     `flopbench.to_dataframe(doc)` gives the new rows as a DataFrame."""
+    check_arguments(sweep, {"spec": spec, "out": out, "resume": resume, "progress": progress})
     return run_sweep(spec if isinstance(spec, Spec) else load_spec(spec), out=out, resume=resume, progress=progress)

@@ -12,7 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from ..errors import UsageError
+from ..errors import UsageError, check_int
 
 #: The choices of the architecture fields (the first of each is the GPT-2 default).
 MLP_KINDS = ("gelu", "swiglu", "geglu")
@@ -55,6 +55,15 @@ MAX_ITERS = 10_000
 MAX_WARMUP = 1_000
 #: At most this many steps recorded by torch.profiler (`flopbench explain`): each is synchronized and kept in memory.
 MAX_PROFILE_STEPS = 100
+
+
+def check_steps(warmup: int, iters: int) -> None:
+    """Refuse step counts outside 0..`MAX_WARMUP` warm-up and 1..`MAX_ITERS` timed steps: a UsageError."""
+    check_int("warmup", warmup, 0)
+    check_int("iters", iters, 1)
+    if iters > MAX_ITERS or warmup > MAX_WARMUP:
+        raise UsageError(f"iters={iters}, warmup={warmup}: at most {MAX_ITERS:,} timed and {MAX_WARMUP:,} warm-up "
+                         f"steps (MAX_ITERS, MAX_WARMUP; a larger value would run for days)")
 
 #: The largest size flopbench accepts: each config field and batch dimension, the elements of any one
 #: tensor a step builds and the parameter count. torch sizes are signed 64-bit integers and it refuses a

@@ -8,6 +8,8 @@ not run. tabulate writes these tables because rich, which draws the terminal's, 
 
 from __future__ import annotations
 
+import re
+
 from .text import fixed, percent, si
 
 #: Column headers of the counted and exact per-token series; an estimate's header is its name.
@@ -16,6 +18,21 @@ SERIES_HEADERS = {
     "exact_train": "exact train", "counted_train": "counted fwd+bwd",
     "exact_train_recompute": "exact ckpt full", "counted_train_recompute": "counted ckpt full",
 }
+
+
+def escape(text) -> str:
+    """`text` (a model name, a label, a host name) as literal Markdown on one line: every line break becomes a
+    space (a name holding "\\n# x" would start a heading), and the characters that open inline markup
+    (CommonMark 0.31, §2.4 backslash escapes) are backslash-escaped: \\ ` * [ ] < > |, and _ where it can
+    open or close emphasis (not inside a word, so fwd_bwd stays as it is; CommonMark §6.2)."""
+    line = " ".join(str(text).splitlines())
+    line = re.sub(r"([\\`*\[\]<>|])", r"\\\1", line)
+    return re.sub(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])", r"\\_", line)
+
+
+def _code(text) -> str:
+    """`text` as a code span on one line (a backtick in it would end the span early)."""
+    return "`" + " ".join(str(text).splitlines()).replace("`", "'") + "`"
 
 
 def _fmt(v) -> str:
@@ -28,7 +45,7 @@ def _fmt(v) -> str:
         return fixed(v, 4)
     if isinstance(v, int):
         return f"{v:,}"
-    return str(v).replace("|", "/").replace("\n", " ")
+    return escape(v)
 
 
 def markdown_table(rows: list[dict], columns: dict[str, str]) -> str:
@@ -70,14 +87,16 @@ def report_markdown(*, results: str, n_rows: int, status_counts: dict[str, int],
     lines = [
         "# flopbench report",
         "",
-        f"Source: `{results}` — {n_rows} rows ({statuses}); models: {', '.join(models)}.",
+        f"Source: {_code(results)} — {n_rows} rows ({escape(statuses)}); models: {', '.join(map(escape, models))}.",
         "",
     ]
     for env in environments:
         gpu = (env.get("gpu") or {}).get("name") or "no GPU"
-        lines.append(f"- measured on `{env.get('hostname')}`: {env.get('device')}, {gpu}, {env.get('cpu_count')} CPUs, "
-                     f"torch {env.get('torch')}, CUDA {env.get('cuda_runtime')}, flopbench {env.get('flopbench')} "
-                     f"({env.get('flopbench_git')}), {env.get('timestamp')}")
+        e = {k: escape(env.get(k)) for k in ("device", "cpu_count", "torch", "cuda_runtime", "flopbench",
+                                             "flopbench_git", "timestamp")}
+        lines.append(f"- measured on {_code(env.get('hostname'))}: {e['device']}, {escape(gpu)}, {e['cpu_count']} CPUs, "
+                     f"torch {e['torch']}, CUDA {e['cuda_runtime']}, flopbench {e['flopbench']} "
+                     f"({e['flopbench_git']}), {e['timestamp']}")
     if not plots:
         lines += ["", "**matplotlib is not installed, so this report has tables only** "
                       "(`pip install 'flopbench[plot]'` for the plots)."]

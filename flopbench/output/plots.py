@@ -39,6 +39,13 @@ def pyplot():
     return plt
 
 
+def _legend(ax) -> None:
+    """The axes' legend, right of them; none for axes with no labelled artist (an empty legend box, and
+    matplotlib's "No artists with labels found" warning on stderr)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, **_OUTSIDE)
+
+
 def _save(plt, fig, path: Path) -> None:
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
@@ -137,7 +144,7 @@ def plot_counted_over_6n(plt, curves: dict[str, tuple[list[int], list[float], in
     ax.set_ylabel("training FLOPs ÷ 6·N_matmul·T  (ratio)")
     ax.set_title(f"What {rule} leaves out:\nattention scores, 12·L·d·T FLOPs per token, grow with T")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, **_OUTSIDE)
+    _legend(ax)
     fig.tight_layout()
     _save(plt, fig, path)
 
@@ -197,7 +204,7 @@ def plot_mfu_hfu(plt, train: list[dict], path: Path) -> str:
         ax.set_xlabel("no peak TFLOP/s is known (for some rows), so MFU and HFU are null: "
                       "absolute TFLOP/s shown", color="#a50f15")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, **_OUTSIDE)
+    _legend(ax)
     fig.tight_layout()
     _save(plt, fig, path)
     return note
@@ -228,7 +235,7 @@ def plot_step_time(plt, train: list[dict], path: Path, discount: float) -> str:
     mode = train[0]["mode"] if train else "train_step"
     ax.set_title(f"Time per step ({mode}): measured vs 6NT (Kaplan) / 8NT (Narayanan) at {basis}")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, **_OUTSIDE)
+    _legend(ax)
     fig.tight_layout()
     _save(plt, fig, path)
     if bases == {"peak"}:
@@ -267,7 +274,7 @@ def plot_roofline(plt, points: list[dict], roofs: list[dict], path: Path) -> Non
     ax.set_ylabel("achieved TFLOP/s")
     ax.set_title("Roofline: prefill (compute-bound) and decode (memory-bound)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, **_OUTSIDE)
+    _legend(ax)
     _save(plt, fig, path)
 
 

@@ -12,8 +12,9 @@ A run writes, under its own folder `<out>/<run_id>/`:
 A sweep (`flopbench.sweep`) writes the same files for all its grid points into one folder,
 `<out>/<sweep name>/`, and continues them on `--resume`. Every path is resolved and must lie inside `--out`.
 
-Reading: `read_records` / `read_rows` check each row (a JSON object with the fields and types the reader
-names, `FIELD_KINDS`) and name the file and line of the first bad one; a partial last line (a kill or a
+Reading: `read_records` / `read_rows` check each row (a JSON object with the fields, types and values the
+reader names, `FIELD_KINDS`: every time, rate, peak, FLOP count and utilisation a positive, finite number
+or null, never 0, negative or infinite) and name the file and line of the first bad one; a partial last line (a kill or a
 full disk mid-write) is skipped with a warning. `read_rows` turns any of these files (or a folder of runs)
 into a pandas DataFrame.
 """
@@ -44,18 +45,20 @@ RENAMED_FIELDS = {"hardware_flops_counted": "hardware_flops"}
 KEY_FIELDS = ("model", "seq_len", "batch_size", "checkpointing", "dtype", "mode")
 
 #: Every row field a reader may need, as flattened by `flatten` ("time_ms.median_ms"), and its kind:
-#: "str" / "int" / "number" must be there with that type; "str?" / "number?" may also be missing or null.
+#: "str" / "int" / "number" / "positive" must be there with that type ("positive": a finite number above 0,
+#: as every measured time, rate, peak, FLOP count and utilisation is: a median of 0 ms would divide by
+#: zero, an infinite MFU print "inf %"); "str?" / "positive?" may also be missing or null.
 FIELD_KINDS = {
     "model": "str", "seq_len": "int", "batch_size": "int", "checkpointing": "str", "dtype": "str", "mode": "str",
     "status": "str", "device": "str?", "simple_formula": "str?",
-    "peak_tflops": "number?", "gemm_tflops": "number?", "model_flops": "number?", "hardware_flops": "number?",
-    "hardware_flops_analytic": "number?", "simple_flops": "number?", "tokens_per_s": "number?",
-    "achieved_tflops": "number?", "mfu": "number?", "hfu": "number?",
-    "time_ms.median_ms": "number?", "time_ms.min_ms": "number?", "time_ms.max_ms": "number?",
+    "peak_tflops": "positive?", "gemm_tflops": "positive?", "model_flops": "positive?",
+    "hardware_flops": "positive?", "hardware_flops_analytic": "positive?", "simple_flops": "positive?",
+    "tokens_per_s": "positive?", "achieved_tflops": "positive?", "mfu": "positive?", "hfu": "positive?",
+    "time_ms.median_ms": "positive?", "time_ms.min_ms": "positive?", "time_ms.max_ms": "positive?",
     "config.n_layer": "int", "config.d_model": "int", "config.n_head": "int", "config.vocab_size": "int",
     "config.max_seq_len": "int",
 }
-_KIND_TEXT = {"str": "text", "int": "an integer", "number": "a number"}
+_KIND_TEXT = {"str": "text", "int": "an integer", "number": "a finite number", "positive": "a positive, finite number"}
 
 #: The fields of environment.json that readers print or compare; each must be a plain value (or missing).
 ENVIRONMENT_FIELDS = ("timestamp", "hostname", "platform", "python", "cpu_count", "torch", "cuda_runtime",
@@ -114,11 +117,13 @@ def _fits(value, kind: str, csv: bool) -> bool:
         return isinstance(value, str) or csv  # pandas reads a model named "125" as a number
     if csv and isinstance(value, str):  # a column pandas read as text because another row holds text
         with contextlib.suppress(ValueError):
-            return float(value).is_integer() if base == "int" else not math.isnan(float(value))
+            return _fits(float(value), kind, csv)
         return False
     if base == "int":
         return isinstance(value, Integral) or (csv and isinstance(value, Real) and float(value).is_integer())
-    return isinstance(value, Real)
+    if not isinstance(value, Real) or not (isinstance(value, Integral) or math.isfinite(value)):
+        return False
+    return value > 0 if base == "positive" else True
 
 
 def check_row(row, need=(), csv: bool = False) -> str | None:
@@ -271,6 +276,10 @@ def read_environment(path: str | Path, warn=None) -> list[dict]:
 # --------------------------------------------------------------------------------------------------
 
 
+#: The longest name of one file or folder most file systems take (NAME_MAX: 255 bytes on ext4, XFS, btrfs).
+MAX_NAME_BYTES = 255
+
+
 def check_folder_name(name) -> str | None:
     """What is wrong with `name` as the one folder below --out that results go to, or None."""
     if not isinstance(name, str) or not name.strip():
@@ -279,7 +288,14 @@ def check_folder_name(name) -> str | None:
         return "a folder name has no path separator or NUL"
     if name in (".", ".."):
         return "it would write outside --out"
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if size > MAX_NAME_BYTES:
+        return f"{size:,} bytes long, more than the {MAX_NAME_BYTES} a file system takes for one folder name"
     return None
+
+
+def _short(name: str) -> str:
+    return repr(name if len(name) <= 40 else f"{name[:37]}...")
 
 
 def _storage_error(e: OSError, path: Path, kept: str) -> UsageError:
@@ -375,7 +391,7 @@ class ResultWriter:
         out, fresh = Path(out_dir), fresh and not resume
         problem = None if fresh else check_folder_name(run_id)
         if problem:
-            raise UsageError(f"results folder {run_id!r}: {problem}")
+            raise UsageError(f"results folder {_short(str(run_id))}: {problem}")
         try:
             out.mkdir(parents=True, exist_ok=True)
             root = out.resolve()
@@ -403,6 +419,10 @@ class ResultWriter:
                 folder.mkdir(exist_ok=True)
             return folder
         base = folder_safe(name)
+        problem = check_folder_name(f"{base}-9999")  # with the longest suffix below
+        if problem:
+            raise UsageError(f"results folder {_short(base)}: {problem}; it is named after the run, so the model's "
+                             f"name (a config.json's _name_or_path) is too long")
         for n in range(1, 10_000):  # two runs started in the same second get name, name-2, ...
             folder = out / (base if n == 1 else f"{base}-{n}")
             try:

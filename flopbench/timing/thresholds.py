@@ -13,7 +13,9 @@ measured; the CLI exits 1 when any check fails (usage errors stay exit 2). From 
   row measured the same way — same model, seq_len, batch_size, dtype, mode and checkpointing
   (`output.records.KEY_FIELDS`) — or of its achieved TFLOP/s where MFU is null on either side. A row with
   no such baseline row (or only one that did not run) is a check line that passes but says so. The baseline
-  is read and every row checked (`check_inputs`) before anything is measured.
+  is read and every row checked (`check_inputs`) before anything is measured: its MFU and achieved TFLOP/s
+  must be positive and finite (an MFU of 0 would pass every row, an infinite one fail every row), and no
+  two rows may be measured the same way (which one to hold the run to would be a guess).
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ class Thresholds:
         if self.max_vs_baseline:
             load_baseline_rows(parse_baseline(self.max_vs_baseline)[0])
 
+    def check_plan(self, plan) -> None:
+        """Raise a UsageError if `min_mfu` / `min_hfu` would hold no row of the run's `plan` ((mode,
+        checkpointing) pairs): a threshold that checks nothing would pass silently."""
+        for name, floor, ckpt in (("--min-mfu", self.min_mfu, "none"), ("--min-hfu", self.min_hfu, "full")):
+            if floor is not None and ("train_step", ckpt) not in plan:
+                raise UsageError(f"{name} {floor}: it checks train_step rows with checkpointing {ckpt}, and this run "
+                                 f"times none (see --checkpointing and the modes); drop it or time those rows")
+
 
 @dataclass(frozen=True)
 class CheckResult:
@@ -76,7 +86,8 @@ def parse_baseline(spec: str) -> tuple[Path, float]:
 
 def load_baseline_rows(path: Path) -> list[dict]:
     """Rows of a baseline: a `run --json` document, or a rows.jsonl file; every row checked
-    (`BASELINE_FIELDS`, and a row that ran has its achieved TFLOP/s), else a one-line `UsageError`."""
+    (`BASELINE_FIELDS`: positive, finite MFU and TFLOP/s; a row that ran has its achieved TFLOP/s; no two rows
+    with the same `row_key`), else a one-line `UsageError`."""
     if path.suffix == ".jsonl":
         try:
             rows = read_records(path, need=BASELINE_FIELDS)
@@ -99,10 +110,14 @@ def load_baseline_rows(path: Path) -> list[dict]:
             problem = check_row(row, BASELINE_FIELDS)
             if problem:
                 raise UsageError(f"baseline {path}: rows[{i}]: {problem}")
+    first: dict[tuple, int] = {}
     for i, row in enumerate(rows):
         if row["status"] == "ok" and row.get("achieved_tflops") is None:
             raise UsageError(f"baseline {path}: row {i + 1} ({_label(row)}) ran (status ok) but has no "
                              f"achieved_tflops to compare with")
+        seen = first.setdefault(row_key(row), i + 1)
+        if seen != i + 1:
+            raise UsageError(f"baseline {path}: rows {seen} and {i + 1} are both {_label(row)}; keep one of them")
     return rows
 
 

@@ -84,6 +84,18 @@ def test_to_dataframe_of_files_count_documents_and_plain_rows(tmp_path):
     assert isinstance(rows, pd.DataFrame) and doc["files"] is not None
 
 
+def _linear():
+    import torch
+
+    return torch.nn.Linear(4, 4)
+
+
+def _x():
+    import torch
+
+    return torch.ones(2, 4)
+
+
 @pytest.mark.parametrize("call, fragment", [
     (lambda: flopbench.run(SMALL, batch=2), "run(): unknown option 'batch'; allowed: batch_size, seq_len"),
     (lambda: flopbench.run(SMALL, flopbench.RunOptions(), out=None), "pass options=RunOptions(...) or keyword"),
@@ -91,8 +103,28 @@ def test_to_dataframe_of_files_count_documents_and_plain_rows(tmp_path):
     (lambda: flopbench.count("gpt5"), "unknown model 'gpt5'"),
     (lambda: flopbench.to_dataframe(3.5), "to_dataframe(float): pass a run or count document"),
     (lambda: flopbench.to_dataframe("no/such/file.jsonl"), "no/such/file.jsonl: no such file"),
+    # Issue 24, item 13: each of these was a TypeError from deep inside (or, for compile="yes", accepted and
+    # recorded as "yes"); run(warmup=2.5) failed only after timing had started.
+    (lambda: flopbench.estimate("gpt2", "1B", mfu="0.5"), "estimate(): mfu='0.5' is not allowed: give a number or None"),
+    (lambda: flopbench.run(SMALL, **{**FAST, "warmup": 2.5}), "run(): warmup=2.5 is not allowed: give an integer"),
+    (lambda: flopbench.run(SMALL, **FAST, out=123), "run(): out=123 is not allowed: give a str or a Path or None"),
+    (lambda: flopbench.run(SMALL, **FAST, modes="forward"), "run(): modes='forward' is not allowed: give a tuple of strs"),
+    (lambda: flopbench.run(SMALL, {"batch_size": 2}), "run(): options={'batch_size': 2} is not allowed: give a RunOptions"),
+    (lambda: flopbench.infer(SMALL, out=123), "infer(): out=123 is not allowed: give a str or a Path or None"),
+    (lambda: flopbench.infer(SMALL, peak_tflops="10"), "infer(): peak_tflops='10' is not allowed: give a number or None"),
+    (lambda: flopbench.infer(SMALL, compile="yes"), "infer(): compile='yes' is not allowed: give True or False"),
+    (lambda: flopbench.infer(SMALL, batch_size=True), "infer(): batch_size=True is not allowed: give an integer"),
+    (lambda: flopbench.report(123), "report(): results=123 is not allowed: give a str or a Path"),
+    (lambda: flopbench.sweep({"models": ["tiny"]}), "sweep(): spec={'models': ['tiny']} is not allowed: give a Spec or a str"),
+    (lambda: flopbench.sweep("x.toml", resume="yes"), "sweep(): resume='yes' is not allowed: give True or False"),
+    (lambda: flopbench.count("gpt2", 2.0), "count(): batch_size=2.0 is not allowed: give an integer"),
+    (lambda: flopbench.gpus(lookup=5), "gpus(): lookup=5 is not allowed: give a str or None"),
+    (lambda: flopbench.profile(_linear(), _x(), loss_fn=5), "profile(): loss_fn=5 is not allowed: give a callable or None"),
+    (lambda: flopbench.profile(_linear(), _x(), iters=2.0), "profile(): iters=2.0 is not allowed: give an integer"),
+    (lambda: flopbench.measure(_linear(), "989"), "measure(): peak_tflops='989' is not allowed: give a number or None"),
 ])
-def test_api_bad_input_is_a_one_line_usage_error(call, fragment):
+def test_api_bad_input_is_a_one_line_usage_error(call, fragment, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a call that wrongly went on would write its results here, not in the tree
     with pytest.raises(UsageError) as info:
         call()
     assert fragment in str(info.value) and "\n" not in str(info.value)

@@ -245,6 +245,9 @@ def test_oom_in_one_step_is_recorded(monkeypatch):
     (dict(checkpointing="selective"), "checkpointing='selective': choose one of None, 'none', 'full'"),
     (dict(iters=0), "iters=0: iters must be an integer >= 1"),
     (dict(warmup=-1), "warmup=-1: warmup must be an integer >= 0"),
+    # issue 24, item 11: before, no cap (run, infer and sweep stop at MAX_ITERS = 10,000 timed steps)
+    (dict(iters=10**9), "iters=1000000000, warmup=1: at most 10,000 timed and 1,000 warm-up steps"),
+    (dict(warmup=10**6), "iters=2, warmup=1000000: at most 10,000 timed and 1,000 warm-up steps"),
     (dict(device="tpu"), "device='tpu': use 'cpu', 'cuda' or 'cuda:N'"),
     (dict(dtype="fp8"), "'fp8': choose one of auto, fp32, tf32, bf16, fp16"),
     (dict(peak_tflops=-1.0), "must be a positive number, got -1.0"),

@@ -128,3 +128,25 @@ def test_a_registered_estimate_marked_for_the_report_appears_in_it(cpu_sweep, tm
     # m1: 12 x N_matmul (14,336) per token = 172,032 -> "172 k" in the m1 row
     m1 = next(line for line in md.splitlines() if re.match(r"\|\s*m1\s*\|\s*16\s*\|\s*14,336", line))
     assert "172 k" in m1
+
+
+def test_a_report_of_infer_rows_draws_only_plots_with_data_and_warns_nothing(tmp_path):
+    """Issue 24, item 16. Before: the MFU / HFU and step-time plots were drawn with no training rows, and
+    matplotlib warned on stderr, twice, with the source line ("No artists with labels found to put in
+    legend")."""
+    import warnings
+
+    import flopbench
+
+    cfg = ModelConfig("g", n_layer=1, d_model=32, n_head=2, vocab_size=64, max_seq_len=16)
+    flopbench.infer(cfg, prompt_len=8, gen_len=4, device="cpu", warmup=0, iters=1, ceilings=False,
+                    out=str(tmp_path / "out"), progress=lambda m: None)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        doc = report(tmp_path / "out", tmp_path / "rep")
+    assert [str(w.message) for w in seen] == []
+    assert sorted(doc["plots"]) == ["counted_over_6n", "flops_per_token", "roofline"]
+    assert sorted(p.name for p in (tmp_path / "rep").glob("*.png")) == [
+        "counted_over_6n.png", "flops_per_token.png", "roofline.png"]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "mfu_hfu.png" not in md and md.count("Note: no training rows (train_step or fwd_bwd) that ran") == 2

@@ -279,3 +279,27 @@ def test_compiled_sweep_times_only_its_modes(tmp_path, capsys, compiler):
     assert [(r["checkpointing"], r["mode"]) for r in rows] == [("none", "train_step"), ("full", "train_step")]
     for r in rows:
         assert r["status"] == "ok" and r["timing"]["compile"] is True and r["compile_s"] > 0, r
+
+
+MOE_FIELDS = ("n_experts", "top_k", "d_ff_expert", "n_shared_experts", "d_ff_shared", "dense_layers")
+
+
+def test_resume_refuses_rows_whose_config_lacks_a_field_the_spec_sets(tmp_path, capsys):
+    """Rows written before the mixture-of-experts fields existed, resumed under a spec that makes the same
+    model name an MoE model: a field missing from the row's config is unknown, which is a difference, so the
+    dense rows are not kept as rows of the MoE model (issue 24, item 17: a mutant that skipped missing fields
+    survived every test)."""
+    out = tmp_path / "out"
+    assert sweep(["--spec", str(small_spec(tmp_path, seq_len="[8]")), "--out", str(out)], capsys)[0] == 0
+    jsonl = out / "s" / "rows.jsonl"
+    old_rows = [{**r, "config": {k: v for k, v in r["config"].items() if k not in MOE_FIELDS}}
+                for r in read_records(jsonl)]
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in old_rows))
+    (out / "s" / "rows.csv").unlink()
+    spec = small_spec(tmp_path, seq_len="[8]")
+    spec.write_text(spec.read_text().replace("max_seq_len = 16 }", "max_seq_len = 16, n_experts = 4, top_k = 2 }"))
+    before = jsonl.read_bytes()
+    code, stdout, err = sweep(["--spec", str(spec), "--out", str(out), "--resume"], capsys)
+    assert code == 2 and stdout == "" and err.count("\n") == 1, err
+    assert "model m1: config.n_experts 'missing' in the file vs 4 in the spec" in err, err
+    assert jsonl.read_bytes() == before

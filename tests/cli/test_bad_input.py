@@ -84,6 +84,14 @@ CASES = [
     ([*TINY_RUN, "--max-vs-baseline", "{tmp}/wrongschema.json:7"], "FILE:TOLERANCE"),
     ([*TINY_RUN, "--min-mfu", "abc"], "'abc' is not a number"),
     ([*TINY_RUN, "--dist", "ddp"], "needs torchrun"),
+    # issue 24, item 12: options the command would ignore. Before: accepted, and the run went on without them
+    ([*TINY_RUN, "--no-save", "--out", "{tmp}/r"], "argument --out: not allowed with argument --no-save"),
+    ([*TINY_RUN, "--checkpointing", "none", "--min-hfu", "0.3"],
+     "--min-hfu 0.3: it checks train_step rows with checkpointing full, and this run times none"),
+    ([*TINY_RUN, "--checkpointing", "full", "--min-mfu", "0.3"],
+     "--min-mfu 0.3: it checks train_step rows with checkpointing none, and this run times none"),
+    # infer: before, --seq-len was accepted and ignored (exit 0); its lengths are --prompt-len and --gen-len
+    (["infer", "--seq-len", "100000"], "unrecognized arguments: --seq-len 100000"),
     # sweep
     (["sweep", "--spec", "{tmp}/missing.toml"], "missing.toml"),
     (["sweep", "--spec", "{tmp}/nottoml.toml"], "TOML"),

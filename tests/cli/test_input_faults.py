@@ -114,3 +114,103 @@ def test_text_for_an_encoding():
     assert text.for_encoding(s, "utf-8") is s
     assert text.for_encoding(s, "ascii") == "2*B*T^2 ~ 6*N x T / G +/- 1, sec. 2.1 - ok ?"
     assert text.for_encoding(s, "latin-1").encode("latin-1")  # stand-ins, then "?" for what is left
+
+
+# A closed pipe, a full disk: every command (issue 24, item 9). Before: a BrokenPipeError / OSError traceback and
+# exit code 1 (or "Exception ignored ... BrokenPipeError" and 120 from the interpreter's own flush at exit).
+OUTPUT_COMMANDS = [
+    [], ["--help"], ["--version"], ["run", "--help"], ["gpus", "--json"], ["count", "--no-torch", *TINY],
+    ["estimate", "--tokens", "1B", "--json"],
+    ["run", "--device", "cpu", *TINY, "--iters", "1", "--warmup", "0", "--no-gemm", "--no-save"],
+]
+
+
+@pytest.mark.parametrize("argv", OUTPUT_COMMANDS, ids=[" ".join(a[:2]) or "bare" for a in OUTPUT_COMMANDS])
+def test_a_closed_pipe_ends_the_command_quietly_with_141(argv):
+    """`flopbench gpus --json | true`: the reader has gone before anything is written. Exit code 141 = 128 +
+    SIGPIPE, what the shell reports for `cat` in the same place; nothing on stderr but the command's progress."""
+    p = subprocess.Popen([sys.executable, "-m", "flopbench", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    p.stdout.close()  # the reader ends at once
+    try:
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 141, (p.returncode, err)
+    assert "Traceback" not in err and "Exception ignored" not in err and "error" not in err, err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+@pytest.mark.parametrize("argv", OUTPUT_COMMANDS, ids=[" ".join(a[:2]) or "bare" for a in OUTPUT_COMMANDS])
+def test_a_full_disk_is_one_line_and_exit_2(argv):
+    """`flopbench count > /dev/full`: every write fails with ENOSPC."""
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "flopbench", *argv], stdout=full, stderr=subprocess.PIPE, text=True,
+                           timeout=120, check=False)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
+    assert r.stderr.splitlines()[-1] == ("flopbench: error: cannot write the output to stdout (No space left on "
+                                         "device)"), r.stderr
+    if argv[:1] != ["run"]:  # run says what it builds on stderr first
+        assert r.stderr.count("\n") == 1, r.stderr
+
+
+# Ctrl-C while torch is imported (issue 24, item 10). torch's C extension imports numpy as it initialises and
+# takes a failed import, the KeyboardInterrupt too, for "numpy is missing": the interrupt was lost and the
+# command ran to its end (exit 0). This replays it: a Ctrl-C lands as torch's C extension is imported, and
+# is swallowed there as torch's C code does.
+CTRL_C_IN_TORCH_INIT = """
+import os, runpy, signal, sys
+
+class CtrlCInTorchInit:
+    fired = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch._C" and not self.fired:
+            self.fired = True
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(10_000):  # Python raises the KeyboardInterrupt here if SIGINT is not held back
+                    pass
+            except KeyboardInterrupt:
+                print("swallowed", file=sys.stderr)  # as torch's C code clears it
+        return None
+
+sys.meta_path.insert(0, CtrlCInTorchInit())
+sys.argv = ["flopbench", "gpus", "--json"]
+runpy.run_module("flopbench", run_name="__main__")
+"""
+
+
+def test_ctrl_c_during_torchs_own_initialisation_is_not_lost():
+    r = subprocess.run([sys.executable, "-c", CTRL_C_IN_TORCH_INIT], capture_output=True, text=True, timeout=120,
+                       check=False)
+    assert r.returncode == 130, (r.returncode, r.stderr[-2000:])
+    assert r.stdout == "" and "swallowed" not in r.stderr, r.stderr  # the command never started
+    assert r.stderr.strip().splitlines()[-1] == "flopbench: interrupted" and "Traceback" not in r.stderr, r.stderr
+
+
+#: The `flopbench` console script (`flopbench.__main__:program`), saying "started" once Python has found it.
+STARTED = ("import sys\nfrom flopbench.__main__ import program\nprint('started', file=sys.stderr, flush=True)\n"
+           "sys.argv = ['flopbench', *sys.argv[1:]]\nsys.exit(program())\n")
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.3, 0.6, 0.9, 1.5])
+def test_ctrl_c_in_the_first_second_exits_130(delay_s):
+    """A long run interrupted at a few moments of its start, counted from the moment the console script has
+    found `program` (Python's own startup before that is not flopbench's): flopbench's imports, torch's, the
+    first steps (a bounded number of tries, each one must give 130; no assertion on speed)."""
+    p = subprocess.Popen([sys.executable, "-c", STARTED, "run", "--device", "cpu", *TINY, "--iters", "10000",
+                          "--warmup", "0", "--no-gemm", "--no-save", "--checkpointing", "none"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stderr.readline() == "started\n"
+        time.sleep(delay_s)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, (p.returncode, err[-2000:])
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "flopbench: interrupted", err

@@ -300,3 +300,64 @@ def test_limits_of_a_spec(tmp_path, change, fragment):
     code, stdout, err = cli_child(["sweep", "--spec", str(spec), "--out", str(tmp_path / "out")], tmp_path)
     assert code == 2 and stdout == "" and err.count("\n") == 1 and fragment in err, err
     assert time.monotonic() - start < 5 and not (tmp_path / "out").exists()  # refused before planning
+
+
+# -- 9. impossible values (issue 24, items 11 and 14) --------------------------------------------------------
+
+
+# estimate computes its MFU from the time, the peak and the FLOPs (it reads no mfu / hfu); report reads the
+# counted and simple FLOPs of a row, not model_flops.
+IMPOSSIBLE = [(command, field, value) for field, value in (("time_ms.median_ms", 0), ("time_ms.median_ms", -5.0),
+                                                           ("peak_tflops", -1.0)) for command in ("report", "estimate")]
+IMPOSSIBLE += [("report", "mfu", float("inf")), ("report", "hfu", 0.0), ("estimate", "model_flops", 0)]
+
+
+@pytest.mark.parametrize("command, field, value", IMPOSSIBLE)
+def test_a_row_with_an_impossible_value_is_one_line_naming_file_and_line(sweep_dir, tmp_path, capsys, command, field,
+                                                                         value):
+    """Before: `estimate --mfu-from` divided by a median of 0 ms (ZeroDivisionError); `report` printed an MFU of
+    "inf %" and a median of -5 ms. A measured time, rate, peak, FLOP count or utilisation is positive and
+    finite, or null."""
+    _, out, folder = sweep_dir
+    jsonl = folder / "rows.jsonl"
+    lines = jsonl.read_text().splitlines(keepends=True)
+    row = json.loads(lines[1])  # the train_step row, the one estimate reads
+    if "." in field:
+        outer, inner = field.split(".")
+        row[outer][inner] = value
+    else:
+        row[field] = value
+    jsonl.write_text(lines[0] + json.dumps(row) + "\n")
+    argv = (["report", str(out), "--out", str(tmp_path / "rep")] if command == "report" else
+            ["estimate", "--tokens", "1B", "--mfu-from", str(out)])
+    code, stdout, err = cli(capsys, *argv)
+    assert code == 2 and stdout == "" and err.count("\n") == 1, err
+    assert f"{jsonl}: line 2: {field} = {value!r} is not a positive, finite number or null" in err, err
+    assert not (tmp_path / "rep" / "report.md").exists()
+
+
+# -- 10. a results folder name longer than a file system takes (issue 24, item 15) ---------------------------
+
+
+def test_a_300_character_spec_name_is_refused_naming_its_length(tmp_path, capsys):
+    """Before: "--out ...: cannot write there (File name too long)", which blamed --out."""
+    spec = tmp_path / "s.toml"
+    spec.write_text(SPEC.replace('name = "s"', f'name = "{"n" * 300}"'))
+    code, out, err = cli(capsys, "sweep", "--spec", str(spec), "--out", str(tmp_path / "out"))
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert ("name = 'nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn...' is not allowed: 300 bytes long, more than the 255 a "
+            "file system takes for one folder name") in err, err
+    assert "cannot write there" not in err and not (tmp_path / "out").exists()
+
+
+def test_a_10000_character_name_or_path_is_refused_naming_the_models_name(tmp_path, capsys):
+    """A run's folder is named after its model: a config.json whose _name_or_path is 10,000 characters long
+    gave a folder name the file system refuses. Before: "--out ...: cannot write there (File name too long)"."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_type": "gpt2", "n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 16,
+                                  "vocab_size": 64, "_name_or_path": "org/" + "m" * 10_000}))
+    code, out, err = cli(capsys, *TINY_RUN[:-1], "--model", str(config), "--out", str(tmp_path / "out"))
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "bytes long, more than the 255 a file system takes for one folder name" in err, err
+    assert "the model's name (a config.json's _name_or_path) is too long" in err and "cannot write there" not in err
+    assert not list((tmp_path / "out").rglob("rows.jsonl"))

@@ -95,7 +95,7 @@ def test_baseline_rows_are_matched_by_model_and_shape_and_a_missing_one_is_said(
 @pytest.mark.parametrize("rows, fragment", [
     ([1, 2], "rows[0]: expected a JSON object (one result row), got a number"),
     ([{"mode": "fwd_bwd", "checkpointing": "none", "status": "ok", "mfu": 0.1}], "rows[0]: missing field 'model'"),
-    ("ROW:mfu=high", "rows[0]: mfu = 'high' is not a number or null"),
+    ("ROW:mfu=high", "rows[0]: mfu = 'high' is not a positive, finite number or null"),
     ("ROW:achieved_tflops=None,mfu=None", "ran (status ok) but has no achieved_tflops"),
 ])
 def test_a_malformed_baseline_is_exit_2_before_anything_is_measured(capsys, tmp_path, rows, fragment):
@@ -106,6 +106,29 @@ def test_a_malformed_baseline_is_exit_2_before_anything_is_measured(capsys, tmp_
         rows = [{**good, **{k: None if v == "None" else v for k, v in changes.items()}}]
     path = tmp_path / "b.json"
     path.write_text(json.dumps({"rows": rows}))
+    code, out, err = cli(capsys, "--max-vs-baseline", f"{path}:0.05")
+    assert code == 2 and out == "" and err.count("\n") == 1 and fragment in err, err
+    assert "timing" not in err  # refused before measuring
+
+
+GOOD_BASELINE_ROW = {"model": "m", "seq_len": 16, "batch_size": 2, "dtype": "fp32", "mode": "fwd_bwd",
+                     "checkpointing": "none", "status": "ok", "mfu": 0.1, "achieved_tflops": 1.0}
+
+
+@pytest.mark.parametrize("rows, fragment", [
+    # Issue 24, item 14. Before: an MFU of 0 (or below) made every row pass (floor = 0.95 x 0), ...
+    ([{**GOOD_BASELINE_ROW, "mfu": 0.0}], "rows[0]: mfu = 0.0 is not a positive, finite number or null"),
+    ([{**GOOD_BASELINE_ROW, "mfu": -0.2}], "rows[0]: mfu = -0.2 is not a positive, finite number or null"),
+    # ... an infinite one made every row fail, ...
+    ([{**GOOD_BASELINE_ROW, "mfu": float("inf")}], "rows[0]: mfu = inf is not a positive, finite number or null"),
+    ([{**GOOD_BASELINE_ROW, "mfu": None, "achieved_tflops": 0}],
+     "rows[0]: achieved_tflops = 0 is not a positive, finite number or null"),
+    # ... and of two rows measured the same way the last one won, silently.
+    ([GOOD_BASELINE_ROW, {**GOOD_BASELINE_ROW, "mfu": 0.5}], "rows 1 and 2 are both m T=16 B=2 fp32 fwd_bwd/none; keep one"),
+])
+def test_a_baseline_with_impossible_or_repeated_rows_is_exit_2(capsys, tmp_path, rows, fragment):
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"rows": rows}))  # json writes inf as Infinity, which json.loads reads back
     code, out, err = cli(capsys, "--max-vs-baseline", f"{path}:0.05")
     assert code == 2 and out == "" and err.count("\n") == 1 and fragment in err, err
     assert "timing" not in err  # refused before measuring
