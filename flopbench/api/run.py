@@ -19,9 +19,10 @@ hardware FLOPs (`causal_skipped_flops`). Each row also shows what the simple rul
 `hfu_simple` with 8N per token under full checkpointing (Narayanan et al. 2021, Eq. 3; 6N otherwise).
 
 Three peaks side by side (MFU against the datasheet stays the headline): the datasheet dense peak
-(`mfu`); the datasheet scaled by the median SM clock of the row's timed window over the GPU's maximum SM
-clock (`peak_clock_tflops`, `mfu_vs_clock`; `hardware.peaks.clock_adjusted_peak`); and the GEMM ceiling
-measured before the rows (`mfu_vs_gemm`). On a GPU each row records `telemetry` over its timed steps
+(`mfu`); the datasheet scaled by the median SM clock of the row's timed window over the clock the peak
+is rated at (`peak_clock_tflops`, `mfu_vs_clock`; `hardware.peaks.rated_clock`, `clock_adjusted_peak`;
+NVML's maximum clock only where the table has no rated clock, said in `peak_clock_source`); and the GEMM
+ceiling measured before the rows (`mfu_vs_gemm`). On a GPU each row records `telemetry` over its timed steps
 (`hardware.telemetry`: SM clock, power, temperature, throttle reasons, energy and joules per token) and
 `throttled`; both are null on a CPU. `peak_memory_bytes` is the row's peak allocation
 (`timing.memory.peak_bytes`); a run that cannot fit is refused before the model is built
@@ -50,7 +51,7 @@ from ..flops import analytic, estimates
 from ..flops.counter import count_step
 from ..flops.reconcile import explain_hardware_gap, explained_hardware_gap
 from ..hardware.detect import environment, gpu_peak
-from ..hardware.peaks import clock_adjusted_peak
+from ..hardware.peaks import clock_adjusted_peak, rated_clock
 from ..hardware.telemetry import Telemetry, open_telemetry, throttled
 from ..model.config import (CHECKPOINTING_CHOICES, MAX_ITERS, MAX_WARMUP, MODES, ModelConfig, checkpointing_modes,
                             pad_vocab, validate_shapes, validate_tensor_sizes)
@@ -120,7 +121,8 @@ class Row:
     hfu_causal: float | None = None  # HFU without the half of QK^T / AV a causal kernel skips
     mfu_simple: float | None = None  # simple_flops in place of the model FLOPs
     hfu_simple: float | None = None  # simple_hardware_flops in place of the hardware FLOPs
-    peak_clock_tflops: float | None = None  # datasheet peak x median SM clock / max SM clock
+    peak_clock_tflops: float | None = None  # datasheet peak x median SM clock / the peak's rated SM clock
+    peak_clock_source: str | None = None  # how it was scaled (NVML's maximum clock only without a rated one)
     mfu_vs_clock: float | None = None
     mfu_vs_gemm: float | None = None  # against the GEMM ceiling measured in this run
     telemetry: dict | None = None  # `hardware.telemetry.summary` of the timed window (GPU only)
@@ -312,6 +314,7 @@ class RunContext:
     peak: float | None
     gpu: dict | None  # `environment`'s "gpu" record
     gemm_tflops: float | None = None
+    rated_clock_mhz: float | None = None  # the SM clock the peak is rated at (`hardware.peaks.rated_clock`)
     telemetry: Telemetry | None = None
     dist_info: distributed.DistInfo | None = None
     on_step: Callable[[StepProgress], None] | None = None  # `run`'s per-step progress
@@ -433,7 +436,8 @@ def _rate(row: Row, ctx: RunContext, device_type: str) -> None:
         skipped = causal_skipped_flops(cfg, B, T, row.mode, row.checkpointing, rescore)
         row.hfu_causal = utilization(row.hardware_flops - skipped, seconds, peak)
     sm_clock = (row.telemetry or {}).get("sm_clock_mhz") or {}
-    row.peak_clock_tflops = clock_adjusted_peak(peak, sm_clock.get("median"), (ctx.gpu or {}).get("sm_clock_max_mhz"))
+    row.peak_clock_tflops, row.peak_clock_source = clock_adjusted_peak(
+        peak, sm_clock.get("median"), ctx.rated_clock_mhz, (ctx.gpu or {}).get("sm_clock_max_mhz"))
     row.mfu_vs_clock = utilization(row.model_flops, seconds, row.peak_clock_tflops)
     row.mfu_vs_gemm = utilization(row.model_flops, seconds, ctx.gemm_tflops)
 
@@ -484,7 +488,10 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
     env = environment(device)
     gpu = env["gpu"]
     peak, peak_source = gpu_peak(gpu, dtype, options.peak_tflops)  # dtype names = table columns
-    ctx = RunContext(cfg, B, T, options, device, peak, gpu, dist_info=dist_info, on_step=on_step)
+    clock, clock_source = (rated_clock((gpu or {}).get("name"), dtype) if options.peak_tflops is None
+                           else (None, "--peak-tflops: no rated clock known for it"))
+    ctx = RunContext(cfg, B, T, options, device, peak, gpu, rated_clock_mhz=clock, dist_info=dist_info,
+                     on_step=on_step)
     shards = dist_info.world_size if dist_info and dist_info.kind == "fsdp" else 1
     free = available_bytes(device)
     failure, verdicts = None, {}
@@ -503,7 +510,8 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
     doc = {
         "run_id": run_id, "config": cfg.as_dict(), "batch_size": B, "seq_len": T, "tokens_per_step": B * T,
         "device": str(device), "dtype": dtype, "compile": options.compile,
-        "peak": {"tflops": peak, "source": peak_source, "dtype": dtype},
+        "peak": {"tflops": peak, "source": peak_source, "dtype": dtype, "rated_clock_mhz": clock,
+                 "rated_clock_source": clock_source},
         "gemm_ceiling": None, "environment": env, "rows": [], "files": writer.files if writer else None,
         "memory": {"available_bytes": free[0], "source": free[1],
                    "estimates": {f"{m}/{c}": v.estimate.as_dict() for (m, c), v in verdicts.items()}},

@@ -11,8 +11,9 @@ No torch here: `estimate` and `gpus --lookup` read the table without it.
 ``sms`` is the full chip's SM count (with its source in ``sms_source``). A MIG slice ("NVIDIA H100 80GB
 HBM3 MIG 1g.10gb") has only some of the SMs, and tensor throughput scales with them, so its peak is the
 chip's x slice SMs / chip SMs (`resolve_peak`); the slice's SMs come from the device (torch's
-``multi_processor_count``) or, without one, from `MIG_SMS_PER_SLICE`. `clock_adjusted_peak` scales a peak
-by the SM clock a run actually held.
+``multi_processor_count``) or, without one, from `MIG_SMS_PER_SLICE`. Only profiles NVIDIA lists for the chip
+(``mig_profiles.csv``) are accepted. ``<dtype>_clock_mhz`` is the SM clock each figure is rated at (with
+``clock_source``), and `clock_adjusted_peak` scales a peak by the SM clock a run actually held over it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class PeakEntry:
     sms: int | None = None  # SMs of the full chip (None: not in the table)
     mem_gbps: float | None = None  # memory bandwidth, GB/s (10^9 bytes/s), from the datasheet
     mem_source: str = ""
+    rated_clock_mhz: dict[str, float | None] = field(default_factory=dict, hash=False)  # per dtype
+    clock_source: str = ""
 
     def matches(self, name: str) -> bool:
         """True if ``name`` (an NVML device name) is this GPU, or is its key or display name."""
@@ -56,10 +59,11 @@ def _parse_row(row: dict[str, str]) -> PeakEntry:
         tflops = {d: float(row[d]) if row[d].strip() else None for d in DTYPES}
         sms = int(row["sms"]) if row["sms"].strip() else None
         mem = float(row["mem_gbps"]) if row["mem_gbps"].strip() else None
+        clocks = {d: float(row[f"{d}_clock_mhz"]) if row[f"{d}_clock_mhz"].strip() else None for d in DTYPES}
     except (re.error, ValueError) as e:
         raise ValueError(f"peaks.csv row {key!r}: {e}") from e
     return PeakEntry(key, row["display_name"].strip(), tflops, row["source"].strip(), patterns, sms, mem,
-                     row["mem_source"].strip())
+                     row["mem_source"].strip(), clocks, row["clock_source"].strip())
 
 
 @functools.cache
@@ -213,17 +217,38 @@ def resolve_peak(gpu_name: str | None, dtype: str, override_tflops: float | None
             f"table: {entry.display_name} {dtype} × {slice_sms}/{entry.sms} SMs ({what}) ({entry.source})")
 
 
-def clock_adjusted_peak(peak: float | None, sm_clock_mhz: float | None, max_clock_mhz: float | None) -> float | None:
-    """The peak at the SM clock a run held: ``peak`` x ``sm_clock_mhz`` / ``max_clock_mhz``.
+def rated_clock(gpu_name: str | None, dtype: str) -> tuple[float | None, str]:
+    """(the SM clock in MHz at which the table's ``dtype`` peak of GPU ``gpu_name`` is rated, its source), or
+    (None, why). The clock is the one the datasheet figure implies: peak / (SMs x dense FLOP/clock/SM), e.g.
+    the H100 SXM5's 989.4 TFLOP/s = 132 SMs x 4096 dense bf16 FLOP/clock x 1830 MHz (H100 whitepaper), below
+    the 1980 MHz NVML reports as its maximum. A MIG slice runs at its chip's clock."""
+    entry = match_gpu(gpu_name) if gpu_name else None
+    if entry is None:
+        return None, "no table entry"
+    mhz = entry.rated_clock_mhz.get(_check_dtype(dtype))
+    if mhz is None:
+        return None, f"no rated {dtype} clock for the {entry.display_name} in the table"
+    return mhz, f"{entry.display_name} {dtype} rated at {mhz:g} MHz ({entry.clock_source})"
 
-    A tensor core does a fixed number of FLOPs per clock, so the rate is linear in the SM clock; the
-    datasheet rates the chip at its boost clock, and `max_clock_mhz` is the GPU's maximum SM clock as NVML
-    reports it (``nvmlDeviceGetMaxClockInfo``). Where NVIDIA's rated clock sits below that maximum (the
-    H100 SXM5's 989.4 TFLOP/s = 132 SMs x 4096 dense bf16 FLOP/clock x 1830 MHz, while NVML reports 1980
-    MHz) this peak is lower than the chip's true rate at `sm_clock_mhz`. None where any input is unknown."""
-    if not peak or not sm_clock_mhz or not max_clock_mhz:
-        return None
-    return peak * sm_clock_mhz / max_clock_mhz
+
+def clock_adjusted_peak(peak: float | None, sm_clock_mhz: float | None, rated_clock_mhz: float | None,
+                        max_clock_mhz: float | None = None) -> tuple[float | None, str | None]:
+    """(the peak at the SM clock a run held, how it was scaled): ``peak`` x ``sm_clock_mhz`` / the clock the
+    peak is rated at (`rated_clock`).
+
+    A tensor core does a fixed number of FLOPs per clock, so the rate is linear in the SM clock. The rated
+    clock can sit below the GPU's maximum (H100 SXM5: 1830 MHz rated, 1980 MHz maximum), so dividing by the
+    maximum would make the peak about 8 % low and `mfu_vs_clock` 8 % high. Only without a rated clock is
+    ``max_clock_mhz`` (NVML's ``nvmlDeviceGetMaxClockInfo``) used, and the source says so. (None, None)
+    where the peak, the clock held or both reference clocks are unknown."""
+    if not peak or not sm_clock_mhz or not (rated_clock_mhz or max_clock_mhz):
+        return None, None
+    if rated_clock_mhz:
+        return (peak * sm_clock_mhz / rated_clock_mhz,
+                f"peak x median SM clock {sm_clock_mhz:g} MHz / rated {rated_clock_mhz:g} MHz")
+    return (peak * sm_clock_mhz / max_clock_mhz,
+            f"peak x median SM clock {sm_clock_mhz:g} MHz / NVML's maximum {max_clock_mhz:g} MHz: no rated clock "
+            f"in the table, so this peak may be low (the rated clock can sit below the maximum)")
 
 
 def lookup_gpu(name: str, option: str = "--gpu") -> PeakEntry:

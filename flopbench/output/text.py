@@ -382,9 +382,11 @@ def render_gpu_lookup(doc: dict, width: int = DEFAULT_WIDTH) -> str:
     head = wrap(f"{doc['lookup']} -> {e['name']} ({e['key']}, {e['sms'] or '?'} SMs; {e['source']})", width) + "\n"
     if mig:
         head += f"MIG slice: {mig['slice_sms'] or '?'} of {mig['chip_sms'] or '?'} SMs\n"
-    rows = [{"dtype": d, "peak TFLOP/s": "-" if p["tflops"] is None else f"{p['tflops']:g}", "source": p["source"]}
+    rows = [{"dtype": d, "peak TFLOP/s": "-" if p["tflops"] is None else f"{p['tflops']:g}",
+             "rated MHz": "-" if p["rated_clock_mhz"] is None else f"{p['rated_clock_mhz']:g}", "source": p["source"]}
             for d, p in doc["peaks"].items()]
-    return head + table(rows, width, right=("peak TFLOP/s",)) + "\n"
+    clocks = wrap(f"rated clock: {e['clock_source'] or 'none in the table'}", width) + "\n"
+    return head + table(rows, width, right=("peak TFLOP/s", "rated MHz")) + "\n" + clocks
 
 
 def render_gpus(doc: dict, width: int = DEFAULT_WIDTH) -> str:

@@ -338,6 +338,34 @@ def test_telemetry_covers_the_timed_steps_and_rates_the_three_peaks(monkeypatch)
         assert r["mfu"] == pytest.approx(r["model_flops"] / seconds / 1e12 / peak)  # the headline is unchanged
 
 
+@pytest.mark.parametrize("name, reference, note", [
+    ("NVIDIA H100 80GB HBM3", 1830, "rated 1830 MHz"),  # H100 whitepaper: 989.4 = 132 x 4096 x 1830 MHz
+    ("NVIDIA A10G", 1980, "NVML's maximum 1980 MHz: no rated clock"),  # no rated clock in the table
+])
+def test_clock_peak_divides_by_the_rated_clock(monkeypatch, name, reference, note):
+    """Issue 23 item 13: NVML's maximum (1980 MHz on an H100) made mfu_vs_clock 8 % high; the rated clock is the
+    reference, and NVML's maximum only where the table has none, with a note."""
+    from hardware.fake_nvml import FakeNvml
+
+    from flopbench.hardware.telemetry import Telemetry
+
+    gpu = dict(name=name, uuid="GPU-1", sm_clock=1725, mem_clock=2619)
+    nvml = FakeNvml([gpu])
+    real_env = run_module.environment
+    monkeypatch.setattr(run_module, "environment",
+                        lambda device: {**real_env(device), "gpu": {"name": name, "sm_clock_max_mhz": 1980}})
+    monkeypatch.setattr(run_module, "open_telemetry", lambda device: Telemetry(nvml, gpu, interval_s=60))
+    doc = run(SMALL, RunOptions(batch_size=1, seq_len=8, warmup=0, iters=1, device="cpu", dtype="bf16", out=None,
+                                gemm=False, modes=("forward",)), progress=lambda m: None)
+    peak = {"NVIDIA H100 80GB HBM3": 989.4, "NVIDIA A10G": 125}[name]
+    assert doc["peak"]["tflops"] == peak
+    r = doc["rows"][0]
+    assert r["peak_clock_tflops"] == pytest.approx(peak * 1725 / reference)  # H100: 932.6, not 862.0
+    assert note in r["peak_clock_source"]
+    seconds = r["time_ms"]["median_ms"] / 1e3
+    assert r["mfu_vs_clock"] == pytest.approx(r["model_flops"] / seconds / 1e12 / (peak * 1725 / reference))
+
+
 @pytest.mark.gpu
 def test_cuda_counted_matches_analytic_and_mfu_in_range(tmp_path):
     cfg = ModelConfig("gpu-small", n_layer=4, d_model=512, n_head=8, vocab_size=8192, max_seq_len=512)
@@ -359,5 +387,6 @@ def test_cuda_counted_matches_analytic_and_mfu_in_range(tmp_path):
             assert t["energy_j"] > 0 and t["joules_per_token"] > 0
         else:
             assert t["energy_j"] is None and "too short" in t["energy_note"]
-        assert r["peak_clock_tflops"] <= doc["peak"]["tflops"] and r["mfu_vs_clock"] >= r["mfu"]
+        rated = doc["peak"]["rated_clock_mhz"] or gpu.sm_clock_max_mhz  # the clock can exceed the rated one
+        assert r["peak_clock_tflops"] == pytest.approx(doc["peak"]["tflops"] * t["sm_clock_mhz"]["median"] / rated)
         assert 0 < r["peak_memory_bytes"] <= torch.cuda.get_device_properties(0).total_memory
