@@ -389,14 +389,13 @@ def measure_row(stepper: Stepper, ctx: RunContext, mode: str, checkpointing: str
 
     def timed_steps():
         def step(i: int) -> None:
-            if i == options.warmup and telemetry:  # the first timed step: time_step has synced after warm-up
-                telemetry.start()
             stepper.step(mode)
             report(i + 1)
 
         report(0)
-        try:
-            return time_step(step, stepper.device, options.warmup, options.iters)
+        try:  # telemetry starts after the warm-up's sync and before the first timed mark
+            return time_step(step, stepper.device, options.warmup, options.iters,
+                             before_timed=telemetry.start if telemetry else None)
         finally:
             if telemetry:
                 telemetry.stop_sampling()
@@ -488,8 +487,7 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
     env = environment(device)
     gpu = env["gpu"]
     peak, peak_source = gpu_peak(gpu, dtype, options.peak_tflops)  # dtype names = table columns
-    clock, clock_source = (rated_clock((gpu or {}).get("name"), dtype) if options.peak_tflops is None
-                           else (None, "--peak-tflops: no rated clock known for it"))
+    clock = rated_clock((gpu or {}).get("name"), dtype)[0] if options.peak_tflops is None else None
     ctx = RunContext(cfg, B, T, options, device, peak, gpu, rated_clock_mhz=clock, dist_info=dist_info,
                      on_step=on_step)
     shards = dist_info.world_size if dist_info and dist_info.kind == "fsdp" else 1
@@ -510,8 +508,7 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
     doc = {
         "run_id": run_id, "config": cfg.as_dict(), "batch_size": B, "seq_len": T, "tokens_per_step": B * T,
         "device": str(device), "dtype": dtype, "compile": options.compile,
-        "peak": {"tflops": peak, "source": peak_source, "dtype": dtype, "rated_clock_mhz": clock,
-                 "rated_clock_source": clock_source},
+        "peak": {"tflops": peak, "source": peak_source, "dtype": dtype},
         "gemm_ceiling": None, "environment": env, "rows": [], "files": writer.files if writer else None,
         "memory": {"available_bytes": free[0], "source": free[1],
                    "estimates": {f"{m}/{c}": v.estimate.as_dict() for (m, c), v in verdicts.items()}},
