@@ -429,9 +429,17 @@ def render_estimate(doc: dict, width: int = DEFAULT_WIDTH) -> str:
     return "".join(wrap(line, width, " " * (14 if i else 2)) + "\n" for i, line in enumerate(lines))
 
 
+def above_ceiling_line(r: dict) -> str:
+    """One row faster than its GEMM ceiling (`api.report.above_gemm_ceiling`), as a sentence."""
+    return (f"{r['model']} {r['mode']}/{r['checkpointing']} T={r['seq_len']} B={r['batch_size']} runs above its GEMM "
+            f"ceiling: {fixed(r['achieved_tflops'], 4)} > {fixed(r['gemm_tflops'], 4)} TFLOP/s "
+            f"({r['gemm_ratio']:.3g} ×): that ceiling is no ceiling for it")
+
+
 def render_report(doc: dict, width: int = DEFAULT_WIDTH) -> str:
     plots = [f"  {p}" for p in doc["plots"].values()] or ["  (none: matplotlib is not installed)"]
     lines = [f"flopbench report: {doc['rows']} rows from {doc['results']}", f"  {doc['report']}", "plots:", *plots]
+    lines += [f"warning: {above_ceiling_line(r)}" for r in doc.get("above_gemm_ceiling", ())]
     return "".join(wrap(line, width, "    ") + "\n" for line in lines)
 
 
