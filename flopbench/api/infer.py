@@ -167,9 +167,8 @@ def infer(config: ModelConfig | str, options: InferOptions | None = None, progre
     ceilings = {"gemm": None, "copy": None}
     if options.ceilings:
         progress("ceilings: GEMM and device-to-device copy ...")
-        size = 8192 if device.type == "cuda" else 512
         with precision(dtype, device):
-            gemm = gemm_ceiling(device, TORCH_DTYPES[dtype], size=size)
+            gemm = gemm_ceiling(device, TORCH_DTYPES[dtype])
         ceilings["gemm"] = {k: v for k, v in gemm.items() if k != "times_ms"}
         ceilings["copy"] = copy_bandwidth(device, 2**30 if device.type == "cuda" else 2**26)
 

@@ -522,11 +522,15 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
         progress(f"warning: {peak_source}; MFU and HFU will be null")
 
     if options.gemm:
-        size = 8192 if device.type == "cuda" else 512
-        progress(f"GEMM ceiling: {size}x{size} {dtype} matmuls ...")
-        with precision(dtype, device):
-            doc["gemm_ceiling"] = {k: v for k, v in gemm_ceiling(device, TORCH_DTYPES[dtype], size=size).items()
-                                   if k != "times_ms"}
+        progress(f"GEMM ceiling: a search over {dtype} matmul shapes, then the best for a while ...")
+        sampler = open_telemetry(device)  # the SM clock the ceiling held, as the rows record theirs
+        try:
+            with precision(dtype, device):
+                doc["gemm_ceiling"] = {k: v for k, v in gemm_ceiling(device, TORCH_DTYPES[dtype],
+                                                                     telemetry=sampler).items() if k != "times_ms"}
+        finally:
+            if sampler:
+                sampler.close()
         ctx.gemm_tflops = doc["gemm_ceiling"]["tflops_median"]
 
     progress(f"building {cfg.name} on {device} ...")

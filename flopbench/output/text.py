@@ -290,8 +290,9 @@ def render_run(doc: dict, width: int = DEFAULT_WIDTH, header: bool = True) -> st
     if doc["gemm_ceiling"]:
         g = doc["gemm_ceiling"]
         vs = f", {percent(g['tflops_median'] / peak['tflops'])} of peak" if peak["tflops"] else ""
+        clock = f", SM clock {g['sm_clock_mhz']:g} MHz" if g.get("sm_clock_mhz") else ""
         out.append(wrap(f"GEMM ceiling: {fixed(g['tflops_median'], trim=False)} TFLOP/s median "
-                        f"({g['size']}^3 {g['dtype']}{vs})",
+                        f"({'x'.join(map(str, g['shape']))} {g['dtype']}, {g['seconds']:.2g} s{clock}{vs})",
                         width) + "\n")
     rows, counts = [], []
     for r in doc["rows"]:

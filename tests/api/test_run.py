@@ -307,7 +307,7 @@ def test_telemetry_covers_the_timed_steps_and_rates_the_three_peaks(monkeypatch)
 
     gpu = dict(name="NVIDIA H100 80GB HBM3", uuid="GPU-1", sm_clock=[1500, 1650, 1650], mem_clock=2619,
                power_mw=600000, temperature=[60, 75], reasons=[0, 0x4],
-               energy_mj=[0, 1000, 1000, 3000])  # each row reads it twice: 1 J, then 2 J
+               energy_mj=[0, 0, 0, 1000, 1000, 3000])  # the GEMM ceiling's window, then each row: 1 J, 2 J
     nvml = FakeNvml([gpu])
     real_env = run_module.environment
     monkeypatch.setattr(run_module, "environment",
@@ -320,10 +320,12 @@ def test_telemetry_covers_the_timed_steps_and_rates_the_three_peaks(monkeypatch)
     B, T, warmup, iters = 2, 32, 1, 2
     doc = run(SMALL, RunOptions(batch_size=B, seq_len=T, warmup=warmup, iters=iters, device="cpu", out=None,
                                 checkpointing="none", modes=("forward", "fwd_bwd")), progress=lambda m: None)
-    # the energy counter brackets the timed steps only: 1 warm-up step, read, 2 timed steps, read
+    # the energy counter brackets the GEMM ceiling's sustained window, then each row's timed steps only: 1 warm-up
+    # step, read, 2 timed steps, read
     order = [c for c in nvml.calls if c in ("step", "energy_mj")]
-    assert order == ["step", "energy_mj", "step", "step", "energy_mj"] * 2
+    assert order == ["energy_mj", "energy_mj"] + ["step", "energy_mj", "step", "step", "energy_mj"] * 2
     gemm = doc["gemm_ceiling"]["tflops_median"]
+    assert doc["gemm_ceiling"]["sm_clock_mhz"] == 1575  # its samples: 1500 and 1650 MHz
     peak = doc["peak"]["tflops"]
     assert peak == 66.9  # fp32 on the CPU, rated as an H100 SXM
     for r, energy in zip(doc["rows"], (1.0, 2.0), strict=True):
