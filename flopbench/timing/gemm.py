@@ -28,7 +28,7 @@ CPU_SHAPES = ((256, 256, 256), (512, 512, 512), (512, 256, 1024))
 #: Seconds of work the best shape runs for: long enough for the power cap to act, as it does on the rows.
 CUDA_MIN_SECONDS = 1.0
 CPU_MIN_SECONDS = 0.1
-#: Timed products per shape in the search (after one warm-up).
+#: Timed products per shape in the search (after two warm-up products).
 SEARCH_ITERS = 3
 
 
@@ -70,7 +70,7 @@ def gemm_ceiling(device: str | torch.device, dtype: torch.dtype, shapes: Sequenc
     search = []
     for shape in shapes:
         pairs, out = _operands(shape, device, dtype)
-        stats = time_step(lambda i, p=pairs, o=out: torch.mm(*p[i % 2], out=o), device, warmup=1, iters=SEARCH_ITERS)
+        stats = time_step(lambda i, p=pairs, o=out: torch.mm(*p[i % 2], out=o), device, warmup=2, iters=SEARCH_ITERS)
         search.append({"shape": list(shape), "tflops": tflops_per_s(2 * math.prod(shape), stats.median_ms * 1e-3)})
         del pairs, out
     best = max(search, key=lambda s: s["tflops"])
