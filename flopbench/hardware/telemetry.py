@@ -4,9 +4,9 @@ A `Telemetry` samples one GPU in a background thread (`INTERVAL_S`: 20 Hz) betwe
 `stop()` — `api.run` starts it after the warm-up's sync and before the first timed mark
 (`timing.clock.time_step`'s ``before_timed``), and stops it after the last, so warm-up, counting and the
 start's own NVML calls stay outside the timed steps — and reads the GPU's total-energy counter
-(``nvmlDeviceGetTotalEnergyConsumption``, millijoules since the driver loaded) at both ends. Each sample holds the SM and memory clocks
-(``nvmlDeviceGetClockInfo``), the power draw (``nvmlDeviceGetPowerUsage``, milliwatts), the temperature
-(``nvmlDeviceGetTemperature``) and the clocks-event ("throttle") reasons
+(``nvmlDeviceGetTotalEnergyConsumption``, millijoules since the driver loaded) at both ends. Each sample
+holds the SM and memory clocks (``nvmlDeviceGetClockInfo``), the power draw (``nvmlDeviceGetPowerUsage``,
+milliwatts), the temperature (``nvmlDeviceGetTemperature``) and the clocks-event ("throttle") reasons
 (``nvmlDeviceGetCurrentClocksEventReasons``, called ``...ClocksThrottleReasons`` before NVML 12.535).
 `stop()` gives the row's ``telemetry`` (`summary`); a reading the GPU does not support is None.
 
