@@ -67,13 +67,22 @@ def gemm_ceiling(device: str | torch.device, dtype: torch.dtype, shapes: Sequenc
     min_seconds = (CUDA_MIN_SECONDS if cuda else CPU_MIN_SECONDS) if min_seconds is None else min_seconds
     _check(shapes, min_seconds, iters, warmup)
 
-    search = []
+    search, error = [], None
     for shape in shapes:
-        pairs, out = _operands(shape, device, dtype)
-        stats = time_step(lambda i, p=pairs, o=out: torch.mm(*p[i % 2], out=o), device, warmup=2, iters=SEARCH_ITERS)
+        try:
+            pairs, out = _operands(shape, device, dtype)
+            stats = time_step(lambda i, p=pairs, o=out: torch.mm(*p[i % 2], out=o), device, warmup=2,
+                              iters=SEARCH_ITERS)
+        except torch.OutOfMemoryError as e:  # a small device (a MIG slice): the shapes that fit are searched
+            search.append({"shape": list(shape), "tflops": None, "error": "out of memory"})
+            error = e
+            continue
+        finally:
+            pairs = out = None
         search.append({"shape": list(shape), "tflops": tflops_per_s(2 * math.prod(shape), stats.median_ms * 1e-3)})
-        del pairs, out
-    best = max(search, key=lambda s: s["tflops"])
+    if all(s["tflops"] is None for s in search):
+        raise error
+    best = max((s for s in search if s["tflops"] is not None), key=lambda s: s["tflops"])
     shape = tuple(best["shape"])
     flops = 2 * math.prod(shape)
     pairs, out = _operands(shape, device, dtype)
