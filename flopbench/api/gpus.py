@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from ..errors import UsageError, check_arguments
 from ..hardware.detect import detect_gpu, gpu_peak
-from ..hardware.peaks import is_mig, load_peak_table, match_gpu, mig_slice_sms, named_gpu, resolve_peak
+from ..hardware.peaks import is_mig, load_peak_table, match_gpu, mig_slice_sms, named_gpu, rated_clock, resolve_peak
 from ..model.config import DTYPES
 
 
 def lookup_peaks(name: str) -> dict:
     """The `gpus --lookup NAME --json` document: NAME's table entry and, per dtype, the peak `run` would divide
-    by on that GPU and where it comes from (`hardware.peaks.resolve_peak`, the lookup every command uses).
+    by on that GPU and where it comes from (`hardware.peaks.resolve_peak`, the lookup every command uses), and
+    the SM clock that peak is rated at (`hardware.peaks.rated_clock`; None where the table has none).
 
     NAME is an NVML name ("NVIDIA H100 80GB HBM3"), a MIG slice's ("NVIDIA A100-SXM4-40GB MIG 1g.5gb": the
     chip's peak x the slice's SMs / the chip's, or None with the reason where the slice's SM count is not
@@ -24,11 +25,12 @@ def lookup_peaks(name: str) -> dict:
     peaks = {}
     for dtype in DTYPES:
         tflops, source = resolve_peak(gpu_name, dtype, None)
-        peaks[dtype] = {"tflops": tflops, "source": source}
+        peaks[dtype] = {"tflops": tflops, "source": source, "rated_clock_mhz": rated_clock(gpu_name, dtype)[0]}
     return {
         "lookup": name,
         "table_entry": {"key": entry.key, "name": entry.display_name, "sms": entry.sms, "source": entry.source,
-                        **{f"{d}_tflops": v for d, v in entry.tflops.items()}},
+                        **{f"{d}_tflops": v for d, v in entry.tflops.items()},
+                        "rated_clock_mhz": dict(entry.rated_clock_mhz), "clock_source": entry.clock_source},
         "mig": {"slice_sms": mig_slice_sms(entry, gpu_name), "chip_sms": entry.sms} if mig else None,
         "peaks": peaks,
     }
@@ -49,5 +51,6 @@ def gpus(index: int = 0, lookup: str | None = None) -> dict:
         "detected_peaks": ({d: dict(zip(("tflops", "source"), gpu_peak(gpu, d), strict=True)) for d in DTYPES}
                            if gpu else None),
         "table": [{"key": e.key, "name": e.display_name, **{f"{d}_tflops": v for d, v in e.tflops.items()},
-                   "sms": e.sms, "mem_gbps": e.mem_gbps, "source": e.source} for e in load_peak_table()],
+                   "sms": e.sms, "mem_gbps": e.mem_gbps, "source": e.source,
+                   "rated_clock_mhz": dict(e.rated_clock_mhz)} for e in load_peak_table()],
     }

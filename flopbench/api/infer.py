@@ -234,9 +234,8 @@ def _reconcile(cfg: ModelConfig, B: int, P: int, S: int, counted: dict, analytic
 def _ceilings(device: torch.device, dtype: str, progress) -> dict:
     """The measured GEMM and device-to-device copy ceilings."""
     progress("ceilings: GEMM and device-to-device copy ...")
-    size = 8192 if device.type == "cuda" else 512
     with precision(dtype, device):
-        gemm = gemm_ceiling(device, TORCH_DTYPES[dtype], size=size)
+        gemm = gemm_ceiling(device, TORCH_DTYPES[dtype])
     return {"gemm": {k: v for k, v in gemm.items() if k != "times_ms"},
             "copy": copy_bandwidth(device, 2**30 if device.type == "cuda" else 2**26)}
 

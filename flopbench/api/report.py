@@ -231,6 +231,16 @@ def noisy_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["min_ms"] and r["max_ms"] and r["max_ms"] > NOISY * r["min_ms"]]
 
 
+def above_gemm_ceiling(rows: list[dict]) -> list[dict]:
+    """The rows that ran faster than the GEMM ceiling measured beside them (model TFLOP/s > `gemm_tflops`),
+    each with `gemm_ratio`: the ceiling was then no ceiling (a burst at other clocks, or a matmul shape
+    smaller than the model's), so its `mfu_vs_gemm` and the plots' ceiling line mislead."""
+    keys = ("model", "seq_len", "batch_size", "mode", "checkpointing", "achieved_tflops", "gemm_tflops")
+    return [{**{k: r[k] for k in keys}, "gemm_ratio": r["achieved_tflops"] / r["gemm_tflops"]} for r in rows
+            if r["status"] == "ok" and r["achieved_tflops"] and r["gemm_tflops"]
+            and r["achieved_tflops"] > r["gemm_tflops"]]
+
+
 def predictions(rows: list[dict]) -> list[dict]:
     """The rows that ran and have a predicted time, with `ratio` = measured ÷ predicted."""
     return [{**r, "ratio": r["median_ms"] / r["predicted_ms"]} for r in rows
@@ -279,7 +289,7 @@ def report(results: str | Path, out: str | Path | None = None) -> dict:
 
     `out` defaults to `RESULTS/report` (next to a results file: its folder's `report`). Returns a document:
     results, out, report (report.md's path), plots ({name: path}, empty without matplotlib), matplotlib,
-    rows, status_counts, notes.
+    rows, status_counts, notes, above_gemm_ceiling (`above_gemm_ceiling`: rows faster than their ceiling).
     """
     check_arguments(report, {"results": results, "out": out})
     results = Path(results)
@@ -323,12 +333,14 @@ def report(results: str | Path, out: str | Path | None = None) -> dict:
                                                  f"to show here")
 
     status_counts = {k: int(v) for k, v in df["status"].value_counts().items()} if "status" in df else {}
+    above = above_gemm_ceiling(rows)
     text = markdown.report_markdown(
         results=str(results), n_rows=len(df), status_counts=status_counts, models=list(configs),
         environments=read_environment(results), series=series, per_token=per_token,
         ratio_table=ratio_curves(configs, RATIO_SEQ_LENS), ratios=ratios, rows=rows,
         noisy=len(noisy_rows(rows)), noisy_factor=NOISY, predictions=predictions(rows),
-        failed=[r for r in rows if r["status"] != "ok"], discount=PRACTICAL_MFU, plots=drawn, notes=notes)
+        failed=[r for r in rows if r["status"] != "ok"], discount=PRACTICAL_MFU, plots=drawn, notes=notes,
+        above_ceiling=above)
     points, roofs = roofline(df)
     if points:
         if plt is not None:
@@ -343,4 +355,5 @@ def report(results: str | Path, out: str | Path | None = None) -> dict:
         text += markdown.waterfall_section(explained, "waterfall" in drawn)
     (out / "report.md").write_text(text, encoding="utf-8")
     return {"results": str(results), "out": str(out), "report": str(out / "report.md"), "plots": drawn,
-            "matplotlib": plt is not None, "rows": len(df), "status_counts": status_counts, "notes": notes}
+            "matplotlib": plt is not None, "rows": len(df), "status_counts": status_counts, "notes": notes,
+            "above_gemm_ceiling": above}

@@ -24,9 +24,10 @@ also shows what the simple rules give: `mfu_simple` with 2N (forward) or 6N per 
 checkpointing (Narayanan et al. 2021, Eq. 3; 6N otherwise).
 
 Three peaks side by side (MFU against the datasheet stays the headline): the datasheet dense peak
-(`mfu`); the datasheet scaled by the median SM clock of the row's timed window over the GPU's maximum SM
-clock (`peak_clock_tflops`, `mfu_vs_clock`; `hardware.peaks.clock_adjusted_peak`); and the GEMM ceiling
-measured before the rows (`mfu_vs_gemm`). On a GPU each row records `telemetry` over its timed steps
+(`mfu`); the datasheet scaled by the median SM clock of the row's timed window over the clock the peak
+is rated at (`peak_clock_tflops`, `mfu_vs_clock`; `hardware.peaks.rated_clock`, `clock_adjusted_peak`;
+NVML's maximum clock only where the table has no rated clock, said in `peak_clock_source`); and the GEMM
+ceiling measured before the rows (`mfu_vs_gemm`). On a GPU each row records `telemetry` over its timed steps
 (`hardware.telemetry`: SM clock, power, temperature, throttle reasons, energy and joules per token) and
 `throttled`; both are null on a CPU. `peak_memory_bytes` is the row's peak allocation
 (`timing.memory.peak_bytes`); a run that cannot fit is refused before the model is built
@@ -55,7 +56,7 @@ from ..errors import UsageError, options_from
 from ..flops import analytic, estimates
 from ..flops.reconcile import FLEX_NOTE, explain_hardware_gap, explained_hardware_gap
 from ..hardware.detect import environment, gpu_peak
-from ..hardware.peaks import clock_adjusted_peak
+from ..hardware.peaks import clock_adjusted_peak, rated_clock
 from ..hardware.telemetry import Telemetry, open_telemetry, throttled
 from ..model.attention import KernelLog, has_flex, watch_kernels
 from ..model.config import (ATTENTION, CHECKPOINTING_CHOICES, MODES, ModelConfig, check_steps, checkpointing_modes,
@@ -127,7 +128,8 @@ class Row:
     attention_kernel: str | None = None  # flash, efficient, cudnn, math, flex or eager (`model.attention`)
     mfu_simple: float | None = None  # simple_flops in place of the model FLOPs
     hfu_simple: float | None = None  # simple_hardware_flops in place of the hardware FLOPs
-    peak_clock_tflops: float | None = None  # datasheet peak x median SM clock / max SM clock
+    peak_clock_tflops: float | None = None  # datasheet peak x median SM clock / the peak's rated SM clock
+    peak_clock_source: str | None = None  # how it was scaled (NVML's maximum clock only without a rated one)
     mfu_vs_clock: float | None = None
     mfu_vs_gemm: float | None = None  # against the GEMM ceiling measured in this run
     telemetry: dict | None = None  # `hardware.telemetry.summary` of the timed window (GPU only)
@@ -269,6 +271,7 @@ class RunContext:
     peak: float | None
     gpu: dict | None  # `environment`'s "gpu" record
     gemm_tflops: float | None = None
+    rated_clock_mhz: float | None = None  # the SM clock the peak is rated at (`hardware.peaks.rated_clock`)
     telemetry: Telemetry | None = None
     dist_info: distributed.DistInfo | None = None
     on_step: Callable[[StepProgress], None] | None = None  # `run`'s per-step progress
@@ -375,14 +378,13 @@ def measure_row(stepper: Stepper, ctx: RunContext, mode: str, checkpointing: str
         first_step_s = stepper.first_step(mode)  # compiled runs only: compiles, before the warm-up
 
         def step(i: int) -> None:
-            if i == options.warmup and telemetry:  # the first timed step: time_step has synced after warm-up
-                telemetry.start()
             stepper.step(mode)
             report(i + 1)
 
         report(0)
-        try:
-            return time_step(step, stepper.device, options.warmup, options.iters)
+        try:  # telemetry starts after the warm-up's sync and before the first timed mark
+            return time_step(step, stepper.device, options.warmup, options.iters,
+                             before_timed=telemetry.start if telemetry else None)
         finally:
             if telemetry:
                 telemetry.stop_sampling()
@@ -427,7 +429,8 @@ def _rate(row: Row, ctx: RunContext, device_type: str, skipping: tuple[int, int]
         skipped = causal_skipped_flops(cfg, B, T, row.mode, row.checkpointing, rescore, skipping)
         row.hfu_causal = utilization(row.hardware_flops - skipped, seconds, peak)
     sm_clock = (row.telemetry or {}).get("sm_clock_mhz") or {}
-    row.peak_clock_tflops = clock_adjusted_peak(peak, sm_clock.get("median"), (ctx.gpu or {}).get("sm_clock_max_mhz"))
+    row.peak_clock_tflops, row.peak_clock_source = clock_adjusted_peak(
+        peak, sm_clock.get("median"), ctx.rated_clock_mhz, (ctx.gpu or {}).get("sm_clock_max_mhz"))
     row.mfu_vs_clock = utilization(row.model_flops, seconds, row.peak_clock_tflops)
     row.mfu_vs_gemm = utilization(row.model_flops, seconds, ctx.gemm_tflops)
 
@@ -478,7 +481,9 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
     env = environment(device)
     gpu = env["gpu"]
     peak, peak_source = gpu_peak(gpu, dtype, options.peak_tflops)  # dtype names = table columns
-    ctx = RunContext(cfg, B, T, options, device, peak, gpu, dist_info=dist_info, on_step=on_step, progress=progress)
+    clock = rated_clock((gpu or {}).get("name"), dtype)[0] if options.peak_tflops is None else None
+    ctx = RunContext(cfg, B, T, options, device, peak, gpu, rated_clock_mhz=clock, dist_info=dist_info,
+                     on_step=on_step, progress=progress)
     shards = dist_info.world_size if dist_info and dist_info.kind == "fsdp" else 1
     free = available_bytes(device)
     failure, verdicts = None, {}
@@ -511,11 +516,15 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
         progress(f"warning: {peak_source}; MFU and HFU will be null")
 
     if options.gemm:
-        size = 8192 if device.type == "cuda" else 512
-        progress(f"GEMM ceiling: {size}x{size} {dtype} matmuls ...")
-        with precision(dtype, device):
-            doc["gemm_ceiling"] = {k: v for k, v in gemm_ceiling(device, TORCH_DTYPES[dtype], size=size).items()
-                                   if k != "times_ms"}
+        progress(f"GEMM ceiling: a search over {dtype} matmul shapes, then the best for a while ...")
+        sampler = open_telemetry(device)  # the SM clock the ceiling held, as the rows record theirs
+        try:
+            with precision(dtype, device):
+                doc["gemm_ceiling"] = {k: v for k, v in gemm_ceiling(device, TORCH_DTYPES[dtype],
+                                                                     telemetry=sampler).items() if k != "times_ms"}
+        finally:
+            if sampler:
+                sampler.close()
         ctx.gemm_tflops = doc["gemm_ceiling"]["tflops_median"]
 
     progress(f"building {cfg.name} on {device} ...")

@@ -1,19 +1,25 @@
 """What the GPU did while a row was timed: clocks, power, temperature, throttling and energy, from NVML.
 
 A `Telemetry` samples one GPU in a background thread (`INTERVAL_S`: 20 Hz) between `start()` and
-`stop()` — `api.run` starts it at the first timed step and stops it after the last, so warm-up and
-counting stay outside — and reads the GPU's total-energy counter (``nvmlDeviceGetTotalEnergyConsumption``,
-millijoules since the driver loaded) at both ends. Each sample holds the SM and memory clocks
-(``nvmlDeviceGetClockInfo``), the power draw (``nvmlDeviceGetPowerUsage``, milliwatts), the temperature
-(``nvmlDeviceGetTemperature``) and the clocks-event ("throttle") reasons
+`stop()` — `api.run` starts it after the warm-up's sync and before the first timed mark
+(`timing.clock.time_step`'s ``before_timed``), and stops it after the last, so warm-up, counting and the
+start's own NVML calls stay outside the timed steps — and reads the GPU's total-energy counter
+(``nvmlDeviceGetTotalEnergyConsumption``, millijoules since the driver loaded) at both ends. Each sample
+holds the SM and memory clocks (``nvmlDeviceGetClockInfo``), the power draw (``nvmlDeviceGetPowerUsage``,
+milliwatts), the temperature (``nvmlDeviceGetTemperature``) and the clocks-event ("throttle") reasons
 (``nvmlDeviceGetCurrentClocksEventReasons``, called ``...ClocksThrottleReasons`` before NVML 12.535).
 `stop()` gives the row's ``telemetry`` (`summary`); a reading the GPU does not support is None.
 
-Energy needs a window of at least `MIN_ENERGY_WINDOW_S` (1 s): the energy counter advances in steps and the
-power reading is a one-second average on recent GPUs (NVML docs, ``nvmlDeviceGetPowerUsage``), so over a
-shorter window the counter's delta is off by a step (seen on an H200: 36 J over 78 ms at 122 W, and 0 J over
-62 ms); there ``energy_j`` and ``joules_per_token`` are None and ``energy_note`` says why (more ``--iters``
-make the window longer).
+**Energy.** The counter reads in millijoules but advances in coarse steps: Yang, Adamek & Armour, "Part-time
+Power Measurements: nvidia-smi's Lack of Attention" (arXiv:2312.02741, 2023) found NVML's power readings on
+A100 and H100 refreshed every 100 ms (`ENERGY_UPDATE_S`), and an H200 here read 36 J over 78 ms at 122 W, 0 J
+over 62 ms, and 768 J over 1.03 s: 743 W against its 700 W limit and a 638 W median reading, 110 J too many.
+So each end of a window can be one update off: up to ``2 x ENERGY_UPDATE_S x`` the power limit in all
+(``energy_error_j``, 140 J on a 700 W GPU). Energy is reported only over a window of at least
+`MIN_ENERGY_WINDOW_S` (4 s: that bound is then at most 5 % of the energy at the limit) and only where its
+mean power does not exceed the GPU's enforced power limit (``nvmlDeviceGetEnforcedPowerLimit``); otherwise
+``energy_j`` and ``joules_per_token`` are None and ``energy_note`` says why (more ``--iters`` make the
+window longer).
 
 On a MIG slice the readings are the whole chip's (NVML reports clocks, power and energy per GPU), so the
 energy includes the other slices' work; the summary's ``scope`` says so. Without NVML or on a CPU there
@@ -32,8 +38,10 @@ from .detect import NVML_CLOCK_MEM, NVML_CLOCK_SM, NVML_TEMPERATURE_GPU, nvml_ca
 
 #: Seconds between samples (20 Hz): many samples in a step of tens of milliseconds, little CPU.
 INTERVAL_S = 0.05
-#: The shortest timed window whose energy is reported (see the module docstring).
-MIN_ENERGY_WINDOW_S = 1.0
+#: How often the energy counter advances, taken as NVML's 100 ms power refresh (see the module docstring).
+ENERGY_UPDATE_S = 0.1
+#: The shortest timed window whose energy is reported: 2 x ENERGY_UPDATE_S is then <= 5 % of it.
+MIN_ENERGY_WINDOW_S = 4.0
 
 #: The clocks-event reason bits (nvml.h, nvmlClocksEventReason*), by name.
 CLOCK_EVENT_REASONS = {
@@ -74,6 +82,7 @@ class Telemetry:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._energy_mj: int | None = None
+        self._power_limit_w: float | None = None
         self._started = 0.0
 
     def _call(self, function: str, *args):
@@ -106,6 +115,8 @@ class Telemetry:
         self.stop_sampling()
         with self._lock:
             self.samples = []
+        limit_mw = self._call("nvmlDeviceGetEnforcedPowerLimit")
+        self._power_limit_w = None if limit_mw is None else limit_mw / 1000.0
         self._energy_mj = self._call("nvmlDeviceGetTotalEnergyConsumption")
         self._started = time.perf_counter()
         self.sample()
@@ -127,15 +138,20 @@ class Telemetry:
         self.sample()
         end_mj = self._call("nvmlDeviceGetTotalEnergyConsumption")
         window = time.perf_counter() - self._started
-        energy, note = None, None
+        energy, note, limit = None, None, self._power_limit_w
         if end_mj is None or self._energy_mj is None:
             note = "this GPU reports no energy counter"
         elif window < self.min_energy_window_s:
-            note = (f"timed window {window:.2f} s < {self.min_energy_window_s:g} s: too short for the energy counter "
-                    f"(more --iters)")
+            note = (f"timed window {window:.2f} s < {self.min_energy_window_s:g} s: too short for the energy counter, "
+                    f"which advances about every {ENERGY_UPDATE_S:g} s (more --iters)")
+        elif limit and (end_mj - self._energy_mj) / 1000.0 / window > limit:
+            note = (f"the energy counter gives {(end_mj - self._energy_mj) / 1000.0 / window:.0f} W over the "
+                    f"{window:.2f} s window, above the GPU's {limit:.0f} W power limit: its steps do not resolve "
+                    f"this window (more --iters)")
         else:
             energy = (end_mj - self._energy_mj) / 1000.0
-        return summary(self.samples, energy, window, tokens, self.scope, note)
+        error = 2 * ENERGY_UPDATE_S * limit if energy is not None and limit else None
+        return summary(self.samples, energy, window, tokens, self.scope, note, error)
 
     def close(self) -> None:
         self.stop_sampling()
@@ -148,10 +164,10 @@ def _values(samples: list[dict], key: str) -> list[float]:
 
 
 def summary(samples: list[dict], energy_j: float | None, window_s: float, tokens: int | None,
-            scope: str = "gpu", energy_note: str | None = None) -> dict:
+            scope: str = "gpu", energy_note: str | None = None, energy_error_j: float | None = None) -> dict:
     """A row's ``telemetry``: SM / memory clock median and min, median power, max temperature, the
-    clocks-event reasons seen (`throttled` says whether they held the clock down), energy and joules per
-    token."""
+    clocks-event reasons seen (`throttled` says whether they held the clock down), energy (with its bound
+    from the counter's steps, ``energy_error_j``) and joules per token."""
     def stats(key):
         values = _values(samples, key)
         return {"median": statistics.median(values), "min": min(values)} if values else None
@@ -167,6 +183,7 @@ def summary(samples: list[dict], energy_j: float | None, window_s: float, tokens
         "temperature_c": max(temperature) if temperature else None,
         "throttle_reasons": seen,
         "energy_j": energy_j,
+        "energy_error_j": energy_error_j,
         "joules_per_token": energy_j / tokens if energy_j is not None and tokens else None,
         "energy_note": energy_note,
         "samples": len(samples),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .text import fixed, percent, si
+from .text import above_ceiling_line, fixed, percent, si
 
 #: Column headers of the counted and exact per-token series; an estimate's header is its name.
 SERIES_HEADERS = {
@@ -68,7 +68,8 @@ def report_markdown(*, results: str, n_rows: int, status_counts: dict[str, int],
                     environments: list[dict], series: list[dict], per_token: list[dict],
                     ratio_table: dict[str, tuple[list[int], list[float], int]], ratios: list[dict],
                     rows: list[dict], noisy: int, noisy_factor: float, predictions: list[dict],
-                    failed: list[dict], discount: float, plots: dict[str, str], notes: dict[str, str]) -> str:
+                    failed: list[dict], discount: float, plots: dict[str, str], notes: dict[str, str],
+                    above_ceiling: list[dict] = ()) -> str:
     """The text of report.md.
 
     `series`: the per-token columns in order ({"key", "kind", "name", "source"}: an estimate's header is its
@@ -78,7 +79,8 @@ def report_markdown(*, results: str, n_rows: int, status_counts: dict[str, int],
     (`api.report.measured_rows`); `noisy`: how many of them are noisy (max > `noisy_factor` x min);
     `predictions`: the rows with a predicted time and their `ratio`; `failed`: the rows that did not run;
     `discount`: the fraction of peak of the discounted prediction; `plots`: the PNGs drawn (by name);
-    `notes`: by plot name, a sentence under its section.
+    `notes`: by plot name, a sentence under its section; `above_ceiling`: the rows faster than their GEMM
+    ceiling (`api.report.above_gemm_ceiling`), flagged under the utilisation table.
     """
     def image(name, alt):
         return f"![{alt}]({name}.png)\n\n" if name in plots else ""
@@ -156,6 +158,8 @@ def report_markdown(*, results: str, n_rows: int, status_counts: dict[str, int],
         "tokens_per_s": "tokens/s",
         "achieved_tflops": "model TFLOP/s", "hardware_tflops": "hardware TFLOP/s", "mfu": "MFU", "hfu": "HFU",
         "peak_tflops": "peak TFLOP/s", "gemm_tflops": "GEMM TFLOP/s", "gemm_fraction": "GEMM ÷ peak"}), ""]
+    if above_ceiling:
+        lines += [*(f"- **{above_ceiling_line(r)}**" for r in above_ceiling), ""]
     lines += ["## 4. Time per step: measured vs 2N / 6N (Kaplan et al. 2020) and 8N (Narayanan et al. 2021)", "",
               image("step_time", "step time")]
     if "step_time" in notes:

@@ -290,8 +290,9 @@ def render_run(doc: dict, width: int = DEFAULT_WIDTH, header: bool = True) -> st
     if doc["gemm_ceiling"]:
         g = doc["gemm_ceiling"]
         vs = f", {percent(g['tflops_median'] / peak['tflops'])} of peak" if peak["tflops"] else ""
+        clock = f", SM clock {g['sm_clock_mhz']:g} MHz" if g.get("sm_clock_mhz") else ""
         out.append(wrap(f"GEMM ceiling: {fixed(g['tflops_median'], trim=False)} TFLOP/s median "
-                        f"({g['size']}^3 {g['dtype']}{vs})",
+                        f"({'x'.join(map(str, g['shape']))} {g['dtype']}, {g['seconds']:.2g} s{clock}{vs})",
                         width) + "\n")
     rows, counts = [], []
     for r in doc["rows"]:
@@ -440,9 +441,11 @@ def render_gpu_lookup(doc: dict, width: int = DEFAULT_WIDTH) -> str:
     head = wrap(f"{doc['lookup']} -> {e['name']} ({e['key']}, {e['sms'] or '?'} SMs; {e['source']})", width) + "\n"
     if mig:
         head += f"MIG slice: {mig['slice_sms'] or '?'} of {mig['chip_sms'] or '?'} SMs\n"
-    rows = [{"dtype": d, "peak TFLOP/s": "-" if p["tflops"] is None else f"{p['tflops']:g}", "source": p["source"]}
+    rows = [{"dtype": d, "peak TFLOP/s": "-" if p["tflops"] is None else f"{p['tflops']:g}",
+             "rated MHz": "-" if p["rated_clock_mhz"] is None else f"{p['rated_clock_mhz']:g}", "source": p["source"]}
             for d, p in doc["peaks"].items()]
-    return head + table(rows, width, right=("peak TFLOP/s",)) + "\n"
+    clocks = wrap(f"rated clock: {e['clock_source'] or 'none in the table'}", width) + "\n"
+    return head + table(rows, width, right=("peak TFLOP/s", "rated MHz")) + "\n" + clocks
 
 
 def render_gpus(doc: dict, width: int = DEFAULT_WIDTH) -> str:
@@ -485,9 +488,17 @@ def render_estimate(doc: dict, width: int = DEFAULT_WIDTH) -> str:
     return "".join(wrap(line, width, " " * (14 if i else 2)) + "\n" for i, line in enumerate(lines))
 
 
+def above_ceiling_line(r: dict) -> str:
+    """One row faster than its GEMM ceiling (`api.report.above_gemm_ceiling`), as a sentence."""
+    return (f"{r['model']} {r['mode']}/{r['checkpointing']} T={r['seq_len']} B={r['batch_size']} runs above its GEMM "
+            f"ceiling: {fixed(r['achieved_tflops'], 4)} > {fixed(r['gemm_tflops'], 4)} TFLOP/s "
+            f"({r['gemm_ratio']:.3g} ×): that ceiling is no ceiling for it")
+
+
 def render_report(doc: dict, width: int = DEFAULT_WIDTH) -> str:
     plots = [f"  {p}" for p in doc["plots"].values()] or ["  (none: matplotlib is not installed)"]
     lines = [f"flopbench report: {doc['rows']} rows from {doc['results']}", f"  {doc['report']}", "plots:", *plots]
+    lines += [f"warning: {above_ceiling_line(r)}" for r in doc.get("above_gemm_ceiling", ())]
     return "".join(wrap(line, width, "    ") + "\n" for line in lines)
 
 

@@ -74,14 +74,19 @@ class Clock:
 
 
 def time_step(step: Callable[[int], object], device: torch.device | str, warmup: int = 3,
-              iters: int = 10) -> TimingStats:
-    """Run `step(i)` `warmup` times untimed, then `iters` times timed; return the per-iteration times."""
+              iters: int = 10, before_timed: Callable[[], object] | None = None) -> TimingStats:
+    """Run `step(i)` `warmup` times untimed, then `iters` times timed; return the per-iteration times.
+
+    `before_timed()` runs after the warm-up has finished on the device and before the first timed mark:
+    what opens a measurement window (telemetry) costs no timed step anything."""
     if iters < 1 or warmup < 0:
         raise ValueError(f"time_step needs iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
     clock = Clock(device)
     for i in range(warmup):
         step(i)
     clock.sync()
+    if before_timed is not None:
+        before_timed()
     marks = []
     for i in range(iters):
         start = clock.mark()

@@ -150,3 +150,26 @@ def test_a_report_of_infer_rows_draws_only_plots_with_data_and_warns_nothing(tmp
         "counted_over_6n.png", "flops_per_token.png", "roofline.png"]
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "mfu_hfu.png" not in md and md.count("Note: no training rows (train_step or fwd_bwd) that ran") == 2
+
+
+def test_rows_above_their_gemm_ceiling_are_flagged(tmp_path, capsys):
+    """Issue 23 item 15: a CPU report showed a row at 2x its GEMM ceiling, unflagged. Fabricated from two
+    committed rows: one set to 2x its ceiling, one left below it."""
+    root = Path(__file__).resolve().parents[2] / "results" / "cpu" / "cpu_smoke"
+    rows = [json.loads(line) for line in (root / "rows.jsonl").read_text().splitlines()[:2]]
+    assert rows[1]["achieved_tflops"] < rows[1]["gemm_tflops"]
+    rows[0]["achieved_tflops"] = 2 * rows[0]["gemm_tflops"]  # 2 x 0.1954 = 0.3908 TFLOP/s
+    folder = tmp_path / "fx"
+    folder.mkdir()
+    (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "environment.json").write_text((root / "environment.json").read_text())
+    doc = report(folder, tmp_path / "rep")
+    assert [(r["model"], r["mode"], r["checkpointing"]) for r in doc["above_gemm_ceiling"]] == [
+        (rows[0]["model"], rows[0]["mode"], rows[0]["checkpointing"])]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "above its GEMM ceiling" in md and "0.3908" in md and "2 ×" in md
+    assert main(["report", str(folder), "--out", str(tmp_path / "rep2")]) == 0
+    out = capsys.readouterr().out
+    flagged = [line for line in out.splitlines() if "above its GEMM ceiling" in line]
+    assert len(flagged) == 1 and "0.3908" in flagged[0] and rows[0]["mode"] in flagged[0]
+    assert max(len(line) for line in out.splitlines()) <= 100

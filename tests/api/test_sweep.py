@@ -124,7 +124,7 @@ def test_resume_runs_only_missing_points(tmp_path, capsys, monkeypatch):
     assert code == 2 and stdout == "" and "already has rows: pass --resume" in err and err.count("\n") == 1
 
     real, calls = run_module.time_step, []
-    monkeypatch.setattr(run_module, "time_step", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(run_module, "time_step", lambda *a, **k: calls.append(1) or real(*a, **k))
     code, stdout, err = sweep(["--spec", str(small_spec(tmp_path, seq_len="[8, 16]")), "--out", str(out),
                                "--resume", "--json"], capsys)
     doc = json.loads(stdout)

@@ -20,3 +20,17 @@ def test_lookup_text_and_unknown_name(capsys):
     assert main(["gpus", "--lookup", "b999"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'b999' is not in the peak table" in err
+
+
+def test_lookup_shows_the_rated_clock(capsys):
+    # H100 whitepaper: 989.4 = 132 SMs x 4096 dense bf16 FLOP/clock x 1830 MHz; fp32 66.9 = 132 x 256 x 1980 MHz
+    assert main(["gpus", "--lookup", "NVIDIA H100 80GB HBM3", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["peaks"]["bf16"]["rated_clock_mhz"] == 1830 and doc["peaks"]["fp32"]["rated_clock_mhz"] == 1980
+    assert doc["table_entry"]["rated_clock_mhz"] == {"fp32": 1980, "tf32": 1830, "bf16": 1830, "fp16": 1830}
+    assert "1830 MHz" in doc["table_entry"]["clock_source"]
+    assert main(["gpus", "--lookup", "h100-sxm"]) == 0
+    out = capsys.readouterr().out
+    bf16 = next(line for line in out.splitlines() if line.startswith("bf16"))
+    assert bf16.split()[:3] == ["bf16", "989.4", "1830"] and "rated clock: H100 whitepaper" in out
+    assert max(len(line) for line in out.splitlines()) <= 100

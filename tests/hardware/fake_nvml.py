@@ -5,8 +5,10 @@ name, uuid, bus_id (NVML's order is the list's: index = position), memory, sm_cl
 mem_clock, power_mw, temperature, reasons, energy_mj, power_limit_mw, mig_mode (current, pending),
 parent (the GPU dict a MIG slice belongs to). A list value is read one element per call (the last one
 repeats), a missing key raises NVMLError (NOT_SUPPORTED), as NVML does for a reading a GPU lacks.
+``delay_s`` makes every reading that slow (a busy driver: an NVML call can take milliseconds).
 """
 
+import time
 import types
 from types import SimpleNamespace
 
@@ -19,14 +21,16 @@ class FakeNvml(types.ModuleType):
     NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
     NVMLError = NVMLError
 
-    def __init__(self, gpus, driver="570.86.15", cuda=12080):
+    def __init__(self, gpus, driver="570.86.15", cuda=12080, delay_s=0.0):
         super().__init__("pynvml")
-        self.gpus, self.driver, self.cuda = gpus, driver, cuda
+        self.gpus, self.driver, self.cuda, self.delay_s = gpus, driver, cuda, delay_s
         self.calls: list[str] = []
         self.reads: dict[tuple[int, str], int] = {}
 
     # --- scripted readings
     def _read(self, gpu, key):
+        if self.delay_s:
+            time.sleep(self.delay_s)
         if key not in gpu:
             raise NVMLError("NVML_ERROR_NOT_SUPPORTED")
         value = gpu[key]

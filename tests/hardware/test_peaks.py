@@ -124,10 +124,31 @@ def test_mig_slice_without_a_known_sm_count_has_no_peak():
 
 
 def test_clock_adjusted_peak_by_hand():
-    # 989.4 TFLOP/s at a median 1650 MHz of a 1980 MHz maximum: 989.4 x 1650 / 1980 = 824.5
-    assert hardware.clock_adjusted_peak(989.4, 1650, 1980) == pytest.approx(824.5)
-    assert hardware.clock_adjusted_peak(None, 1650, 1980) is None
-    assert hardware.clock_adjusted_peak(989.4, None, 1980) is None
+    # 989.4 TFLOP/s rated at 1830 MHz, held at a median 1650 MHz: 989.4 x 1650 / 1830 = 892.1
+    value, source = hardware.clock_adjusted_peak(989.4, 1650, 1830, 1980)
+    assert value == pytest.approx(892.1, abs=0.05) and "rated 1830 MHz" in source
+    # no rated clock: NVML's 1980 MHz maximum, said in the source: 989.4 x 1650 / 1980 = 824.5
+    value, source = hardware.clock_adjusted_peak(989.4, 1650, None, 1980)
+    assert value == pytest.approx(824.5) and "no rated clock" in source
+    assert hardware.clock_adjusted_peak(None, 1650, 1830, 1980) == (None, None)
+    assert hardware.clock_adjusted_peak(989.4, None, 1830, 1980) == (None, None)
+    assert hardware.clock_adjusted_peak(989.4, 1650, None, None) == (None, None)
+
+
+def test_rated_clock_of_the_h100_and_h200_is_1830_mhz():
+    # H100 whitepaper: 989.4 = 132 SMs x 4096 dense bf16 FLOP/clock x 1830 MHz; fp32 66.9 = 132 x 256 x 1980 MHz
+    for name in ("NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA H100 80GB HBM3 MIG 1g.10gb"):
+        assert hardware.rated_clock(name, "bf16")[0] == 1830 and hardware.rated_clock(name, "fp32")[0] == 1980
+    assert hardware.rated_clock("NVIDIA A10G", "bf16")[0] is None
+    assert hardware.rated_clock(None, "bf16")[0] is None
+
+
+def test_the_committed_gpt2_xl_row_reads_43_7_percent_against_the_clock():
+    """results/h200 gpt2-xl train_step (none): MFU 41.235 % at a median 1725 MHz. Against NVML's 1980 MHz the
+    clock-scaled MFU read 41.235 x 1980 / 1725 = 47.3 %; against the rated 1830 MHz: 41.235 x 1830 / 1725 = 43.7 %."""
+    mfu, clock = 0.41235162034819034, 1725
+    peak_clock, _ = hardware.clock_adjusted_peak(989.4, clock, hardware.rated_clock("NVIDIA H200", "bf16")[0], 1980)
+    assert round(100 * mfu * 989.4 / peak_clock, 1) == 43.7
 
 
 def test_gpus_lookup_gives_the_entry_and_the_peak_per_dtype():

@@ -85,3 +85,13 @@ def test_stats_of_four_times():
 def test_stats_of_one_time():
     s = TimingStats((7.5,))
     assert (s.median_ms, s.min_ms, s.max_ms, s.iqr_ms) == (7.5, 7.5, 7.5, 0.0)
+
+
+def test_before_timed_runs_after_the_warm_up_and_before_the_first_mark(monkeypatch):
+    """Issue 23 item 14: what starts a measurement window (telemetry) runs outside the timed steps."""
+    events = []
+    real_mark = Clock.mark
+    monkeypatch.setattr(Clock, "mark", lambda self: (events.append("mark"), real_mark(self))[1])
+    time_step(lambda i: events.append(f"step{i}"), "cpu", warmup=2, iters=2,
+              before_timed=lambda: events.append("start"))
+    assert events == ["step0", "step1", "start", "mark", "step2", "mark", "mark", "step3", "mark"]
