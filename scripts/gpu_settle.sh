@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU figures issue 23 asks for, in one call of at most 8 minutes on one H100 or H200, compiles included.
+# The GPU-path figures (compiled MFU, checkpointed HFU, decode MBU, kernels), in one call of at most 8 minutes
+# on one H100 or H200, compiles included.
 #
 #   bash scripts/gpu_settle.sh OUT_DIR [TARBALL]
 #

@@ -198,7 +198,7 @@ MUTANTS = (
            "sum(n * slopes[kind][k] for kind, n in kinds.items())",
            "sum((n - 1) * slopes[kind][k] for kind, n in kinds.items())",
            COUNTED, "counting 1 and 2 layers, then extrapolating one block too many"),
-    # --- issue 24's independent audit: its survivors, now caught ----------------------------------
+    # --- an independent audit's survivors (45 planted bugs), now caught --------------------------------
     Mutant("causal-band-halved", "flopbench/flops/analytic.py",
            "n * 2 * B * cfg.q_dim * (2 * T * k - k * k)",
            "n * 2 * B * cfg.q_dim * ((2 * T * k - k * k) if k == T else T * k)",
