@@ -126,6 +126,22 @@ def _add_model_args(p: argparse.ArgumentParser, default_model: str, batch_size: 
     _add_output_args(p, wide=wide, progress=progress)
 
 
+def _add_device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=DEVICES,
+                   help="auto = cuda if available, else cpu (default %(default)s)")
+    p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
+                   help="auto = bf16 on CUDA (fp16 before compute capability 8.0), fp32 on CPU "
+                        "(default %(default)s)")
+
+
+def _add_step_args(p: argparse.ArgumentParser) -> None:
+    """--warmup and --iters of a timed training step (run, explain)."""
+    p.add_argument("--warmup", type=_at_most(_non_negative_int, MAX_WARMUP, "warm-up steps (MAX_WARMUP)"), default=3,
+                   help=f"untimed steps first (default %(default)s, at most {MAX_WARMUP:,})")
+    p.add_argument("--iters", type=_at_most(_positive_int, MAX_ITERS, "timed steps (MAX_ITERS)"), default=10,
+                   help=f"timed steps (default %(default)s, at most {MAX_ITERS:,})")
+
+
 def _add_output_args(p: argparse.ArgumentParser, wide: bool = False, progress: bool = False) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     if wide:
@@ -308,17 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="time real steps and report MFU / HFU (default: a small model that runs on a CPU)")
     _add_model_args(p, default_model="tiny", batch_size=8, progress=True)
-    p.add_argument("--device", default="auto", choices=DEVICES,
-                   help="auto = cuda if available, else cpu (default %(default)s)")
-    p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
-                   help="auto = bf16 on CUDA (fp16 before compute capability 8.0), fp32 on CPU "
-                        "(default %(default)s)")
+    _add_device_args(p)
     p.add_argument("--checkpointing", default="both", choices=CHECKPOINTING_CHOICES,
                    help="activation checkpointing of every block; both = time each (default %(default)s)")
-    p.add_argument("--warmup", type=_at_most(_non_negative_int, MAX_WARMUP, "warm-up steps (MAX_WARMUP)"), default=3,
-                   help=f"untimed steps first (default %(default)s, at most {MAX_WARMUP:,})")
-    p.add_argument("--iters", type=_at_most(_positive_int, MAX_ITERS, "timed steps (MAX_ITERS)"), default=10,
-                   help=f"timed steps (default %(default)s, at most {MAX_ITERS:,})")
+    _add_step_args(p)
     p.add_argument("--peak-tflops", type=_positive_float, default=None,
                    help="peak TFLOP/s to divide by (default: the table entry of the detected GPU)")
     p.add_argument("--modes", type=_modes, default=MODES, metavar="MODE[,MODE]",
@@ -352,11 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p, default_model="tiny", batch_size=1, progress=True, seq_len=False)  # P + G, not T
     p.add_argument("--prompt-len", type=_positive_int, default=128, help="prompt tokens P (default %(default)s)")
     p.add_argument("--gen-len", type=_positive_int, default=32, help="generated tokens G (default %(default)s)")
-    p.add_argument("--device", default="auto", choices=DEVICES,
-                   help="auto = cuda if available, else cpu (default %(default)s)")
-    p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
-                   help="auto = bf16 on CUDA (fp16 before compute capability 8.0), fp32 on CPU "
-                        "(default %(default)s)")
+    _add_device_args(p)
     p.add_argument("--warmup", type=_non_negative_int, default=1,
                    help="untimed generations first (default %(default)s)")
     p.add_argument("--iters", type=_positive_int, default=5, help="timed prefills (default %(default)s)")
@@ -375,20 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="where the MFU goes: a step's time by class of work, and the waterfall "
                                        "from the dense peak to the MFU")
     _add_model_args(p, default_model="tiny", batch_size=8, progress=True)
-    p.add_argument("--device", default="auto", choices=DEVICES,
-                   help="auto = cuda if available, else cpu (default %(default)s)")
-    p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
-                   help="auto = bf16 on CUDA (fp16 before compute capability 8.0), fp32 on CPU "
-                        "(default %(default)s)")
+    _add_device_args(p)
     p.add_argument("--checkpointing", default="none", choices=CHECKPOINTING_CHOICES,
                    help="activation checkpointing; both / all = the modes side by side (default %(default)s)")
     p.add_argument("--mode", default="train_step", choices=MODES, help="the step explained (default %(default)s)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--warmup", type=_at_most(_non_negative_int, MAX_WARMUP, "warm-up steps (MAX_WARMUP)"), default=3,
-                   help=f"untimed steps first (default %(default)s, at most {MAX_WARMUP:,})")
-    p.add_argument("--iters", type=_at_most(_positive_int, MAX_ITERS, "timed steps (MAX_ITERS)"), default=10,
-                   help=f"timed steps (default %(default)s, at most {MAX_ITERS:,})")
-    p.add_argument("--profile-steps", type=_at_most(_positive_int, MAX_PROFILE_STEPS, "profiled steps (MAX_PROFILE_STEPS)"), default=3,
+    _add_step_args(p)
+    p.add_argument("--profile-steps", default=3,
+                   type=_at_most(_positive_int, MAX_PROFILE_STEPS, "profiled steps (MAX_PROFILE_STEPS)"),
                    help="steps recorded by torch.profiler after the timed ones (default %(default)s)")
     p.add_argument("--peak-tflops", type=_positive_float, default=None,
                    help="peak TFLOP/s to divide by (default: the table entry of the detected GPU)")

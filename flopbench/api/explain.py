@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 
 
-from ..errors import UsageError, check_choice, options_from
+from ..errors import UsageError, check_choice, check_int, options_from
 from ..model.config import CHECKPOINTING_CHOICES, MAX_PROFILE_STEPS, MODES, ModelConfig
 from ..model.presets import as_config
 from ..output.records import ResultWriter, folder_safe
@@ -114,9 +114,8 @@ def explain(config: ModelConfig | str, options: ExplainOptions | None = None, pr
     options = options_from(ExplainOptions, options, fields, "explain")
     check_choice("--mode", options.mode, MODES)
     check_choice("--checkpointing", options.checkpointing, CHECKPOINTING_CHOICES)
-    if isinstance(options.profile_steps, bool) or not isinstance(options.profile_steps, int) or \
-            not 1 <= options.profile_steps <= MAX_PROFILE_STEPS:
-        raise UsageError(f"--profile-steps {options.profile_steps!r}: an integer from 1 to {MAX_PROFILE_STEPS}")
+    if check_int("profile_steps", options.profile_steps, 1) > MAX_PROFILE_STEPS:
+        raise UsageError(f"profile_steps={options.profile_steps}: at most {MAX_PROFILE_STEPS}")
     if options.mode == "forward" and options.checkpointing != "none":
         raise UsageError(f"--checkpointing {options.checkpointing}: a forward is not checkpointed; use none with "
                          f"--mode forward")
