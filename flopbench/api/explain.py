@@ -103,7 +103,19 @@ def explain_row(record: dict, stepper: Stepper, mode: str, steps: int) -> dict:
             "mfu": record["mfu"], "hfu": record["hfu"], "model_flops": record["model_flops"],
             "hardware_flops": record["hardware_flops"], "clock_ratio": kappa, "categories": cats,
             "waterfall": waterfall, "flops_by_op": counted.by_op, "top": profiled["top"],
-            "waterfall_note": None if peak else "no peak: pass peak_tflops (--peak-tflops) for a waterfall"}
+            "waterfall_note": None if peak else "no peak: pass peak_tflops (--peak-tflops) for a waterfall",
+            "matching": MATCHING, "unmatched": unmatched(cats)}
+
+
+#: How FlopCounterMode's per-op FLOPs meet the profiled kernels (said in every explained row).
+MATCHING = ("by class: an aten op's FLOPs go to the class its name falls in (timing.breakdown.classify), and that "
+            "class's time is its kernels' (operators') time; not kernel by kernel through correlation ids")
+
+
+def unmatched(cats: list[dict]) -> list[str]:
+    """The classes that hold counted FLOPs but no profiled time (their kernels were classified elsewhere):
+    their achieved TFLOP/s cannot be known."""
+    return [c["name"] for c in cats if c["flops"] and not c["time_ms"]]
 
 
 def explain(config: ModelConfig | str, options: ExplainOptions | None = None, progress=None, **fields) -> dict:

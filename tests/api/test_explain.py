@@ -53,6 +53,7 @@ def test_gemm_flops_are_the_counted_matmul_flops_of_the_step(explained):
     cats = {c["name"]: c for c in e["categories"]}
     assert cats["gemm"]["flops"] == matmul
     assert cats["gemm"]["flops"] + cats["attention"]["flops"] == e["hardware_flops"]
+    assert e["unmatched"] == [] and e["matching"].startswith("by class")
     # full checkpointing re-runs the blocks' matmuls (early stop skips the MLP down-projection)
     full = {c["name"]: c for c in explained["explained"][1]["categories"]}
     assert full["gemm"]["flops"] > cats["gemm"]["flops"]
