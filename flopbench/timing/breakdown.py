@@ -11,7 +11,7 @@ are attention, not gemm):
 - `loss`: log-softmax and NLL over the logits (cross-entropy);
 - `gemm`: mm, addmm, bmm, grouped and scaled mm; cuBLAS (`gemm`, `nvjet`), CUTLASS and triton matmul
   kernels. The soft-cap attention path is written out as two bmm, so its QK^T and AV are gemm here;
-- `memory`: copies, fills, gathers and scatters; a dtype cast runs as a copy (`aten::copy_`, CUDA's copy
+- `memory`: copies, fills, indexing, gathers and scatters; a dtype cast runs as a copy (`aten::copy_`, CUDA's copy
   kernels), so its time is memory too;
 - `norm_elementwise`: norms, activations, residual adds, rotary, softmax, reductions, inductor's fused
   pointwise and reduction kernels;
@@ -59,7 +59,7 @@ CLASSES: tuple[tuple[str, str], ...] = (
     ("attention", r"flash|fmha|attention|sdpa|flex_"),
     ("loss", r"log_?softmax|nll_?loss|cross_?entropy"),
     ("gemm", r"gemm|nvjet|cutlass|cublas|xmma|matmul|linear|mm(\b|_|backward)"),
-    ("memory", r"memcpy|memset|copy|\bto\b|cast|fill|zero_|clone|contiguous|\bcat\b|index_select|index_add|"
+    ("memory", r"memcpy|memset|copy|\bto\b|cast|fill|zero_|clone|contiguous|\bcat\b|index|"
                r"scatter|gather"),
     ("norm_elementwise", r"norm|gelu|silu|tanh|relu|softmax|elementwise|reduce|add|mul|div|sub|neg|sqrt|pow|"
                          r"exp|sum|mean|rope|rotary|embedding|triton_(poi|per|red)_"),

@@ -48,6 +48,8 @@ KERNELS = [
      "float*, float const*, long const*, float const*, bool, long, long, long, long)", "loss"),
     ("triton_red_fused__log_softmax_nll_loss_forward_2", "loss"),
     ("Memcpy DtoD (Device -> Device)", "memory"),
+    ("IndexBackward0", "memory"),  # a gather's backward: a scatter (index_put_)
+    ("aten::index_add_", "memory"),
     ("Memset (Device)", "memory"),
     ("void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>, std::array<char*, 1ul> >(int, "
      "at::native::FillFunctor<float>, std::array<char*, 1ul>)", "memory"),
