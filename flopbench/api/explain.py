@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-
+from pathlib import Path
 
 from ..errors import UsageError, check_choice, check_int, options_from
 from ..model.config import CHECKPOINTING_CHOICES, MAX_PROFILE_STEPS, MODES, ModelConfig
@@ -32,6 +32,7 @@ from ..timing import breakdown
 from ..timing.clock import Clock
 from ..timing.step import Stepper
 from .run import RunOptions, run
+
 
 @dataclass
 class ExplainOptions:
@@ -47,7 +48,7 @@ class ExplainOptions:
     profile_steps: int = 3
     peak_tflops: float | None = None
     pad_vocab: int = 1
-    out: str | None = "results"  # None: write nothing
+    out: str | Path | None = "results"  # None: write nothing
 
 
 #: The kernels (operators on the CPU) a breakdown lists by their share of the profiled time.
@@ -137,36 +138,40 @@ def explain(config: ModelConfig | str, options: ExplainOptions | None = None, pr
                              iters=options.iters, peak_tflops=options.peak_tflops, compile=options.compile,
                              pad_vocab=options.pad_vocab, gemm=False, out=None, modes=(options.mode,))
     explained: list[dict] = []
+    opened: dict = {}  # the results writer, opened once run's header is known, and the explain run_id
+
+    def on_start(doc: dict) -> None:
+        run_id = folder_safe(f"{time.strftime('%Y%m%d-%H%M%S')}-{doc['config']['name']}-explain-"
+                             f"{doc['device'].split(':')[0]}-{doc['dtype']}")
+        opened.update(run_id=run_id, writer=ResultWriter(options.out, run_id, doc["environment"]) if options.out
+                      else None, header=doc)
 
     def on_measured(stepper: Stepper, record: dict) -> None:
         progress(f"profiling {options.mode} (checkpointing {record['checkpointing']}): "
                  f"{options.profile_steps} steps ...")
         explained.append(explain_row(record, stepper, options.mode, options.profile_steps))
+        if opened.get("writer"):  # each row as soon as it is explained: a later failure keeps it
+            opened["writer"].append(_row(opened["run_id"], opened["header"], explained[-1]))
 
-    doc = run(cfg, run_options, progress=progress, on_measured=on_measured)
+    try:
+        doc = run(cfg, run_options, progress=progress, on_start=on_start, on_measured=on_measured)
+    finally:
+        if opened.get("writer"):
+            opened["writer"].close()
     rows = doc.pop("rows")
     failed = [r for r in rows if r["status"] != "ok"]
     for r in failed:
         progress(f"warning: {r['mode']} (checkpointing {r['checkpointing']}): {r['status']}: {r['error']}")
-    run_id = folder_safe(f"{time.strftime('%Y%m%d-%H%M%S')}-{doc['config']['name']}-explain-"
-                         f"{doc['device'].split(':')[0]}-{doc['dtype']}")
-    writer = ResultWriter(options.out, run_id, doc["environment"]) if options.out else None
-    result = {**{k: v for k, v in doc.items() if k not in ("checks", "files", "run_id")}, "run_id": run_id,
-              "mode": options.mode, "explained": explained, "failed": failed,
-              "files": writer.files if writer else None}
-    try:
-        for e in explained:
-            if writer:
-                writer.append(_row(result, e))
-    finally:
-        if writer:
-            writer.close()
-    return result
+    writer = opened.get("writer")  # none on a torchrun rank other than 0, or with out=None
+    return {**{k: v for k, v in doc.items() if k not in ("checks", "files", "run_id")},
+            "run_id": opened.get("run_id", doc["run_id"]),
+            "mode": options.mode, "explained": explained, "failed": failed,
+            "files": writer.files if writer else None}
 
 
-def _row(doc: dict, e: dict) -> dict:
-    """One results-file row of an explain document."""
-    return {"run_id": doc["run_id"], "model": doc["config"]["name"], "kind": "explain", "mode": e["mode"],
+def _row(run_id: str, doc: dict, e: dict) -> dict:
+    """One results-file row of an explained step (`doc`: run's header document)."""
+    return {"run_id": run_id, "model": doc["config"]["name"], "kind": "explain", "mode": e["mode"],
             "checkpointing": e["checkpointing"], "status": "ok", "batch_size": doc["batch_size"],
             "seq_len": doc["seq_len"], "device": doc["device"], "dtype": doc["dtype"], "compile": doc["compile"],
             "peak_tflops": doc["peak"]["tflops"], "time_ms": {"median_ms": e["step_ms"]}, "mfu": e["mfu"],

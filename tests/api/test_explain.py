@@ -61,15 +61,16 @@ def test_gemm_flops_are_the_counted_matmul_flops_of_the_step(explained):
 
 def test_the_step_time_is_run_s(explained):
     """explain times the step as `run` does: its step time is within 15 % of a separate run's median. These
-    2-core machines are noisy (another process can slow a step 10x), so up to three runs are tried."""
+    2-core machines are noisy (another process can slow a step 3-10x), so up to five runs are tried and one
+    must agree."""
     step_ms, medians = explained["explained"][0]["step_ms"], []
-    for _ in range(3):
+    for _ in range(5):
         doc = run(CFG, checkpointing="none", modes=("train_step",), gemm=False, out=None, progress=lambda m: None,
                   **SHAPE)
         medians.append(doc["rows"][0]["time_ms"]["median_ms"])
         if step_ms == pytest.approx(medians[-1], rel=0.15):
             break
-    assert step_ms == pytest.approx(medians[-1], rel=0.15), (step_ms, medians)
+    assert any(step_ms == pytest.approx(m, rel=0.15) for m in medians), (step_ms, medians)
 
 
 def test_explain_writes_a_row_and_prints_json(tmp_path, capsys):
