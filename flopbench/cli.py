@@ -242,6 +242,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if any(not c["ok"] for c in doc["checks"]) else 0
 
 
+def _with_progress(args: argparse.Namespace, function, options, render) -> int:
+    """`function(config, options)` (infer, explain) with its progress lines on stderr, then its document."""
+    progress = _progress(args)
+    try:
+        doc = function(_config_from(args), options, progress=progress.line)
+    finally:
+        progress.close()
+    _emit(args, doc, render)
+    return 0
+
+
 def cmd_infer(args: argparse.Namespace) -> int:
     from .api.infer import InferOptions, infer
 
@@ -249,13 +260,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
                            device=args.device, dtype=args.dtype, warmup=args.warmup, iters=args.iters,
                            peak_tflops=args.peak_tflops, peak_gbps=args.peak_gbps, compile=args.compile,
                            ceilings=not args.no_ceilings, out=None if args.no_save else args.out)
-    progress = _progress(args)
-    try:
-        doc = infer(_config_from(args), options, progress=progress.line)
-    finally:
-        progress.close()
-    _emit(args, doc, text.render_infer)
-    return 0
+    return _with_progress(args, infer, options, text.render_infer)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -266,13 +271,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                              warmup=args.warmup, iters=args.iters, profile_steps=args.profile_steps,
                              peak_tflops=args.peak_tflops, pad_vocab=args.pad_vocab,
                              out=None if args.no_save else args.out)
-    progress = _progress(args)
-    try:
-        doc = explain(_config_from(args), options, progress=progress.line)
-    finally:
-        progress.close()
-    _emit(args, doc, text.render_explain)
-    return 0
+    return _with_progress(args, explain, options, text.render_explain)
 
 
 def cmd_gpus(args: argparse.Namespace) -> int:

@@ -69,3 +69,14 @@ class Logits(torch.nn.Module):
 
     def forward(self, ids):
         return self.model(input_ids=ids, use_cache=False).logits
+
+
+def pretend_gpu(monkeypatch, module, gpu: dict) -> None:
+    """Make `module` (api.run, api.infer: each reads the GPU from `environment(device)`) see `gpu` there, so the
+    peak-table lookup runs on the CPU with a real GPU's name."""
+    real = module.environment
+
+    def environment(device):
+        return {**real(device), "gpu": gpu}
+
+    monkeypatch.setattr(module, "environment", environment)

@@ -14,6 +14,7 @@ from flopbench.cli import main
 from flopbench.flops import inference
 from flopbench.model import gpt
 from flopbench.model.config import ModelConfig
+from helpers import pretend_gpu
 
 SMALL = ModelConfig("small", n_layer=2, d_model=32, n_head=4, vocab_size=64, max_seq_len=32)
 FAST = dict(batch_size=2, prompt_len=8, gen_len=5, device="cpu", warmup=0, iters=2, ceilings=False,
@@ -159,14 +160,7 @@ def test_infer_run_id_is_the_folder_name(tmp_path):
 def test_infer_rates_a_mig_slice_as_run_does(monkeypatch):
     from flopbench.api import infer as infer_module
 
-    real = infer_module.environment
-
-    def on_a_mig_slice(device):
-        env = real(device)
-        env["gpu"] = {"name": "NVIDIA H100 80GB HBM3 MIG 3g.40gb", "sm_count": 60, "mig": True}
-        return env
-
-    monkeypatch.setattr(infer_module, "environment", on_a_mig_slice)
+    pretend_gpu(monkeypatch, infer_module, {"name": "NVIDIA H100 80GB HBM3 MIG 3g.40gb", "sm_count": 60, "mig": True})
     doc = infer(SMALL, out=None, **{**FAST, "peak_tflops": None})
     # H100 SXM fp32 66.9 TFLOP/s on 132 SMs; the slice has 60 of them
     assert doc["peak"]["tflops"] == pytest.approx(66.9 * 60 / 132)

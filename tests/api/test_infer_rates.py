@@ -8,6 +8,7 @@ import pytest
 from flopbench.api import infer as infer_module
 from flopbench.api.infer import infer
 from flopbench.model.config import ModelConfig
+from helpers import pretend_gpu
 
 SMALL = ModelConfig("small", n_layer=2, d_model=32, n_head=4, vocab_size=64, max_seq_len=32)
 FAST = dict(batch_size=2, prompt_len=8, gen_len=5, device="cpu", warmup=0, iters=5, ceilings=False,
@@ -29,12 +30,7 @@ def test_decode_step_mfu_and_prefill_mbu_by_hand():
 
 @pytest.fixture
 def pretend_h100(monkeypatch):
-    real = infer_module.environment
-
-    def environment(device):
-        return {**real(device), "gpu": {"name": H100, "source": "test"}}
-
-    monkeypatch.setattr(infer_module, "environment", environment)
+    pretend_gpu(monkeypatch, infer_module, {"name": H100, "source": "test"})
 
 
 # H100 SXM5 dense peaks (NVIDIA H100 Tensor Core GPU Architecture whitepaper, Table 1, sparse halved):

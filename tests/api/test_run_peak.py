@@ -10,6 +10,7 @@ from flopbench.api import run as run_module
 from flopbench.api.run import RunOptions, run
 from flopbench.hardware.peaks import resolve_peak
 from flopbench.model.config import ModelConfig
+from helpers import pretend_gpu
 
 H100 = "NVIDIA H100 80GB HBM3"
 CFG = ModelConfig("peak", n_layer=1, d_model=32, n_head=2, vocab_size=64, max_seq_len=16)
@@ -22,12 +23,7 @@ FORWARD = 983_040
 @pytest.fixture
 def pretend_h100(monkeypatch):
     """`run` reads the GPU name from `environment(device)`: report an H100 SXM there."""
-    real = run_module.environment
-
-    def environment(device):
-        return {**real(device), "gpu": {"name": H100, "source": "test"}}
-
-    monkeypatch.setattr(run_module, "environment", environment)
+    pretend_gpu(monkeypatch, run_module, {"name": H100, "source": "test"})
 
 
 # Dense peaks of the H100 SXM5 (NVIDIA H100 Tensor Core GPU Architecture whitepaper, Table 1; the sparse
