@@ -193,6 +193,39 @@ class UncountedOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+#: The float8 dtypes a matmul operand may hold (e4m3 for activations and weights, e5m2 for gradients; the
+#: "fnuz" forms are AMD's).
+FLOAT8_DTYPES = frozenset(getattr(torch, name) for name in
+                          ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz") if hasattr(torch, name))
+
+
+def is_float8(value) -> bool:
+    """True for a float8 tensor, or a tensor subclass holding float8 data in ``_data`` (torchao's
+    ``Float8TrainingTensor``, whose own dtype is the high-precision one it stands for)."""
+    data = getattr(value, "_data", value)
+    return isinstance(data, torch.Tensor) and data.dtype in FLOAT8_DTYPES
+
+
+class Float8Flops(TorchDispatchMode):
+    """Counts, with `counter`'s own formulas, the FLOPs of the ops dispatched inside it that take a float8
+    operand (`is_float8`): the matmuls a float8 training layer runs in float8, forward and backward, recomputed
+    ones included. Read from the ops' operands, not from which module runs them: FlopCounterMode's per-module
+    attribution is not reliable inside a checkpoint's recompute."""
+
+    def __init__(self, counter: FlopCounterMode):
+        super().__init__()
+        self.registry = counter.flop_registry
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = self.registry.get(func._overloadpacket)
+        if formula is not None and any(is_float8(a) for a in (*args, *kwargs.values())):
+            self.flops += formula(*args, **kwargs, out_val=out)
+        return out
+
+
 # --------------------------------------------------------------------------------------------------
 # The one counting loop
 # --------------------------------------------------------------------------------------------------
@@ -208,6 +241,12 @@ class StepCount:
     train_by_module: dict[str, int]
     uncounted: dict[str, int] = field(default_factory=dict)  # matmul-like ops without a formula -> calls
     by_op: dict[str, int] = field(default_factory=dict)  # the whole step's FLOPs per aten op name ("mm", ...)
+    fp8_forward: int = 0  # of `forward`, the FLOPs of ops with a float8 operand (`Float8Flops`)
+    fp8_train: int = 0  # of `train`, the same
+
+    def total(self, mode: str) -> tuple[int | None, int]:
+        """The FLOPs of one step of `mode` ("forward": the forward alone; else `train`) and the float8 part."""
+        return (self.forward, self.fp8_forward) if mode == "forward" else (self.train, self.fp8_train)
 
 
 def by_module(counter: FlopCounterMode) -> dict[str, int]:
@@ -221,19 +260,19 @@ def by_op(counter: FlopCounterMode) -> dict[str, int]:
 
 
 def count_step(forward: Callable[[], object], loss: Callable[[object], torch.Tensor] | None = None) -> StepCount:
-    """Count `output = forward()`, then `loss(output).backward()`, under one `flop_counter()`, reading the
-    counter between the two. `train` is None without `loss`, or when the loss needs no gradient."""
+    """Count `output = forward()`, then `loss(output).backward()`, under one `flop_counter()` (with `Float8Flops`
+    for the float8 part), reading the counters between the two. `train` is None without `loss`, or when the loss needs no gradient."""
     train = None
-    with flop_counter() as counter, UncountedOps(counter) as watcher:
+    with flop_counter() as counter, UncountedOps(counter) as watcher, Float8Flops(counter) as fp8:
         output = forward()
-        forward_flops, forward_by_module = counter.get_total_flops(), by_module(counter)
+        forward_flops, forward_by_module, fp8_forward = counter.get_total_flops(), by_module(counter), fp8.flops
         if loss is not None:
             value = loss(output)
             if value.requires_grad:
                 value.backward()
                 train = counter.get_total_flops()
     return StepCount(forward_flops, train, forward_by_module, by_module(counter), dict(watcher.uncounted),
-                     by_op(counter))
+                     by_op(counter), fp8_forward, fp8.flops)
 
 
 # --------------------------------------------------------------------------------------------------

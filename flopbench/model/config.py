@@ -48,6 +48,18 @@ ATTENTION = ("sdpa", "flex")
 DEVICES = ("auto", "cuda", "cpu")
 #: Compute dtypes, which are also the columns of the peak table (tf32 = float32 matmuls on tensor cores).
 DTYPES = ("fp32", "tf32", "bf16", "fp16")
+#: float8 training recipes (torchao's `Float8LinearConfig.from_recipe_name`): one scale per tensor
+#: ("tensorwise"), or one per row of each operand ("rowwise"); the first is the default.
+FP8_RECIPES = ("tensorwise", "rowwise")
+#: A float8 matmul (`torch._scaled_mm`) needs both dimensions of its weight to be multiples of 16, so only such
+#: Linear layers are converted (torchao's own filters skip the others too).
+FP8_DIM_MULTIPLE = 16
+
+
+def base_dtype(dtype: str) -> str:
+    """The dtype everything but the float8 matmuls runs in: "bf16" for "fp8" (the weights under bf16 autocast,
+    the LM head, the attention core, the norms), the dtype itself otherwise."""
+    return "bf16" if dtype == "fp8" else dtype
 
 #: The most timed steps and untimed warm-up steps one `run` (or sweep grid point) takes: far above what a
 #: stable median needs (10 steps by default), and a bound on how long a typo such as `--iters 10000000` can run.
