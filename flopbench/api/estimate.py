@@ -10,7 +10,7 @@ measured on H100s: Dubey et al. 2024, Table 4), so
     time = C / (G x peak x U),    GPU-hours = C / (peak x U) / 3600.
 
 U is an MFU when C counts model FLOPs (6N, exact, causal) and an HFU when C counts the recomputed
-forward too (8N, exact with recomputation): `utilization_kind`.
+forward too (`RECOMPUTED`: 8N, exact with recomputation); the document says which by its key, "mfu" or "hfu".
 
 C comes from `flopbench.flops`, never from a formula written here: the registered estimates "6N" /
 "8N", with `exact` the full matmul count including the attention scores the 6N rule leaves out
