@@ -300,8 +300,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     from .api.estimate import estimate
 
     doc = estimate(_config_from(args), args.tokens, args.gpus, seq_len=args.seq_len, recompute=args.recompute,
-                   exact=args.exact, gpu=args.gpu, dtype=args.dtype, peak_tflops=args.peak_tflops, mfu=args.mfu,
-                   mfu_from=args.mfu_from)
+                   exact=args.exact, causal=args.causal, gpu=args.gpu, dtype=args.dtype,
+                   peak_tflops=args.peak_tflops, mfu=args.mfu, hfu=args.hfu, mfu_from=args.mfu_from)
     _emit(args, doc, text.render_estimate)
     _warn(doc["warnings"], "warning: ", args)
     return 0
@@ -427,13 +427,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="bf16", choices=DTYPES, help="peak-table column (default %(default)s)")
     p.add_argument("--peak-tflops", type=_positive_float, default=None, help="peak TFLOP/s per GPU (overrides --gpu)")
     p.add_argument("--mfu", type=_positive_float, default=None,
-                   help="fraction of peak reached (default 0.5: about half of peak in practice, PaLM 46.2%%)")
+                   help="model FLOPs utilization, the fraction of peak reached (default 0.40: Llama 3 405B's "
+                        "38-43%% on H100s)")
+    p.add_argument("--hfu", type=_positive_float, default=None,
+                   help="with --recompute: hardware FLOPs utilization, 8NT counting the recomputed forward "
+                        "(default 0.40, the MFU without recomputation)")
     p.add_argument("--mfu-from", default=None, metavar="RESULTS",
-                   help="use the median MFU of the train_step rows in these results instead")
+                   help="use the median MFU (HFU with --recompute) of the train_step rows in these results")
     p.add_argument("--recompute", action="store_true",
-                   help="full activation recomputation: C = 8NT (Narayanan et al. 2021, Eq. 3)")
+                   help="full activation recomputation: C = 8NT (Narayanan et al. 2021, Eq. 3), divided by an HFU")
     p.add_argument("--exact", action="store_true", help="C = exact analytic matmul FLOPs incl. attention, "
                                                         "at --seq-len (default: the model's positions)")
+    p.add_argument("--causal", action="store_true",
+                   help="C = exact model FLOPs with QK^T and AV over half the T x T square under the causal mask "
+                        "(Megatron-LM's count), at --seq-len as --exact")
     p.set_defaults(func=cmd_estimate)
     return parser
 

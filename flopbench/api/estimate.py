@@ -4,18 +4,23 @@ Training on T tokens costs C ≈ 6·N·T FLOPs (Kaplan et al. 2020, §2.1), ≈ 
 recomputation (forward + backward + a recomputed forward: the factor 4 of Narayanan et al. 2021,
 Eq. 3), N = N_matmul, the matmul weights a token passes through: all of them in a dense model, the
 router, shared and top_k experts of a mixture of experts (README, "Which N"). The GPUs do at most
-G x peak FLOP/s; efficient frameworks reach about half of that in practice (PaLM's 46.2 % MFU,
-Chowdhery et al. 2022, Table 3), so
+G x peak FLOP/s; efficient training reaches a fraction U of that (`timing.rates.PRACTICAL_MFU`, 0.40,
+measured on H100s: Dubey et al. 2024, Table 4), so
 
-    time = C / (G x peak x MFU),    GPU-hours = C / (peak x MFU) / 3600.
+    time = C / (G x peak x U),    GPU-hours = C / (peak x U) / 3600.
+
+U is an MFU when C counts model FLOPs (6N, exact, causal) and an HFU when C counts the recomputed
+forward too (`RECOMPUTED`: 8N, exact with recomputation); the document says which by its key, "mfu" or "hfu".
 
 C comes from `flopbench.flops`, never from a formula written here: the registered estimates "6N" /
-"8N", or with `exact` the full matmul count including the attention scores the 6N rule leaves out
-(`analytic.train_flops`, `train_recompute_flops`), per sequence of `seq_len` tokens, scaled to the token
-count. The peak is the dense rate of the GPU's entry in the peak table for the compute dtype. The MFU is
-given (default `timing.rates.PRACTICAL_MFU`, 0.5) or the median of measured `train_step` rows
-(`mfu_from_results`). This ignores communication, data loading, the optimizer step and logging; they
-only lower the MFU you should assume. No torch is imported.
+"8N", with `exact` the full matmul count including the attention scores the 6N rule leaves out
+(`analytic.train_flops`, `train_recompute_flops`), or with `causal` the registered "causal" estimate
+(the exact count with QK^T and AV over the lower triangle only, as Megatron-LM counts), per sequence of
+`seq_len` tokens (default the model's maximum positions), scaled to the token count. The peak is the
+dense rate of the GPU's entry in the peak table for the compute dtype. U is given (`mfu`, or `hfu` with
+recomputation), the median of measured `train_step` rows (`mfu_from_results`) or `PRACTICAL_MFU`. This
+ignores communication, data loading, the optimizer step and logging; they only lower the U you should
+assume. No torch is imported.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from ..flops import analytic, estimates
 from ..hardware.peaks import lookup_gpu, match_gpu, named_gpu, resolve_peak
 from ..model.config import DTYPES, MAX_SIZE, ModelConfig, check_size, validate_shapes
 from ..model.presets import as_config
-from ..timing.rates import PRACTICAL_MFU, utilization
+from ..timing.rates import PRACTICAL_MFU, PRACTICAL_MFU_SOURCE, utilization
 
 #: Suffixes `parse_tokens` accepts (case-insensitive): K, M, B (= G), T.
 TOKEN_SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
@@ -44,7 +49,16 @@ METHODS = {
     "exact": "exact matmul FLOPs incl. attention scores (analytic.train_flops), per token x T",
     "exact_recompute": "exact, full checkpointing with torch's early stop (analytic.train_recompute_flops), "
                        "per token x T",
+    "causal": f"{estimates.REGISTRY['causal'].source}: QK^T and AV over half the T x T square, per token x T",
 }
+
+#: The methods whose C counts the recomputed forward: divided by an HFU, not an MFU.
+RECOMPUTED = ("8N", "exact_recompute")
+
+#: Maximum positions above this, taken as T when no `seq_len` is given, earn a warning: few models train
+#: at their full context (Llama 3 405B pre-trained at 8,192, Dubey et al. 2024, §3.4.1), and the exact count
+#: grows with T.
+LONG_DEFAULT_SEQ_LEN = 8192
 
 def parse_tokens(text: str) -> int:
     """A token count from "300e9", "300B", "1.4T", "2.5M", "64k" or "1000000" (whole numbers >= 1)."""
@@ -68,7 +82,12 @@ def parse_tokens(text: str) -> int:
     return int(value)
 
 
-def method_of(recompute: bool, exact: bool) -> str:
+def method_of(recompute: bool, exact: bool, causal: bool = False) -> str:
+    """The key of METHODS the options choose; `causal` is an exact count of model FLOPs (no recomputation)."""
+    if causal and recompute:
+        raise UsageError("--causal with --recompute: the causal count is of model FLOPs; drop one of them")
+    if causal:
+        return "causal"
     return ("exact_recompute" if recompute else "exact") if exact else ("8N" if recompute else "6N")
 
 
@@ -80,6 +99,8 @@ def flops_per_sequence(cfg: ModelConfig, seq_len: int, method: str) -> int:
         return analytic.train_flops(cfg, 1, seq_len)
     if method == "exact_recompute":
         return analytic.train_recompute_flops(cfg, 1, seq_len)
+    if method == "causal":
+        return estimates.REGISTRY["causal"].formula(cfg, 1, seq_len)
     raise UsageError(f"method {method!r}: choose one of {', '.join(METHODS)}")
 
 
@@ -146,25 +167,58 @@ def mfu_from_results(path: str, recompute: bool) -> tuple[float, str]:
     return float(statistics.median(util)), f"median {kind} of {where}"
 
 
-def resolve_mfu(mfu: float | None, mfu_from: str | None, recompute: bool) -> tuple[float, str]:
-    """The MFU to divide by and where it came from: given, measured in a results file, or `PRACTICAL_MFU`."""
-    if mfu is not None and mfu_from is not None:
-        raise UsageError("--mfu and --mfu-from: give one of them")
+def resolve_utilization(mfu: float | None, hfu: float | None, mfu_from: str | None,
+                        recompute: bool) -> tuple[float, str]:
+    """The fraction of peak to divide C by and where it came from: given (`mfu`; `hfu` with recomputation,
+    whose C counts hardware FLOPs), measured in a results file, or `PRACTICAL_MFU` (without recomputation a
+    step's hardware FLOPs are its model FLOPs, so the same fraction serves as the HFU: `timing.rates`)."""
+    if recompute and mfu is not None:
+        raise UsageError(f"--mfu {mfu!r} with --recompute: 8NT counts the recomputed forward; pass --hfu")
+    if not recompute and hfu is not None:
+        raise UsageError(f"--hfu {hfu!r} without --recompute: C counts model FLOPs; pass --mfu")
+    flag, given = ("--hfu", hfu) if recompute else ("--mfu", mfu)
+    if given is not None and mfu_from is not None:
+        raise UsageError(f"{flag} and --mfu-from: give one of them")
+    if given is not None and (math.isnan(given) or not 0 < given <= 1):
+        raise UsageError(f"{flag} {given!r}: must be in (0, 1], a fraction of peak")
     if mfu_from is not None:
         return mfu_from_results(mfu_from, recompute)
-    return (mfu, "--mfu") if mfu is not None else (PRACTICAL_MFU, "about half of peak in practice (PaLM: 46.2 %)")
+    if given is not None:
+        return given, flag
+    if recompute:
+        return PRACTICAL_MFU, f"the MFU without recomputation, where HFU = MFU: {PRACTICAL_MFU_SOURCE}"
+    return PRACTICAL_MFU, f"measured: {PRACTICAL_MFU_SOURCE}"
+
+
+def seq_len_used(cfg: ModelConfig, seq_len: int | None, method: str) -> tuple[int | None, str | None, list[str]]:
+    """(T the method counts at, where it came from, warnings): None for 6N / 8N, which do not depend on T;
+    else `seq_len`, or the model's maximum positions with a warning when they exceed
+    `LONG_DEFAULT_SEQ_LEN` (the attention term grows with T)."""
+    if method in ("6N", "8N"):
+        if seq_len is not None:
+            validate_shapes(cfg, 1, seq_len)
+        return None, None, []
+    if seq_len is not None:
+        return seq_len, "--seq-len", []
+    T, warnings = cfg.max_seq_len, []
+    if T > LONG_DEFAULT_SEQ_LEN:
+        warnings.append(f"--{method.split('_')[0]} at T = {T:,}, the maximum positions: "
+                        f"pass --seq-len, the training length")
+    return T, "the model's maximum positions", warnings
 
 
 def estimate(config: ModelConfig | str, tokens: int | str, gpus: int = 1, *, seq_len: int | None = None,
-             recompute: bool = False, exact: bool = False, gpu: str | None = "h100", dtype: str = "bf16",
-             peak_tflops: float | None = None, mfu: float | None = None, mfu_from: str | Path | None = None) -> dict:
+             recompute: bool = False, exact: bool = False, causal: bool = False, gpu: str | None = "h100",
+             dtype: str = "bf16", peak_tflops: float | None = None, mfu: float | None = None,
+             hfu: float | None = None, mfu_from: str | Path | None = None) -> dict:
     """Training compute and time for `tokens` (an int or "300B", "1.4T", ...) on `gpus` GPUs: the
     `flopbench estimate --json` document (see the module docstring). C = 6NT, 8NT with `recompute`, the
-    exact count with `exact`; MFU given (`mfu`), the median of measured rows (`mfu_from`, a results
-    path) or `PRACTICAL_MFU`."""
+    exact count with `exact`, causal attention halved with `causal`; divided by an MFU (`mfu`) or, with
+    `recompute`, an HFU (`hfu`), the median of measured rows (`mfu_from`, a results path) or
+    `PRACTICAL_MFU`. The document holds "mfu" / "mfu_source", or "hfu" / "hfu_source" with `recompute`."""
     check_arguments(estimate, {"tokens": tokens, "gpus": gpus, "seq_len": seq_len, "recompute": recompute,
-                               "exact": exact, "gpu": gpu, "dtype": dtype, "peak_tflops": peak_tflops, "mfu": mfu,
-                               "mfu_from": mfu_from})
+                               "exact": exact, "causal": causal, "gpu": gpu, "dtype": dtype,
+                               "peak_tflops": peak_tflops, "mfu": mfu, "hfu": hfu, "mfu_from": mfu_from})
     cfg = as_config(config)
     tokens = parse_tokens(tokens) if isinstance(tokens, str) else tokens
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
@@ -172,27 +226,29 @@ def estimate(config: ModelConfig | str, tokens: int | str, gpus: int = 1, *, seq
     check_size("tokens", tokens)
     if isinstance(gpus, int) and not isinstance(gpus, bool):
         check_size("gpus", gpus)
-    method = method_of(recompute, exact)
-    mfu, mfu_source = resolve_mfu(mfu, mfu_from, recompute)
+    method = method_of(recompute, exact, causal)
+    util, util_source = resolve_utilization(mfu, hfu, mfu_from, recompute)
     if not (isinstance(gpus, int) and gpus >= 1):
         raise UsageError(f"--gpus {gpus!r}: must be a positive integer")
-    if not (0 < mfu <= 1) or math.isnan(mfu):
-        raise UsageError(f"--mfu {mfu!r}: must be in (0, 1], a fraction of peak")
-    T = cfg.max_seq_len if seq_len is None else seq_len
-    validate_shapes(cfg, 1, T)
+    if not (0 < util <= 1) or math.isnan(util):
+        raise UsageError(f"--mfu-from {mfu_from}: a median of {util!r}, not in (0, 1]")
+    T, T_source, warnings = seq_len_used(cfg, seq_len, method)
+    if T is not None:
+        validate_shapes(cfg, 1, T)
     peak, peak_source = named_peak(gpu, dtype, peak_tflops)
-    per_token = Fraction(flops_per_sequence(cfg, T, method), T)
+    per_token = Fraction(flops_per_sequence(cfg, T or 1, method), T or 1)
     flops = per_token * tokens
-    gpu_seconds = float(flops) / (peak * 1e12 * mfu)
+    gpu_seconds = float(flops) / (peak * 1e12 * util)
     wall_seconds = gpu_seconds / gpus
     gpu_key = None if peak_tflops is not None else lookup_gpu(gpu or "h100").key
+    kind = "hfu" if method in RECOMPUTED else "mfu"
     return {
         "model": cfg.name, "config": cfg.as_dict(), "n_matmul": analytic.param_counts(cfg).active_matmul,
-        "seq_len": T, "tokens": tokens, "method": method, "method_formula": METHODS[method],
-        "flops_per_token": float(per_token), "flops": round(flops),
+        "seq_len": T, "seq_len_source": T_source, "tokens": tokens, "method": method,
+        "method_formula": METHODS[method], "flops_per_token": float(per_token), "flops": round(flops),
         "gpus": gpus, "gpu": gpu_key, "dtype": dtype,
-        "peak_tflops": peak, "peak_source": peak_source, "mfu": mfu, "mfu_source": mfu_source,
+        "peak_tflops": peak, "peak_source": peak_source, kind: util, f"{kind}_source": util_source,
         "gpu_hours": gpu_seconds / 3600, "wall_seconds": wall_seconds, "wall_hours": wall_seconds / 3600,
         "wall_days": wall_seconds / 86400,
-        "warnings": measured_where(mfu_from, gpu_key, dtype) if mfu_from is not None else [],
+        "warnings": warnings + (measured_where(mfu_from, gpu_key, dtype) if mfu_from is not None else []),
     }

@@ -19,9 +19,9 @@ four plots:
    GEMM ceiling (measured large-matmul TFLOP/s ÷ peak) drawn as a line. Without a peak (a CPU) MFU and
    HFU are null; the plot then shows absolute TFLOP/s and says so.
 4. `step_time.png` — measured step time against what the row's rule (6NT, or 8NT with checkpointing)
-   would take at the peak, and at about half of peak, the rate efficient training reaches in practice
-   (`timing.rates.PRACTICAL_MFU`: PaLM 46.2 % MFU, Chowdhery et al. 2022, Table 3). Without a peak, the
-   measured GEMM ceiling stands in for it, labelled as such.
+   would take at the peak, and at the fraction of peak efficient training reaches in practice
+   (`timing.rates.PRACTICAL_MFU`, 0.40: Llama 3 405B's measured MFU; for 8NT the same fraction as an HFU).
+   Without a peak, the measured GEMM ceiling stands in for it, labelled as such.
 
 matplotlib is an optional extra (`pip install 'flopbench[plot]'`); without it the report has the
 tables and says the plots are missing.

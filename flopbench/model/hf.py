@@ -398,6 +398,16 @@ def _read_json(path: Path) -> dict:
     return raw
 
 
+def file_name(path: Path, model_type: str) -> str:
+    """The name of a config read from `path` without a `_name_or_path`: "<model_type>:<file stem>"
+    ("llama:llama3-8b" for cfgs/llama3-8b.json), or the folder's name for a file called config.json, which
+    names nothing ("llama:some-model" for some-model/config.json, the layout of a model folder)."""
+    stem = path.stem
+    if stem == "config":
+        stem = path.absolute().parent.name or stem
+    return f"{model_type}:{stem}"
+
+
 def load_hf_config(path: str | Path) -> ModelConfig:
     """The `ModelConfig` of the Hugging Face config.json at `path` (or in the folder `path`)."""
     path = Path(path)
@@ -419,7 +429,7 @@ def load_hf_config(path: str | Path) -> ModelConfig:
         name_or_path = raw.get("_name_or_path")
         if name_or_path is not None:
             check_name(name_or_path, "_name_or_path")
-        name = (name_or_path or "").rstrip("/").split("/")[-1] or f"{model_type}:{path.parent.name or path.stem}"
+        name = (name_or_path or "").rstrip("/").split("/")[-1] or file_name(path, model_type)
         return ModelConfig(name=name, **fields)
     except UsageError as e:
         raise UsageError(f"{path}: {e}") from None

@@ -167,7 +167,7 @@ def report_markdown(*, results: str, n_rows: int, status_counts: dict[str, int],
     lines += [f"Predicted = the row's rule (2N forward and 6N training per token, Kaplan et al. 2020, §2.1; 8N with "
               f"full recomputation, Narayanan et al. 2021, Eq. 3) x tokens, at the rate in the *at* column (the dense "
               f"peak, or the GEMM ceiling where no peak is known); *at {discount}*: at {discount} of that rate, "
-              f"about half of peak in practice (PaLM: 46.2 % MFU, Chowdhery et al. 2022, Table 3).", ""]
+              f"the fraction reached in practice (`timing.rates.PRACTICAL_MFU`, a measured MFU; for 8N as an HFU).", ""]
     lines += [markdown_table(predictions, {
         "model": "model", "seq_len": "T", "batch_size": "B", "mode": "mode", "checkpointing": "ckpt",
         "median_ms": "measured ms", "simple_formula": "rule", "predicted_basis": "at", "predicted_ms": "predicted ms",

@@ -239,8 +239,8 @@ def plot_step_time(plt, train: list[dict], path: Path, discount: float) -> str:
     fig.tight_layout()
     _save(plt, fig, path)
     if bases == {"peak"}:
-        return (f"predictions use the dense peak of each row, and {discount} of it: about half of peak in "
-                f"practice (PaLM: 46.2 % MFU, Chowdhery et al. 2022, Table 3)")
+        return (f"predictions use the dense peak of each row, and {discount} of it, the fraction reached in "
+                f"practice (timing.rates.PRACTICAL_MFU, a measured MFU; for 8NT as an HFU)")
     return ("no peak TFLOP/s is known for (some of) these rows: the predictions use the GEMM ceiling the run "
             "measured on the same device as the attainable rate instead, labelled so")
 

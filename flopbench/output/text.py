@@ -472,18 +472,21 @@ def render_sweep(doc: dict, width: int = DEFAULT_WIDTH) -> str:
 def render_estimate(doc: dict, width: int = DEFAULT_WIDTH) -> str:
     gpu = f"{doc['gpus']} x {doc['gpu'] or 'GPU (--peak-tflops)'}"
     prefixed = f" ({flops(doc['flops'])})" if doc["flops"] < SCIENTIFIC_FROM else ""  # else flops() repeats it
+    kind = "hfu" if "hfu" in doc else "mfu"  # 8NT and the exact recompute count are divided by an HFU
+    seq = ([f"              T = {doc['seq_len']:,} tokens per sequence ({doc['seq_len_source']})"]
+           if doc["seq_len"] is not None else [])
     lines = [
-        f"flopbench estimate: {doc['model']}, N_matmul = {doc['n_matmul']:,}, {doc['tokens']:,} tokens "
-        f"(sequences of {doc['seq_len']})",
+        f"flopbench estimate: {doc['model']}, N_matmul = {doc['n_matmul']:,}, {doc['tokens']:,} tokens",
         f"  compute   C = {scientific(doc['flops'], '.4g')} FLOPs{prefixed}; "
         f"{flops(doc['flops_per_token'])} per token",
         f"              {doc['method']}: {doc['method_formula']}",
+        *seq,
         f"  hardware  {gpu}, {doc['dtype']} dense peak {doc['peak_tflops']:g} TFLOP/s ({doc['peak_source']})",
-        f"  MFU       {doc['mfu']:.3f} ({doc['mfu_source']})",
+        f"  {kind.upper()}       {doc[kind]:.3f} ({doc[f'{kind}_source']})",
         f"  GPU-hours {doc['gpu_hours']:,.0f}",
         f"  wall time {doc['wall_hours']:,.1f} h = {doc['wall_days']:,.2f} days on {doc['gpus']} "
         f"GPU{'s' if doc['gpus'] != 1 else ''}",
-        "  (C / (G x peak x MFU); ignores communication, data loading, optimizer and logging)",
+        f"  (C / (G x peak x {kind.upper()}); ignores communication, data loading, optimizer and logging)",
     ]
     return "".join(wrap(line, width, " " * (14 if i else 2)) + "\n" for i, line in enumerate(lines))
 

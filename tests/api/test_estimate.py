@@ -25,11 +25,11 @@ def test_gpt2_xl_300b_tokens_on_8_h100_by_hand(capsys):
     code, out, _ = run_cli(["--model", "gpt2-xl", "--tokens", "300B", "--gpus", "8", "--gpu", "h100", "--json"], capsys)
     doc = json.loads(out)
     C = 6 * N_XL * 300e9  # Kaplan et al. 2020, §2.1: 6·N·T = 2.799e21 FLOPs
-    seconds = C / (8 * 989.4e12 * 0.5)  # G x H100 SXM dense bf16 peak x 0.5 (about half of peak in practice)
+    seconds = C / (8 * 989.4e12 * 0.4)  # G x H100 SXM dense bf16 peak x 0.4 (Llama 3 405B's measured MFU)
     assert code == 0 and doc["n_matmul"] == N_XL and doc["flops"] == 6 * N_XL * 300 * 10**9
-    assert doc["peak_tflops"] == 989.4 and doc["mfu"] == 0.5 and doc["method"] == "6N"
-    assert doc["wall_seconds"] == pytest.approx(seconds) and doc["wall_days"] == pytest.approx(8.1856, abs=1e-4)
-    assert doc["gpu_hours"] == pytest.approx(8 * seconds / 3600) and doc["gpu_hours"] == pytest.approx(1571.63, abs=0.01)
+    assert doc["peak_tflops"] == 989.4 and doc["mfu"] == 0.4 and doc["method"] == "6N"
+    assert doc["wall_seconds"] == pytest.approx(seconds) and doc["wall_days"] == pytest.approx(10.2320, abs=1e-4)
+    assert doc["gpu_hours"] == pytest.approx(8 * seconds / 3600) and doc["gpu_hours"] == pytest.approx(1964.54, abs=0.01)
 
 
 def test_mixture_of_experts_uses_the_active_weights():
@@ -109,7 +109,7 @@ def test_mfu_from_results(tmp_path, capsys):
 
 def test_text_output(capsys):
     code, out, _ = run_cli(["--model", "gpt2-xl", "--tokens", "300B", "--gpus", "8"], capsys)
-    assert code == 0 and "N_matmul = 1,554,971,200" in out and "8.19 days on 8 GPUs" in out and "2.799e+21" in out
+    assert code == 0 and "N_matmul = 1,554,971,200" in out and "10.23 days on 8 GPUs" in out and "2.799e+21" in out
 
 
 @pytest.mark.parametrize("argv, fragment", [
@@ -145,7 +145,7 @@ def test_python_api_estimate_equals_cli(capsys):
     import flopbench
     from flopbench.cli import main
 
-    api = flopbench.estimate("gpt2-xl", "300B", 8, gpu="h100", mfu=0.5)
+    api = flopbench.estimate("gpt2-xl", "300B", 8, gpu="h100", mfu=0.4)
     assert main(["estimate", "--model", "gpt2-xl", "--tokens", "300B", "--gpus", "8", "--gpu", "h100", "--json"]) == 0
     cli = json.loads(capsys.readouterr().out)
     assert api["flops"] == cli["flops"] == 6 * 1_554_971_200 * 300 * 10**9
@@ -205,3 +205,101 @@ def test_a_mig_slice_named_for_the_estimate_gets_its_share():
     # A100: 312 dense bf16 TFLOP/s on 108 SMs; a 1g.5gb slice has 14: 312 x 14 / 108 = 40.44
     peak, source = named_peak("NVIDIA A100-SXM4-40GB MIG 1g.5gb", "bf16", None)
     assert peak == pytest.approx(312 * 14 / 108) and "14/108 SMs" in source
+
+
+# meta-llama/Llama-3.1-405B config.json (the keys that shape the FLOPs; no _name_or_path)
+LLAMA31_405B = {"model_type": "llama", "hidden_size": 16384, "intermediate_size": 53248, "num_hidden_layers": 126,
+                "num_attention_heads": 128, "num_key_value_heads": 8, "vocab_size": 128256,
+                "max_position_embeddings": 131072, "rope_theta": 500000.0, "tie_word_embeddings": False}
+# N_matmul by hand: per layer q and o 16384², k and v 16384·1024, SwiGLU 3·16384·53248; 126 layers + LM head
+N_405B = 126 * (2 * 16384**2 + 2 * 16384 * 1024 + 3 * 16384 * 53248) + 16384 * 128256
+assert N_405B == 403_747_897_344
+
+
+@pytest.fixture
+def llama_405b(tmp_path):
+    path = tmp_path / "llama3-405b.json"
+    path.write_text(json.dumps(LLAMA31_405B))
+    return str(path)
+
+
+def test_default_mfu_is_measured_and_lands_near_llama3_405b(llama_405b):
+    """Llama 3 405B: 15.6T tokens (Dubey et al. 2024, §3.1), 30.84M H100 GPU-hours (Llama 3.1 model card),
+    BF16 MFU 38-43 % on 8K-16K H100s (Dubey et al. 2024, Table 4). 6NT = 3.78e25 FLOPs (the paper: 3.8e25)."""
+    tokens, reported = 15_600_000_000_000, 30.84e6
+    doc = estimate(llama_405b, "15.6T")
+    C = 6 * N_405B * tokens
+    assert doc["model"] == "llama:llama3-405b" and doc["flops"] == C and C == pytest.approx(3.78e25, rel=1e-3)
+    assert 0.38 <= doc["mfu"] <= 0.43  # a measured MFU on current hardware
+    by_hand = {mfu: C / (989.4e12 * mfu) / 3600 for mfu in (0.5, 0.4)}  # 21.22M and 26.52M GPU-hours
+    assert doc["gpu_hours"] == pytest.approx(by_hand[0.4]) and by_hand[0.4] == pytest.approx(26.525e6, rel=1e-4)
+    assert abs(doc["gpu_hours"] - reported) < abs(by_hand[0.5] - reported)
+    assert abs(doc["gpu_hours"] - reported) / reported < 0.15  # the rest: restarts, long context at 38 %, ...
+
+
+def test_recompute_divides_by_an_hfu_and_says_so(capsys):
+    """8NT counts the recomputed forward: hardware FLOPs, so the fraction of peak it is divided by is an HFU."""
+    from flopbench.timing.rates import PRACTICAL_MFU
+
+    doc = estimate("gpt2-xl", "300B", 8, recompute=True)
+    assert doc["hfu"] == PRACTICAL_MFU and "mfu" not in doc and "HFU" in doc["hfu_source"]
+    code, out, _ = run_cli(["--model", "gpt2-xl", "--tokens", "300B", "--recompute", "--hfu", "0.45", "--json"],
+                           capsys)
+    doc = json.loads(out)
+    assert code == 0 and doc["hfu"] == 0.45 and doc["hfu_source"] == "--hfu"
+    assert doc["gpu_hours"] == pytest.approx(8 * N_XL * 300e9 / (989.4e12 * 0.45) / 3600)
+    code, out, _ = run_cli(["--model", "gpt2-xl", "--tokens", "300B", "--recompute"], capsys)
+    assert code == 0 and "  HFU " in out and "  MFU " not in out and "G x peak x HFU" in unwrapped(out)
+    code, out, _ = run_cli(["--model", "gpt2-xl", "--tokens", "300B"], capsys)
+    assert "  MFU " in out and "HFU" not in out
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--recompute", "--mfu", "0.4"], "--mfu 0.4 with --recompute: 8NT counts the recomputed forward; pass --hfu"),
+    (["--hfu", "0.4"], "--hfu 0.4 without --recompute: C counts model FLOPs; pass --mfu"),
+    (["--recompute", "--hfu", "1.5"], "--hfu 1.5: must be in (0, 1]"),
+    (["--causal", "--recompute"], "--causal with --recompute"),
+])
+def test_utilization_options_that_do_not_fit(capsys, argv, fragment):
+    code, out, err = run_cli(["--model", "gpt2", "--tokens", "1B", *argv], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1 and fragment in err, err
+
+
+def test_exact_says_which_seq_len_and_warns_at_long_maximum_positions(llama_405b, capsys):
+    # exact per token at T = 131072: 6N + 12·L·n_head·head_dim·T = 6N + 12·126·16384·131072, 2.34 x 6N
+    per_token = 6 * N_405B + 12 * 126 * 16384 * 131072
+    code, out, err = run_cli(["--model", llama_405b, "--tokens", "15.6T", "--exact", "--json"], capsys)
+    doc = json.loads(out)
+    assert code == 0 and doc["seq_len"] == 131072 and doc["flops_per_token"] == per_token
+    assert doc["seq_len_source"] == "the model's maximum positions"
+    assert round(doc["flops"] / (6 * N_405B * 15.6e12), 2) == 2.34
+    assert err.startswith("warning: ") and len(unwrapped(err).splitlines()) == 1 and "131,072" in err
+    assert len(doc["warnings"]) == 1 and "--seq-len" in doc["warnings"][0]
+    code, out, err = run_cli(["--model", llama_405b, "--tokens", "15.6T", "--exact"], capsys)
+    assert "T = 131,072 tokens per sequence (the model's maximum positions)" in unwrapped(out)
+    # the training length given: said, no warning
+    code, out, err = run_cli(["--model", llama_405b, "--tokens", "15.6T", "--exact", "--seq-len", "8192"], capsys)
+    assert code == 0 and err == "" and "T = 8,192 tokens per sequence (--seq-len)" in unwrapped(out)
+    # maximum positions of at most 8192 (gpt2-xl: 1024) are said, not warned about
+    code, out, err = run_cli(["--model", "gpt2-xl", "--tokens", "1B", "--exact"], capsys)
+    assert err == "" and "T = 1,024 tokens per sequence (the model's maximum positions)" in unwrapped(out)
+
+
+def test_6n_does_not_depend_on_seq_len(llama_405b, capsys):
+    code, out, err = run_cli(["--model", llama_405b, "--tokens", "15.6T"], capsys)
+    assert code == 0 and err == "" and "sequences of" not in out and "131" not in out and "T = " not in out
+    assert estimate(llama_405b, "15.6T")["seq_len"] is None
+
+
+def test_causal_halves_the_attention_square_by_hand(capsys):
+    """Megatron-LM's `num_floating_point_operations` under a causal mask: QK^T and AV over half the T x T
+    square. gpt2-xl at T = 1024, per token: 6N + 12·L·d·T / 2 (the exact count has 12·L·d·T)."""
+    per_token = 6 * N_XL + 6 * 48 * 1600 * 1024
+    assert per_token == 9_801_686_400  # 9,329,827,200 + 471,859,200
+    doc = estimate("gpt2-xl", 10**12, causal=True)
+    assert doc["method"] == "causal" and doc["flops_per_token"] == per_token and doc["flops"] == per_token * 10**12
+    assert doc["seq_len"] == 1024 and "Megatron-LM" in doc["method_formula"]
+    assert 6 * N_XL < per_token < estimate("gpt2-xl", 10**12, exact=True)["flops_per_token"]
+    code, out, _ = run_cli(["--model", "gpt2-xl", "--tokens", "1T", "--causal", "--seq-len", "512"], capsys)
+    assert code == 0 and "causal" in out and "Megatron-LM" in unwrapped(out) and "half" in unwrapped(out)
+    assert "T = 512 tokens per sequence (--seq-len)" in unwrapped(out)

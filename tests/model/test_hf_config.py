@@ -138,7 +138,7 @@ def test_count_cli_with_a_config_json_and_overrides(tmp_path, capsys):
     assert main(["count", "--model", str(path), "--n-layer", "3", "--n-kv-head", "4", "--seq-len", "16", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert (doc["config"]["n_layer"], doc["config"]["n_kv_head"], doc["config"]["name"]) == (
-        3, 4, "llama:" + tmp_path.name + "+custom")
+        3, 4, "llama:tiny+custom")  # named after tiny.json
 
 
 def test_run_cli_accepts_a_config_json(tmp_path, capsys):
@@ -257,3 +257,25 @@ def test_smollm3_shipped_config_with_a_window_but_the_switch_off(tmp_path):
     assert load_hf_config(write(tmp_path, {**raw, "sliding_window": 4096})).count_layers("sliding") == 0
     cfg = load_hf_config(write(tmp_path, {**raw, "sliding_window": 4096, "use_sliding_window": True}))
     assert [i for i in range(36) if cfg.layer_type(i) == "sliding"] == list(range(3, 36, 4))
+
+
+def test_config_files_in_one_folder_are_named_after_their_files(tmp_path):
+    """cfgs/llama3-8b.json, cfgs/llama3-70b.json and cfgs/llama3-405b.json (no `_name_or_path`) are three
+    models: named after the folder they would all be "llama:cfgs" and collide in sweeps and result folders."""
+    folder = tmp_path / "cfgs"
+    folder.mkdir()
+    shapes = {"llama3-8b": {}, "llama3-70b": {"hidden_size": 8192, "num_hidden_layers": 80,
+                                              "num_attention_heads": 64, "intermediate_size": 28672},
+              "llama3-405b": {"hidden_size": 16384, "num_hidden_layers": 126, "num_attention_heads": 128,
+                              "intermediate_size": 53248}}
+    names = {stem: resolve_config(str(write(folder, {**LLAMA3_8B, **shape}, f"{stem}.json"))).name
+             for stem, shape in shapes.items()}
+    assert names == {"llama3-8b": "llama:llama3-8b", "llama3-70b": "llama:llama3-70b",
+                     "llama3-405b": "llama:llama3-405b"}
+    # a config.json names nothing: the model folder holding it does, as a path to the file or to the folder
+    model = tmp_path / "some-model"
+    model.mkdir()
+    path = write(model, LLAMA3_8B)
+    assert load_hf_config(path).name == load_hf_config(model).name == "llama:some-model"
+    # `_name_or_path`, where the file has one, still wins
+    assert load_hf_config(write(folder, LLAMA2_7B, "mine.json")).name == "Llama-2-7b-hf"
