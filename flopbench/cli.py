@@ -26,8 +26,8 @@ import sys
 import threading
 
 from .errors import UsageError
-from .model.config import (ATTENTION, CHECKPOINTING_CHOICES, DEVICES, DTYPES, MAX_ITERS, MAX_PROFILE_STEPS, MAX_WARMUP,
-                           MODES, OVERRIDABLE)
+from .model.config import (ATTENTION, CHECKPOINTING_CHOICES, DEVICES, DTYPES, FP8_RECIPES, MAX_ITERS,
+                           MAX_PROFILE_STEPS, MAX_WARMUP, MODES, OVERRIDABLE)
 from .model.hf import MAPPERS as HF_MODEL_TYPES
 from .model.presets import PRESETS, resolve_config
 from .output import text
@@ -215,6 +215,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         checkpointing=args.checkpointing, warmup=args.warmup, iters=args.iters, peak_tflops=args.peak_tflops,
         compile=args.compile, pad_vocab=args.pad_vocab, gemm=not args.no_gemm,
         out=None if args.no_save else args.out, modes=args.modes, dist=args.dist, attention=args.attention,
+        fp8_recipe=args.fp8_recipe, peak_fp8_tflops=args.peak_fp8_tflops,
     )
     checks = Thresholds(min_mfu=args.min_mfu, min_hfu=args.min_hfu,
                         max_counted_vs_analytic=args.max_counted_vs_analytic, max_vs_baseline=args.max_vs_baseline)
@@ -328,7 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="activation checkpointing of every block; both = time each (default %(default)s)")
     _add_step_args(p)
     p.add_argument("--peak-tflops", type=_positive_float, default=None,
-                   help="peak TFLOP/s to divide by (default: the table entry of the detected GPU)")
+                   help="peak TFLOP/s to divide by (default: the table entry of the detected GPU; with --dtype "
+                        "fp8 the bf16 peak)")
+    p.add_argument("--fp8-recipe", default=FP8_RECIPES[0], choices=FP8_RECIPES,
+                   help="with --dtype fp8: torchao's float8 scaling, per tensor or per row (default %(default)s)")
+    p.add_argument("--peak-fp8-tflops", type=_positive_float, default=None,
+                   help="with --dtype fp8: the fp8 dense peak TFLOP/s (default: the table entry)")
     p.add_argument("--modes", type=_modes, default=MODES, metavar="MODE[,MODE]",
                    help=f"the modes to time, comma-separated, from {', '.join(MODES)} (e.g. train_step; "
                         f"default %(default)s)")

@@ -33,6 +33,13 @@ ceiling measured before the rows (`mfu_vs_gemm`). On a GPU each row records `tel
 (`timing.memory.peak_bytes`); a run that cannot fit is refused before the model is built
 (`timing.memory.check_fits`).
 
+float8 training (`dtype="fp8"`, `fp8_recipe` "tensorwise" or "rowwise"): the block Linear layers are converted
+with torchao before anything is compiled (`model.fp8`; the LM head and the attention core stay bf16, under
+bf16 autocast). Each row gives `fp8_flops` (of the counted hardware FLOPs, those of ops with float8 operands,
+`flops.counter.Float8Flops`) beside `fp8_flops_analytic` (the converted layers' FLOPs, `analytic.fp8_forward_flops`:
+equal), and three MFUs and HFUs (`timing.rates.fp8_rates`): `mfu` against the bf16 peak, `mfu_fp8_peak`
+against the fp8 peak and `mfu_weighted` against the FLOP-weighted peak.
+
 Status: "ok"; "oom" (out of memory — a CUDA or CPU allocator error, or on the CPU an estimate that
 cannot fit); "recompile_limit" (a compiled run hit dynamo's recompile limit: it would otherwise silently
 run eagerly while labelled compiled). Each compiled run starts from an empty dynamo cache
@@ -59,8 +66,9 @@ from ..hardware.detect import environment, gpu_peak
 from ..hardware.peaks import clock_adjusted_peak, rated_clock
 from ..hardware.telemetry import Telemetry, open_telemetry, throttled
 from ..model.attention import KernelLog, has_flex, watch_kernels
-from ..model.config import (ATTENTION, CHECKPOINTING_CHOICES, MODES, ModelConfig, check_steps, checkpointing_modes,
-                            pad_vocab, validate_shapes, validate_tensor_sizes)
+from ..model.config import (ATTENTION, CHECKPOINTING_CHOICES, FP8_RECIPES, MODES, ModelConfig, base_dtype, check_steps,
+                            checkpointing_modes, pad_vocab, validate_shapes, validate_tensor_sizes)
+from ..model.fp8 import KEPT_IN_BF16, check_recipe, convert, layer_patterns, load_float8
 from ..model.gpt import build_model, experts_impl
 from ..model.presets import as_config
 from ..output.records import ResultWriter, folder_safe
@@ -79,7 +87,7 @@ from ..timing.device import (
 )
 from ..timing.gemm import gemm_ceiling
 from ..timing.memory import RowVerdict, available_bytes, check_fits, peak_bytes, reset_peak
-from ..timing.rates import rates, utilization
+from ..timing.rates import fp8_rates, rates, utilization
 from ..timing.step import Stepper, compile_seconds, is_recompile_limit, recompile_watch
 from ..timing.thresholds import Thresholds, run_checks
 
@@ -101,6 +109,8 @@ class RunOptions:
     modes: tuple[str, ...] = MODES
     dist: str | None = None  # "ddp" | "fsdp" under torchrun (see flopbench.timing.distributed)
     attention: str = "sdpa"  # or "flex" (`model.attention.ATTENTION`): FlexAttention with a block mask, on a GPU
+    fp8_recipe: str = FP8_RECIPES[0]  # with dtype "fp8": torchao's float8 recipe (`model.fp8`)
+    peak_fp8_tflops: float | None = None  # with dtype "fp8": the fp8 dense peak (default: the peak table's)
 
 
 @dataclass
@@ -139,6 +149,13 @@ class Row:
     distributed: dict | None = None  # under torchrun: per_rank times, aggregate tokens/s, slowest rank
     experts_impl: str | None = None  # "grouped_mm" | "loop" (`model.gpt.Experts.impl`); None: no experts
     compile_s: float | None = None  # compiled runs: first step beyond a steady one (`timing.step`); else null
+    fp8_flops: int | None = None  # dtype fp8: of hardware_flops, those of ops with float8 operands (counted)
+    fp8_flops_analytic: int | None = None  # dtype fp8: the converted layers' hardware FLOPs (analytic)
+    fp8_model_flops: int | None = None  # dtype fp8: the converted layers' model FLOPs (analytic)
+    mfu_fp8_peak: float | None = None  # dtype fp8: MFU against the fp8 dense peak (`timing.rates.fp8_rates`)
+    mfu_weighted: float | None = None  # dtype fp8: MFU against the FLOP-weighted peak
+    hfu_fp8_peak: float | None = None
+    hfu_weighted: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -154,17 +171,24 @@ class ModeFlops:
     simple_flops: int
     simple_hardware: str  # 2N, 6N or 8N: the simple rule for `hardware`
     simple_hardware_flops: int
+    fp8_model: int | None = None  # float8 training: the converted layers' part of `model`
+    fp8_hardware: int | None = None  # ... and of `hardware`
 
 
 def flops_of_mode(cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: str,
-                  attention: str = "sdpa") -> ModeFlops:
+                  attention: str = "sdpa", fp8: bool = False) -> ModeFlops:
     """Model and analytic hardware FLOPs of one step of `mode`, and the simple rules for each: 2N for a
     forward, 6N for training (Kaplan et al. 2020, §2.1), 8N for training with full recomputation (a fourth
     forward; Narayanan et al. 2021, Eq. 3) — which counts hardware FLOPs, so it rates HFU, not MFU.
 
     With `attention="flex"` the hardware FLOPs count QK^T and AV over the block mask's non-empty blocks
     (`analytic.flex_attention_flops`) in place of the square, in every pass of the attention core, plus
-    the QK^T its backward re-forms (`flex_hardware_flops`)."""
+    the QK^T its backward re-forms (`flex_hardware_flops`).
+
+    With `fp8` (float8 training, `model.fp8`) the converted layers' FLOPs are given apart
+    (`analytic.fp8_forward_flops`): once in a forward, three times in training, four with full checkpointing,
+    whose recompute then re-runs every converted layer, the down-projection included (so torch's early stop
+    saves nothing there)."""
     simple = "2N" if mode == "forward" else "6N"
     simple_hw = "8N" if mode != "forward" and checkpointing == "full" else simple
 
@@ -176,12 +200,19 @@ def flops_of_mode(cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: st
         hardware = model + analytic.masked_square_flops(cfg, B, T)
     else:
         model = analytic.train_flops(cfg, B, T)
-        hardware = model if checkpointing == "none" else analytic.train_recompute_flops(cfg, B, T,
-                                                                                        checkpointing=checkpointing)
+        early_stop = not (fp8 and any(m.name == "mlp_down" and analytic.fp8_matrix(m)
+                                      for m in analytic.block_matrices(cfg)))
+        hardware = model if checkpointing == "none" else analytic.train_recompute_flops(
+            cfg, B, T, early_stop=early_stop, checkpointing=checkpointing)
         hardware += passes(mode, checkpointing) * analytic.masked_square_flops(cfg, B, T)
     if attention == "flex":
         hardware = flex_hardware_flops(cfg, B, T, mode, checkpointing, hardware)
-    return ModeFlops(model, hardware, simple, rule(simple), simple_hw, rule(simple_hw))
+    fp8_model = fp8_hardware = None
+    if fp8:
+        forward = analytic.fp8_forward_flops(cfg, B, T)
+        fp8_model = forward if mode == "forward" else 3 * forward
+        fp8_hardware = fp8_model + (forward if mode != "forward" and checkpointing == "full" else 0)
+    return ModeFlops(model, hardware, simple, rule(simple), simple_hw, rule(simple_hw), fp8_model, fp8_hardware)
 
 
 def flex_hardware_flops(cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: str, square: int) -> int:
@@ -276,6 +307,8 @@ class RunContext:
     dist_info: distributed.DistInfo | None = None
     on_step: Callable[[StepProgress], None] | None = None  # `run`'s per-step progress
     progress: Callable[[str], None] | None = None  # `run`'s status lines and warnings
+    fp8: bool = False  # float8 training (`model.fp8`): the block Linear layers converted
+    fp8_peak: float | None = None  # the fp8 dense peak
 
 
 Failure = tuple[str, str]  # (row status, one-line message)
@@ -334,8 +367,9 @@ def measure_row(stepper: Stepper, ctx: RunContext, mode: str, checkpointing: str
     `first_optimizer_step`) and after timing, so none waits in a collective the others skipped
     (`distributed.agree`). Telemetry is rank 0's GPU's."""
     cfg, B, T, options = ctx.cfg, ctx.B, ctx.T, ctx.options
-    flops = flops_of_mode(cfg, B, T, mode, checkpointing, options.attention)
+    flops = flops_of_mode(cfg, B, T, mode, checkpointing, options.attention, ctx.fp8)
     row = Row(mode, checkpointing, model_flops=flops.model, hardware_flops_analytic=flops.hardware,
+              fp8_model_flops=flops.fp8_model, fp8_flops_analytic=flops.fp8_hardware,
               simple_formula=flops.simple, simple_flops=flops.simple_flops,
               simple_hardware_formula=flops.simple_hardware, simple_hardware_flops=flops.simple_hardware_flops,
               memory_estimate_bytes=verdict.estimate.total if verdict else None,
@@ -354,9 +388,10 @@ def measure_row(stepper: Stepper, ctx: RunContext, mode: str, checkpointing: str
     elif failure is None:
         def counted() -> int:
             with watch_kernels() as log:
-                flops = stepper.counted_flops(mode)
+                total, fp8_part = stepper.count(mode).total(mode)
             kernels.calls, row.attention_kernel = log.calls, log.kernel
-            return flops
+            row.fp8_flops = fp8_part if ctx.fp8 else None
+            return total
 
         row.hardware_flops, failure = _attempt(counted, stepper, False)
     if failure is None and mode == "train_step":
@@ -433,6 +468,11 @@ def _rate(row: Row, ctx: RunContext, device_type: str, skipping: tuple[int, int]
         peak, sm_clock.get("median"), ctx.rated_clock_mhz, (ctx.gpu or {}).get("sm_clock_max_mhz"))
     row.mfu_vs_clock = utilization(row.model_flops, seconds, row.peak_clock_tflops)
     row.mfu_vs_gemm = utilization(row.model_flops, seconds, ctx.gemm_tflops)
+    if ctx.fp8:
+        f = fp8_rates(row.model_flops, row.hardware_flops, row.fp8_model_flops, row.fp8_flops, seconds, peak,
+                      ctx.fp8_peak)
+        row.mfu_fp8_peak, row.mfu_weighted, row.hfu_fp8_peak, row.hfu_weighted = (
+            f.mfu_fp8_peak, f.mfu_weighted, f.hfu_fp8_peak, f.hfu_weighted)
 
 
 def run(config: ModelConfig | str, options: RunOptions | None = None, progress=None,
@@ -468,6 +508,11 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
             progress, options = (lambda msg: None), dataclasses.replace(options, out=None)
             on_start = on_step = None
     dtype = resolve_dtype(options.dtype, device)
+    compute = base_dtype(dtype)  # fp8: everything but the converted layers runs in bf16
+    fp8 = dtype == "fp8"
+    if fp8:
+        check_recipe(options.fp8_recipe)
+        load_float8()  # a usage error before anything is built when torchao is missing
     cfg = pad_vocab(cfg, options.pad_vocab)
     B = options.batch_size
     T = cfg.max_seq_len if options.seq_len is None else options.seq_len
@@ -480,29 +525,34 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
 
     env = environment(device)
     gpu = env["gpu"]
-    peak, peak_source = gpu_peak(gpu, dtype, options.peak_tflops)  # dtype names = table columns
-    clock = rated_clock((gpu or {}).get("name"), dtype)[0] if options.peak_tflops is None else None
+    peak, peak_source = gpu_peak(gpu, compute, options.peak_tflops)  # dtype names = table columns
+    fp8_peak, fp8_peak_source = gpu_peak(gpu, "fp8", options.peak_fp8_tflops) if fp8 else (None, None)
+    clock = rated_clock((gpu or {}).get("name"), compute)[0] if options.peak_tflops is None else None
     ctx = RunContext(cfg, B, T, options, device, peak, gpu, rated_clock_mhz=clock, dist_info=dist_info,
-                     on_step=on_step, progress=progress)
+                     on_step=on_step, progress=progress, fp8=fp8, fp8_peak=fp8_peak)
     shards = dist_info.world_size if dist_info and dist_info.kind == "fsdp" else 1
     free = available_bytes(device)
     failure, verdicts = None, {}
     try:
-        verdicts = check_fits(cfg, B, T, plan, device, dtype, shards, available=free)
+        verdicts = check_fits(cfg, B, T, plan, device, compute, shards, available=free)
     except ModelDoesNotFit as e:
         failure = ("oom", str(e))
     failure = _together(ctx, failure)  # every rank stops, or none
     if failure:
         raise ModelDoesNotFit(failure[1])
 
-    run_id = folder_safe(f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}-{device.type}-{dtype}")
+    label = f"{dtype}-{options.fp8_recipe}" if fp8 else dtype
+    run_id = folder_safe(f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}-{device.type}-{label}")
     if dist_info:
         run_id = f"{distributed.gather(run_id)[0]}-{dist_info.kind}{dist_info.world_size}"  # rank 0's clock
     writer = ResultWriter(options.out, run_id, env) if options.out else None
     doc = {
         "run_id": run_id, "config": cfg.as_dict(), "batch_size": B, "seq_len": T, "tokens_per_step": B * T,
         "device": str(device), "dtype": dtype, "compile": options.compile,
-        "peak": {"tflops": peak, "source": peak_source, "dtype": dtype},
+        "peak": {"tflops": peak, "source": peak_source, "dtype": compute,
+                 **({"fp8_tflops": fp8_peak, "fp8_source": fp8_peak_source} if fp8 else {})},
+        "fp8": {"recipe": options.fp8_recipe, "layers": None, "converted": None, "bf16": list(KEPT_IN_BF16)}
+        if fp8 else None,
         "gemm_ceiling": None, "environment": env, "rows": [], "files": writer.files if writer else None,
         "memory": {"available_bytes": free[0], "source": free[1],
                    "estimates": {f"{m}/{c}": v.estimate.as_dict() for (m, c), v in verdicts.items()}},
@@ -514,13 +564,15 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
         on_start(doc)
     if peak is None:
         progress(f"warning: {peak_source}; MFU and HFU will be null")
+    elif fp8 and fp8_peak is None:
+        progress(f"warning: {fp8_peak_source}; the fp8-peak and FLOP-weighted MFU and HFU will be null")
 
     if options.gemm:
-        progress(f"GEMM ceiling: a search over {dtype} matmul shapes, then the best for a while ...")
+        progress(f"GEMM ceiling: a search over {compute} matmul shapes, then the best for a while ...")
         sampler = open_telemetry(device)  # the SM clock the ceiling held, as the rows record theirs
         try:
-            with precision(dtype, device):
-                doc["gemm_ceiling"] = {k: v for k, v in gemm_ceiling(device, TORCH_DTYPES[dtype],
+            with precision(compute, device):
+                doc["gemm_ceiling"] = {k: v for k, v in gemm_ceiling(device, TORCH_DTYPES[compute],
                                                                      telemetry=sampler).items() if k != "times_ms"}
         finally:
             if sampler:
@@ -531,6 +583,9 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
     failure, model = None, None
     try:
         model = build_model(cfg, device, attention=options.attention)
+        if fp8:
+            converted = convert(model, options.fp8_recipe)
+            doc["fp8"] |= {"layers": layer_patterns(converted), "converted": len(converted)}
     except (torch.OutOfMemoryError, RuntimeError) as e:
         if not is_oom(e):
             raise
@@ -540,7 +595,7 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
         model = None
         free_memory(device)
         raise ModelDoesNotFit(failure[1])
-    stepper = Stepper(model, cfg, B, T, device, dtype, options.compile, dist_info)
+    stepper = Stepper(model, cfg, B, T, device, compute, options.compile, dist_info)
     ctx.telemetry = open_telemetry(device)
     try:
         for mode, checkpointing in plan:
@@ -548,7 +603,8 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
                      f"{options.iters} steps ...")
             row = measure_row(stepper, ctx, mode, checkpointing, verdicts.get((mode, checkpointing)))
             record = {"run_id": run_id, "model": cfg.name, "batch_size": B, "seq_len": T, "device": str(device),
-                      "dtype": dtype, "compile": options.compile, "peak_tflops": peak,
+                      "dtype": dtype, "fp8_recipe": options.fp8_recipe if fp8 else None,
+                      "compile": options.compile, "peak_tflops": peak, "peak_fp8_tflops": fp8_peak,
                       "dist": dist_info.kind if dist_info else None,
                       "world_size": dist_info.world_size if dist_info else 1,
                       "gemm_tflops": ctx.gemm_tflops, **row.as_dict(), "config": cfg.as_dict()}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model.config import ModelConfig
+from ..model.config import FP8_DIM_MULTIPLE, ModelConfig
 
 # --------------------------------------------------------------------------------------------------
 # The weight matrices of a block: the one place their shapes are written down
@@ -353,6 +353,30 @@ def train_recompute_flops(cfg: ModelConfig, batch_size: int, seq_len: int, early
     the recomputed forward FLOPs."""
     return train_flops(cfg, batch_size, seq_len) + recompute_flops(cfg, batch_size, seq_len, early_stop,
                                                                    checkpointing)
+
+
+#: The block matrices flopbench's float8 training converts (`model.fp8.converts`): every Linear layer of a
+#: block but the router; the routed experts' stacked weights are no Linear layers.
+FP8_MATRICES = ("qkv_proj", "attn_out_proj", "mlp_gate", "mlp_up", "mlp_down", "shared_gate", "shared_up",
+                "shared_down")
+
+
+def fp8_matrix(matrix: Matrix) -> bool:
+    """Whether float8 training runs `matrix`'s matmuls in float8: one of `FP8_MATRICES` with both dimensions
+    multiples of 16 (`model.config.FP8_DIM_MULTIPLE`: what `torch._scaled_mm` takes)."""
+    return matrix.name in FP8_MATRICES and matrix.d_in % FP8_DIM_MULTIPLE == 0 and matrix.d_out % FP8_DIM_MULTIPLE == 0
+
+
+def fp8_forward_flops(cfg: ModelConfig, batch_size: int, seq_len: int) -> int:
+    """Forward FLOPs of the matmuls float8 training runs in float8 (`fp8_matrix`): the `components` rows of
+    those matrices. A training step runs each three times (forward, input and weight gradients: each of a
+    float8 layer's three matmuls takes float8 operands, torchao's "float8" README) and a full checkpoint's
+    recompute once more, the down-projection included: the float8 layer casts its input inside its own autograd
+    function and saves the cast, so torch's early stop must re-run that layer (`recomputed_with_early_stop`
+    does not apply to it). Selective checkpointing keeps the projections' outputs: no recompute."""
+    names = {m.name for moe in (False, True) if cfg.count_layers(moe=moe) for m in block_matrices(cfg, moe)
+             if fp8_matrix(m)}
+    return sum(c.total for c in components(cfg, batch_size, seq_len) if c.name in names)
 
 
 def causal_attention_flops(cfg: ModelConfig, batch_size: int, seq_len: int) -> int:

@@ -10,6 +10,12 @@
 hardware: Llama 3 405B trained at 38-43 % BF16 MFU on 8K-16K H100s (Dubey et al. 2024, "The Llama 3 Herd
 of Models", Table 4), torchtitan's Llama 3 8B at about 39 %; 0.40 is that range's middle, rounded down.
 (Narayanan et al. 2021's 52 % counts the recomputed forward: an HFU, about 39 % MFU by flopbench's count.)
+- **float8 steps** get three of each (`fp8_rates`): against the bf16 dense peak (`mfu`: comparable with every
+  bf16 figure and with tokens/s), against the fp8 dense peak (`mfu_fp8_peak`), and against the FLOP-weighted
+  peak (`mfu_weighted`, `weighted_peak`): ideal time = fp8 FLOPs / fp8 peak + other FLOPs / bf16 peak, and
+  mfu_weighted = ideal time / measured time — the accounting proposed in torchtitan issue #560 ("MFU for
+  float8 training"), which neither flatters a step that runs part of its work in bf16 nor penalizes it.
+
 Without recomputation a step's hardware FLOPs are its model FLOPs, so the same fraction is the HFU to
 expect when full recomputation adds work but not speed: it is what 8NT is divided by.
 """
@@ -52,6 +58,39 @@ def rates(model_flops: int | float | None, hardware_flops: int | float | None, s
     achieved = None if model_flops is None else tflops_per_s(model_flops, seconds)
     return Rates(achieved, utilization(model_flops, seconds, peak_tflops),
                  utilization(hardware_flops, seconds, peak_tflops))
+
+
+def weighted_peak(flops: int | float | None, fp8_flops: int | float | None, peak_tflops: float | None,
+                  fp8_peak_tflops: float | None) -> float | None:
+    """The FLOP-weighted peak TFLOP/s of a step that runs `fp8_flops` of its `flops` in float8 and the rest at
+    `peak_tflops`: flops / (fp8_flops / fp8 peak + (flops − fp8_flops) / peak), the rate the step would reach
+    if each part ran at its own peak (torchtitan issue #560). FLOPs / (seconds x this peak) = ideal time /
+    measured time. None when either peak or the FLOPs are unknown."""
+    if not peak_tflops or not fp8_peak_tflops or flops is None or fp8_flops is None or flops <= 0:
+        return None
+    return flops / (fp8_flops / fp8_peak_tflops + (flops - fp8_flops) / peak_tflops)
+
+
+@dataclass(frozen=True)
+class Fp8Rates:
+    """MFU and HFU of a float8 step against the fp8 dense peak and against the FLOP-weighted peak."""
+
+    mfu_fp8_peak: float | None
+    mfu_weighted: float | None
+    hfu_fp8_peak: float | None
+    hfu_weighted: float | None
+
+
+def fp8_rates(model_flops: int, hardware_flops: int | None, fp8_model_flops: int, fp8_hardware_flops: int | None,
+              seconds: float, peak_tflops: float | None, fp8_peak_tflops: float | None) -> Fp8Rates:
+    """A float8 step's MFU and HFU against the fp8 peak and the FLOP-weighted peak (`weighted_peak`); the
+    model FLOPs' float8 part weights MFU, the hardware FLOPs' float8 part HFU (see the module docstring)."""
+    return Fp8Rates(
+        utilization(model_flops, seconds, fp8_peak_tflops),
+        utilization(model_flops, seconds, weighted_peak(model_flops, fp8_model_flops, peak_tflops, fp8_peak_tflops)),
+        utilization(hardware_flops, seconds, fp8_peak_tflops),
+        utilization(hardware_flops, seconds,
+                    weighted_peak(hardware_flops, fp8_hardware_flops, peak_tflops, fp8_peak_tflops)))
 
 
 def gb_per_s(nbytes: int | float, seconds: float) -> float:

@@ -106,7 +106,7 @@ def compile_seconds(first_step_s: float | None, stats: TimingStats) -> float | N
 class Stepper:
     """The three step functions over one model, sharing its optimizer and a fixed random batch. With
     `compile_model` the blocks and the loss are compiled regions (see the module docstring); `eager` is the
-    model itself, on which `counted_flops` counts."""
+    model itself, on which `count` counts."""
 
     def __init__(self, model: torch.nn.Module, cfg: ModelConfig, B: int, T: int, device: torch.device,
                  dtype: str, compile_model: bool, dist_info: distributed.DistInfo | None = None):
@@ -177,8 +177,3 @@ class Stepper:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return counted
-
-    def counted_flops(self, mode: str) -> int:
-        """Hardware FLOPs of one step (`count`)."""
-        counted = self.count(mode)
-        return counted.forward if mode == "forward" else counted.train
