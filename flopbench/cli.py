@@ -5,9 +5,9 @@ human output is a table on stdout, fitted to the terminal: its width (COLUMNS, e
 100 columns; `--wide` prints wide tables unfolded) and its encoding (an ASCII-only one gets ASCII
 stand-ins, never a UnicodeEncodeError). Progress and warnings go to stderr; under `--json` only the
 warnings, unless `--progress` is given. Help texts show argparse's defaults (`%(default)s`), which
-tests/cli/test_terminal.py checks against the `RunOptions` / `InferOptions` defaults. Bad input is one line on
-stderr and exit code 2 (`UsageError`), never a traceback; Ctrl-C is "flopbench: interrupted" and exit
-code 130, also while torch is being imported (`import_holding_ctrl_c`). A closed pipe on the output
+tests/cli/test_terminal.py checks against the `RunOptions` / `InferOptions` defaults. Bad input is one
+message on stderr and exit code 2 (`UsageError`), never a traceback: one line, wrapped to the width on a
+terminal (`_error`). Ctrl-C is "flopbench: interrupted" and exit code 130, also while torch is being imported (`import_holding_ctrl_c`). A closed pipe on the output
 (`flopbench gpus --json | head -1`) ends the command quietly with exit code 141 (128 + SIGPIPE: what a
 shell reports for a Unix tool such as `cat` in the same place, so `set -o pipefail` treats both alike); an
 output that cannot be written (a full disk) is one line and exit code 2, as a results file that cannot be
@@ -468,6 +468,16 @@ def import_holding_ctrl_c(modules) -> None:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def _error(message: str) -> None:
+    """The one error message on stderr, "flopbench: error: ...": on a terminal wrapped to its width
+    (`output.text.terminal_width`), continuation lines indented; in a log or a pipe one line, for grep."""
+    line = f"flopbench: error: {message}"
+    isatty = getattr(sys.stderr, "isatty", None)
+    if isatty and isatty():
+        line = text.wrap(line, text.terminal_width(), "    ")
+    print(line, file=sys.stderr)
+
+
 def _interrupted(program: bool) -> int:
     """Say "interrupted" and give exit code 130. As the program (`program`), first ignore any further Ctrl-C,
     then end the process at once (`os._exit`) rather than through the interpreter's exit: a second Ctrl-C
@@ -533,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as e:
                 raise OutputError(e) from None
     except UsageError as e:
-        print(f"flopbench: error: {e}", file=sys.stderr)
+        _error(str(e))
         return 2
     except KeyboardInterrupt:
         return _interrupted(program=program)
@@ -544,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     except OutputError as e:
         if program:
             _detach_stdout()
-        print(f"flopbench: error: cannot write the output to stdout ({e})", file=sys.stderr)
+        _error(f"cannot write the output to stdout ({e})")
         return 2
 
 
