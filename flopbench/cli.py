@@ -7,12 +7,13 @@ stand-ins, never a UnicodeEncodeError). Progress and warnings go to stderr; unde
 warnings, unless `--progress` is given. Help texts show argparse's defaults (`%(default)s`), which
 tests/cli/test_terminal.py checks against the `RunOptions` / `InferOptions` defaults. Bad input is one
 message on stderr and exit code 2 (`UsageError`), never a traceback: one line, wrapped to the width on a
-terminal (`_error`). Ctrl-C is "flopbench: interrupted" and exit code 130, also while torch is being imported (`import_holding_ctrl_c`). A closed pipe on the output
-(`flopbench gpus --json | head -1`) ends the command quietly with exit code 141 (128 + SIGPIPE: what a
-shell reports for a Unix tool such as `cat` in the same place, so `set -o pipefail` treats both alike); an
-output that cannot be written (a full disk) is one line and exit code 2, as a results file that cannot be
-written is. `--help`, `estimate` and `count --no-torch` never import torch: the API modules are imported
-by the command that needs them.
+terminal (`_error`). Ctrl-C is "flopbench: interrupted" and exit code 130, also while torch is being
+imported (`import_holding_ctrl_c`). A closed pipe on the output (`flopbench gpus --json | head -1`) ends
+the command quietly with exit code 141 (128 + SIGPIPE: what a shell reports for a Unix tool such as `cat`
+in the same place, so `set -o pipefail` treats both alike); an output that cannot be written (a full disk)
+is one line and exit code 2, as a results file that cannot be written is. `--help`, `estimate`, `count
+--no-torch` and `gpus` where no GPU can be there never import torch: the API modules are imported by the
+command that needs them.
 """
 
 from __future__ import annotations
@@ -275,8 +276,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_gpus(args: argparse.Namespace) -> int:
-    from .api.gpus import gpus
+    from .api.gpus import detection_needs_torch, gpus
 
+    if args.lookup is None and detection_needs_torch():  # else the table needs no torch (seconds to import)
+        import_holding_ctrl_c(TORCH_IMPORTS)
     doc = gpus(lookup=args.lookup)
     _emit(args, doc, text.render_gpu_lookup if args.lookup else text.render_gpus)
     return 0
@@ -438,14 +441,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: torch with numpy, as `import_holding_ctrl_c` imports them.
+TORCH_IMPORTS = ("numpy", "torch")
 #: What each command imports before it starts, with Ctrl-C held back (`import_holding_ctrl_c`): torch and
 #: numpy, and torch._dynamo where the command counts FLOPs (FlopCounterMode loads it on first use).
-#: `estimate` and `count --no-torch` import neither.
+#: `estimate` and `count --no-torch` import neither; `gpus` only where a GPU could be there (`cmd_gpus`).
 COMMAND_IMPORTS = {
-    "count": ("numpy", "torch", "torch._dynamo"), "run": ("numpy", "torch", "torch._dynamo"),
-    "infer": ("numpy", "torch", "torch._dynamo"), "sweep": ("numpy", "torch", "torch._dynamo"),
-    "explain": ("numpy", "torch", "torch._dynamo"),
-    "report": ("numpy", "torch"), "gpus": ("numpy", "torch"), "estimate": (),
+    "count": (*TORCH_IMPORTS, "torch._dynamo"), "run": (*TORCH_IMPORTS, "torch._dynamo"),
+    "infer": (*TORCH_IMPORTS, "torch._dynamo"), "sweep": (*TORCH_IMPORTS, "torch._dynamo"),
+    "explain": (*TORCH_IMPORTS, "torch._dynamo"), "report": TORCH_IMPORTS, "gpus": (), "estimate": (),
 }
 
 

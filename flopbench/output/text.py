@@ -330,7 +330,6 @@ def render_run(doc: dict, width: int = DEFAULT_WIDTH, header: bool = True) -> st
                         width) + "\n")
     rows, counts = [], []
     for r in doc["rows"]:
-        t = r["time_ms"]
         rows.append({
             "mode": r["mode"], "ckpt": r["checkpointing"], "status": r["status"],
             "step ms": None, "± IQR": None,  # filled below, one format per column (`fixed_column`)
