@@ -463,7 +463,8 @@ def render_explain(doc: dict, width: int = DEFAULT_WIDTH) -> str:
         room = max(20, min(width, 100) - 34)
         top = [{"kernel" if doc["device"].startswith("cuda") else "operator":
                 t["name"] if len(t["name"]) <= room else t["name"][:room - 3] + "...",
-                "class": t["class"], "ms": fixed(t["time_ms"]), "share": percent(t["share"])} for t in e["top"][:8]]
+                "class": t["class"], "ms": None, "share": percent(t["share"])} for t in e["top"][:8]]
+        fill_column(top, "ms", [t["time_ms"] for t in e["top"][:8]])
         if top:
             out.append(_section(f"Top of the step (checkpointing {e['checkpointing']})",
                                 table(top, width, right=("ms", "share"))))
