@@ -5,14 +5,15 @@ human output is a table on stdout, fitted to the terminal: its width (COLUMNS, e
 100 columns; `--wide` prints wide tables unfolded) and its encoding (an ASCII-only one gets ASCII
 stand-ins, never a UnicodeEncodeError). Progress and warnings go to stderr; under `--json` only the
 warnings, unless `--progress` is given. Help texts show argparse's defaults (`%(default)s`), which
-tests/cli/test_terminal.py checks against the `RunOptions` / `InferOptions` defaults. Bad input is one line on
-stderr and exit code 2 (`UsageError`), never a traceback; Ctrl-C is "flopbench: interrupted" and exit
-code 130, also while torch is being imported (`import_holding_ctrl_c`). A closed pipe on the output
-(`flopbench gpus --json | head -1`) ends the command quietly with exit code 141 (128 + SIGPIPE: what a
-shell reports for a Unix tool such as `cat` in the same place, so `set -o pipefail` treats both alike); an
-output that cannot be written (a full disk) is one line and exit code 2, as a results file that cannot be
-written is. `--help`, `estimate` and `count --no-torch` never import torch: the API modules are imported
-by the command that needs them.
+tests/cli/test_terminal.py checks against the `RunOptions` / `InferOptions` defaults. Bad input is one
+message on stderr and exit code 2 (`UsageError`), never a traceback: one line, wrapped to the width on a
+terminal (`_error`). Ctrl-C is "flopbench: interrupted" and exit code 130, also while torch is being
+imported (`import_holding_ctrl_c`). A closed pipe on the output (`flopbench gpus --json | head -1`) ends
+the command quietly with exit code 141 (128 + SIGPIPE: what a shell reports for a Unix tool such as `cat`
+in the same place, so `set -o pipefail` treats both alike); an output that cannot be written (a full disk)
+is one line and exit code 2, as a results file that cannot be written is. `--help`, `estimate`, `count
+--no-torch` and `gpus` where no GPU can be there never import torch: the API modules are imported by the
+command that needs them.
 """
 
 from __future__ import annotations
@@ -276,8 +277,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_gpus(args: argparse.Namespace) -> int:
-    from .api.gpus import gpus
+    from .api.gpus import detection_needs_torch, gpus
 
+    if args.lookup is None and detection_needs_torch():  # else the table needs no torch (seconds to import)
+        import_holding_ctrl_c(TORCH_IMPORTS)
     doc = gpus(lookup=args.lookup)
     _emit(args, doc, text.render_gpu_lookup if args.lookup else text.render_gpus)
     return 0
@@ -451,14 +454,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: torch with numpy, as `import_holding_ctrl_c` imports them.
+TORCH_IMPORTS = ("numpy", "torch")
 #: What each command imports before it starts, with Ctrl-C held back (`import_holding_ctrl_c`): torch and
 #: numpy, and torch._dynamo where the command counts FLOPs (FlopCounterMode loads it on first use).
-#: `estimate` and `count --no-torch` import neither.
+#: `estimate` and `count --no-torch` import neither; `gpus` only where a GPU could be there (`cmd_gpus`).
 COMMAND_IMPORTS = {
-    "count": ("numpy", "torch", "torch._dynamo"), "run": ("numpy", "torch", "torch._dynamo"),
-    "infer": ("numpy", "torch", "torch._dynamo"), "sweep": ("numpy", "torch", "torch._dynamo"),
-    "explain": ("numpy", "torch", "torch._dynamo"),
-    "report": ("numpy", "torch"), "gpus": ("numpy", "torch"), "estimate": (),
+    "count": (*TORCH_IMPORTS, "torch._dynamo"), "run": (*TORCH_IMPORTS, "torch._dynamo"),
+    "infer": (*TORCH_IMPORTS, "torch._dynamo"), "sweep": (*TORCH_IMPORTS, "torch._dynamo"),
+    "explain": (*TORCH_IMPORTS, "torch._dynamo"), "report": TORCH_IMPORTS, "gpus": (), "estimate": (),
 }
 
 
@@ -479,6 +483,16 @@ def import_holding_ctrl_c(modules) -> None:
     finally:
         if block:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _error(message: str) -> None:
+    """The one error message on stderr, "flopbench: error: ...": on a terminal wrapped to its width
+    (`output.text.terminal_width`), continuation lines indented; in a log or a pipe one line, for grep."""
+    line = f"flopbench: error: {message}"
+    isatty = getattr(sys.stderr, "isatty", None)
+    if isatty and isatty():
+        line = text.wrap(line, text.terminal_width(), "    ")
+    print(line, file=sys.stderr)
 
 
 def _interrupted(program: bool) -> int:
@@ -546,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as e:
                 raise OutputError(e) from None
     except UsageError as e:
-        print(f"flopbench: error: {e}", file=sys.stderr)
+        _error(str(e))
         return 2
     except KeyboardInterrupt:
         return _interrupted(program=program)
@@ -557,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     except OutputError as e:
         if program:
             _detach_stdout()
-        print(f"flopbench: error: cannot write the output to stdout ({e})", file=sys.stderr)
+        _error(f"cannot write the output to stdout ({e})")
         return 2
 
 

@@ -1,10 +1,15 @@
 """`flopbench.gpus`: the GPU detected here, its peak-table entry and the whole dense peak table; or, with
-`lookup=NAME`, the table entry and the peak per dtype a GPU of that name would get, without having one."""
+`lookup=NAME`, the table entry and the peak per dtype a GPU of that name would get, without having one.
+
+torch is imported (seconds) only where a GPU could be there to describe (`detection_needs_torch`):
+`hardware.detect` asks NVML about torch's device; the table itself and `lookup` need neither."""
 
 from __future__ import annotations
 
+import os
+import sys
+
 from ..errors import UsageError, check_arguments
-from ..hardware.detect import detect_gpu, gpu_peak
 from ..hardware.peaks import is_mig, load_peak_table, match_gpu, mig_slice_sms, named_gpu, rated_clock, resolve_peak
 from ..model.config import DTYPES
 
@@ -36,6 +41,62 @@ def lookup_peaks(name: str) -> dict:
     }
 
 
+#: Device files through which torch could reach a GPU that NVML does not report: the NVIDIA driver's control
+#: device, ROCm's kernel driver (AMD GPUs: torch.cuda on ROCm) and WSL 2's GPU paravirtualisation.
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+
+
+def nvml_gpu_count() -> int | None:
+    """How many GPUs NVML (nvidia-ml-py's pynvml: nvmlInit, nvmlDeviceGetCount) reports, without importing
+    torch; None where NVML cannot be asked (no pynvml, no driver library)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return None
+    try:
+        return pynvml.nvmlDeviceGetCount()
+    except Exception:
+        return None
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+def detection_needs_torch() -> bool:
+    """Whether describing the GPU here needs torch. NVML is asked first: where it reports a GPU, yes
+    (`hardware.detect` finds torch's device in NVML by its UUID, and reads its SM count from torch). Where it
+    reports none, only if torch could still reach a GPU: a GPU driver's device file exists (`GPU_DEVICE_FILES`:
+    ROCm, a driver whose NVML library is missing), or this is not Linux, where there are none to look at.
+    Otherwise no GPU can be there, and the table is printed without torch."""
+    if nvml_gpu_count():
+        return True
+    return not sys.platform.startswith("linux") or any(os.path.exists(f) for f in GPU_DEVICE_FILES)
+
+
+def detect_gpu(index: int = 0):
+    """`hardware.detect.detect_gpu(index)` (a `GpuInfo`, or None) where a GPU can be here
+    (`detection_needs_torch`); else None, and torch is not imported."""
+    if not detection_needs_torch():
+        return None
+    from ..hardware import detect  # imports torch
+
+    return detect.detect_gpu(index)
+
+
+def detected_peaks(gpu) -> dict | None:
+    """The peak per dtype the detected `gpu` gets, with its source (`hardware.detect.gpu_peak`: a MIG slice
+    its share of the chip); None without a GPU."""
+    if gpu is None:
+        return None
+    from ..hardware.detect import gpu_peak
+
+    return {d: dict(zip(("tflops", "source"), gpu_peak(gpu, d), strict=True)) for d in DTYPES}
+
+
 def gpus(index: int = 0, lookup: str | None = None) -> dict:
     """The GPU detected here (with the peak per dtype it gets: a MIG slice its share), its table entry and the
     whole peak table: the `flopbench gpus --json` document. With `lookup=NAME`: only NAME's table entry and
@@ -48,8 +109,7 @@ def gpus(index: int = 0, lookup: str | None = None) -> dict:
     return {
         "detected": gpu.as_dict() if gpu else None,
         "table_entry": entry.key if entry else None,
-        "detected_peaks": ({d: dict(zip(("tflops", "source"), gpu_peak(gpu, d), strict=True)) for d in DTYPES}
-                           if gpu else None),
+        "detected_peaks": detected_peaks(gpu),
         "table": [{"key": e.key, "name": e.display_name, **{f"{d}_tflops": v for d, v in e.tflops.items()},
                    "sms": e.sms, "mem_gbps": e.mem_gbps, "source": e.source,
                    "rated_clock_mhz": dict(e.rated_clock_mhz)} for e in load_peak_table()],

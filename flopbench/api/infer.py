@@ -249,7 +249,7 @@ def _prefill(cfg, B: int, P: int, dtype: str, times: list[StepTime], cuda: bool,
     r = rates(flops, hardware, seconds, peaks["tflops"])
     return {"flops": flops, "hardware_flops": hardware, "bytes": nbytes, "intensity": flops / nbytes,
             "time_ms": time_ms, "host_ms": host_ms, "launch_bound": launch_bound,
-            "achieved_tflops": r.achieved_tflops, "mfu": r.mfu, "hfu": r.hfu,
+            "achieved_tflops": r.achieved_tflops, "mfu": r.mfu, "hfu": r.hfu, "tokens_per_s": B * P / seconds,
             "mbu": bandwidth_utilization(nbytes, seconds, peaks["gbps"])}
 
 

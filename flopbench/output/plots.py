@@ -102,7 +102,7 @@ def plot_flops_per_token(plt, table: list[dict], series: list[dict], path: Path)
         ax.set_xticks(range(len(bars)), [b[2] for b in bars], rotation=35, ha="right", fontsize=8)
         ax.set_title(f"{row['model']}, T={row['seq_len']}  (N_matmul = {row['N_matmul']:,})", fontsize=10)
         ax.set_ylabel("FLOPs per token")
-        ax.yaxis.set_major_formatter(EngFormatter(unit="FLOP"))
+        ax.yaxis.set_major_formatter(EngFormatter(unit="FLOPs"))
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")

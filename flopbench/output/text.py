@@ -100,6 +100,22 @@ def fixed(value: int | float | None, digits: int = 3, trim: bool = True) -> str:
     return shown.rstrip("0").rstrip(".") if trim and "." in shown else shown
 
 
+def fixed_column(values: list, digits: int = 3) -> list[str]:
+    """A column of measured numbers in one format: every value with the decimals `fixed` gives the largest
+    (`digits` significant digits there), trailing zeros kept, so a column never changes its decimals from row
+    to row: fixed_column([0.01, 0.019, 0.0367]) == ["0.0100", "0.0190", "0.0367"], fixed_column([529.4,
+    57.3]) == ["529", "57"]; "-" for None."""
+    finite = [abs(v) for v in values if v is not None and math.isfinite(v) and v != 0]
+    decimals = min(9, max(0, digits - 1 - math.floor(math.log10(max(finite))))) if finite else 0
+    return ["-" if v is None else str(v) if not math.isfinite(v) else f"{v:,.{decimals}f}" for v in values]
+
+
+def fill_column(rows: list[dict], header: str, values: list, digits: int = 3) -> None:
+    """Set `header` of each row to its value of `values` (in row order), formatted by `fixed_column`."""
+    for row, shown in zip(rows, fixed_column(values, digits), strict=True):
+        row[header] = shown
+
+
 #: ASCII stand-ins for the non-ASCII characters flopbench prints (formulas, citations, ±), used where the
 #: terminal's encoding cannot show them (e.g. PYTHONIOENCODING=ascii, or LANG=C on an older system).
 ASCII_STANDINS = str.maketrans({"·": "*", "²": "^2", "³": "^3", "×": "x", "≈": "~", "÷": "/", "±": "+/-",
@@ -164,6 +180,19 @@ def table(rows: list[dict], width: int = DEFAULT_WIDTH, right: tuple[str, ...] =
     console = _console(width)
     console.print(t)
     return "\n".join(line.rstrip() for line in console.file.getvalue().rstrip("\n").split("\n"))
+
+
+def table_with_notes(rows: list[dict], notes: list[str], header: str, width: int = DEFAULT_WIDTH) -> str:
+    """`table(rows)` where each row also has a note (a sentence, under `header`) too long for a column: each
+    note on its own lines under its row, indented and wrapped to the full `width`, so that neither the short
+    cells nor the note are folded into a narrow column. `width=WIDE`: the note is the row's last cell."""
+    if width >= WIDE:
+        return table([{**r, header: n} for r, n in zip(rows, notes, strict=True)], width)
+    lines = table(rows, WIDE).split("\n")  # the short cells unfolded: header, rule, then one line per row
+    out = [wrap(line, width, "    ") for line in lines[:2]]
+    for line, note in zip(lines[2:], notes, strict=True):
+        out += [wrap(line, width, "    "), wrap(f"    {note}", width, "    ")]
+    return "\n".join(out)
 
 
 def _section(title: str, body: str) -> str:
@@ -248,17 +277,22 @@ def render_count(doc: dict, width: int = DEFAULT_WIDTH) -> str:
         for name, v in a["estimates"].items()
     ]
     out.append(_section("Named estimates (per step)", table(est_rows, width, right=("FLOPs",))))
-    rec_rows = [
-        {"left": c["left"], "right": c["right"], "ratio": f"{c['ratio']:.4f}", "status": c["status"],
-         "why": c["reason"]}
-        for c in doc["reconciliation"]
-    ]
-    out.append(_section("Reconciliation", table(rec_rows, width)))
+    rec_rows = [{"left": c["left"], "right": c["right"], "ratio": f"{c['ratio']:.4f}", "status": c["status"]}
+                for c in doc["reconciliation"]]
+    out.append(_section("Reconciliation", table_with_notes(rec_rows, [c["reason"] for c in doc["reconciliation"]],
+                                                           "why", width)))
     if "fvcore" in counted and counted["fvcore"]["unsupported"]:
         skipped = ", ".join(f"{op} x{n}" for op, n in counted["fvcore"]["unsupported"].items())
         out.append("\n" + wrap(f"fvcore skipped (no FLOP handle, none of them a matmul): {skipped}", width) + "\n")
-    out.append(f"\ncounted in {doc['count_seconds']:.2f} s\n")
+    if counted:  # `--no-torch`: nothing was counted, so no counting time
+        out.append(f"\ncounted in {doc['count_seconds']:.2f} s\n")
     return "".join(out)
+
+
+def peak_shown(value: float | None, unit: str, source: str) -> str:
+    """A peak and where it comes from: "989.4 TFLOP/s (H100 SXM ...)"; without one only "- TFLOP/s (none: see
+    the warning)", since the command has already said why in a warning on stderr."""
+    return f"{value:g} {unit} ({source})" if value else f"- {unit} (none: see the warning)"
 
 
 def run_header(doc: dict, width: int = DEFAULT_WIDTH) -> str:
@@ -273,7 +307,7 @@ def run_header(doc: dict, width: int = DEFAULT_WIDTH) -> str:
         f"vocab={cfg['vocab_size']}  {architecture(cfg)}  batch={doc['batch_size']} x seq={doc['seq_len']}  "
         f"{doc['dtype']}{' compiled' if doc['compile'] else ''}",
         f"device: {doc['device']} = {where}; torch {env['torch']}, CUDA {env['cuda_runtime']}",
-        f"peak: {peak['tflops'] if peak['tflops'] else '-'} TFLOP/s ({peak['source']})",
+        f"peak: {peak_shown(peak['tflops'], 'TFLOP/s', peak['source'])}",
     ]
     par = doc.get("parallelism")
     if par:
@@ -296,12 +330,11 @@ def render_run(doc: dict, width: int = DEFAULT_WIDTH, header: bool = True) -> st
                         width) + "\n")
     rows, counts = [], []
     for r in doc["rows"]:
-        t = r["time_ms"]
         rows.append({
             "mode": r["mode"], "ckpt": r["checkpointing"], "status": r["status"],
-            "step ms": fixed(t["median_ms"]) if t else "-", "± IQR": fixed(t["iqr_ms"]) if t else "-",
+            "step ms": None, "± IQR": None,  # filled below, one format per column (`fixed_column`)
             "tokens/s": f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "-",
-            "TFLOP/s": fixed(r["achieved_tflops"]), "MFU": percent(r["mfu"]), "HFU": percent(r["hfu"]),
+            "TFLOP/s": None, "MFU": percent(r["mfu"]), "HFU": percent(r["hfu"]),
             "simple": f"{r['simple_formula']}: {percent(r['mfu_simple'])}",
         })
         if r.get("distributed"):
@@ -311,6 +344,10 @@ def render_run(doc: dict, width: int = DEFAULT_WIDTH, header: bool = True) -> st
         counts.append({"mode": r["mode"], "ckpt": r["checkpointing"], "model FLOPs": flops(r["model_flops"]),
                        "HW FLOPs counted": flops(r["hardware_flops"]),
                        "HW analytic": flops(r["hardware_flops_analytic"])})
+    times = [r["time_ms"] or {} for r in doc["rows"]]
+    fill_column(rows, "step ms", [t.get("median_ms") for t in times])
+    fill_column(rows, "± IQR", [t.get("iqr_ms") for t in times])
+    fill_column(rows, "TFLOP/s", [r["achieved_tflops"] for r in doc["rows"]])
     out.append(_section("Measured (per step; step ms = median)", table(
         rows, width, right=("step ms", "± IQR", "tokens/s", "TFLOP/s", "MFU", "HFU", "all ranks tokens/s"))))
     out.append(_section("FLOPs (per step)", table(counts, width, right=("model FLOPs", "HW FLOPs counted",
@@ -347,23 +384,21 @@ def render_infer(doc: dict, width: int = DEFAULT_WIDTH) -> str:
     cfg, peak, p, d = doc["config"], doc["peak"], doc["prefill"], doc["decode"]
     out = [wrap(f"flopbench infer: {cfg['name']}  batch={doc['batch_size']} prompt={doc['prompt_len']} "
                 f"generate={doc['gen_len']}  {doc['dtype']} on {doc['device']}", width) + "\n",
-           wrap(f"peak: {peak['tflops'] or '-'} TFLOP/s ({peak['source']}); {peak['gbps'] or '-'} GB/s "
-                f"({peak['gbps_source']})", width) + "\n"]
+           wrap(f"peak: {peak_shown(peak['tflops'], 'TFLOP/s', peak['source'])}; "
+                f"{peak_shown(peak['gbps'], 'GB/s', peak['gbps_source'])}", width) + "\n"]
     c = doc["ceilings"]
     if c["gemm"]:
         out.append(f"ceilings: GEMM {fixed(c['gemm']['tflops_median'])} TFLOP/s, "
                    f"copy {fixed(c['copy']['gbps_median'])} GB/s\n")
-    rows = [{"phase": "prefill", "context": doc["prompt_len"], "FLOPs": flops(p["flops"]),
-             "bytes": si(p["bytes"], ".3g") + "B", "FLOP/byte": fixed(p["intensity"]),
-             "median ms": fixed(p["time_ms"]["median_ms"]), "TFLOP/s": fixed(p["achieved_tflops"]),
-             "MFU": percent(p["mfu"]), "MBU": percent(p["mbu"]), "tokens/s": "-"}]
-    if d["time_ms"]:
-        rows.append({"phase": "decode (median)", "context": d["context"], "FLOPs": flops(d["flops"]),
-                     "bytes": si(d["bytes"], ".3g") + "B", "FLOP/byte": fixed(d["intensity"]),
-                     "median ms": fixed(d["time_ms"]["median_ms"]), "TFLOP/s": fixed(d["achieved_tflops"]),
-                     "MFU": percent(d["mfu"]), "MBU": percent(d["mbu"]), "tokens/s": f"{d['tokens_per_s']:,.0f}"})
+    phases = [("prefill", doc["prompt_len"], p)] + ([("decode", d["context"], d)] if d["time_ms"] else [])
+    rows = [{"phase": name, "context": context, "FLOPs": flops(x["flops"]), "bytes": si(x["bytes"], ".3g") + "B",
+             "FLOP/byte": None, "median ms": None, "TFLOP/s": None, "MFU": percent(x["mfu"]), "MBU": percent(x["mbu"]),
+             "tokens/s": f"{x['tokens_per_s']:,.0f}" if x.get("tokens_per_s") else "-"} for name, context, x in phases]
+    for header, key in (("FLOP/byte", "intensity"), ("TFLOP/s", "achieved_tflops")):
+        fill_column(rows, header, [x[key] for _, _, x in phases])
+    fill_column(rows, "median ms", [x["time_ms"]["median_ms"] for _, _, x in phases])
     numbers = ("context", "FLOPs", "bytes", "FLOP/byte", "median ms", "TFLOP/s", "MFU", "MBU", "tokens/s")
-    out.append(_section("Generation (per step)", table(rows, width, right=numbers)))
+    out.append(_section("Generation (per step; decode = its median step)", table(rows, width, right=numbers)))
     if d["time_ms"]:
         host = "" if d["launch_bound"] is None else (  # on the CPU host and device are one clock
             f"; the host took {fixed(d['host_ms']['median_ms'])} ms to launch a step"
@@ -403,10 +438,13 @@ def render_explain(doc: dict, width: int = DEFAULT_WIDTH) -> str:
         line = {"class": name}
         for e in rows:
             c = e["categories"][i]
-            line[f"{e['checkpointing']} ms"] = fixed(c["time_ms"])
+            line[f"{e['checkpointing']} ms"] = None  # filled below, one format per column
             line[f"{e['checkpointing']} share"] = percent(c["share"])
-            line[f"{e['checkpointing']} TFLOP/s"] = fixed(c["achieved_tflops"]) if c["achieved_tflops"] else "-"
+            line[f"{e['checkpointing']} TFLOP/s"] = None
         classes.append(line)
+    for e in rows:
+        fill_column(classes, f"{e['checkpointing']} ms", [c["time_ms"] for c in e["categories"]])
+        fill_column(classes, f"{e['checkpointing']} TFLOP/s", [c["achieved_tflops"] or None for c in e["categories"]])
     numbers = tuple(k for k in classes[0] if k != "class")
     out.append(_section("Where the step's time goes", table(classes, width, right=numbers)))
     if all(e["waterfall"] for e in rows):
@@ -425,7 +463,8 @@ def render_explain(doc: dict, width: int = DEFAULT_WIDTH) -> str:
         room = max(20, min(width, 100) - 34)
         top = [{"kernel" if doc["device"].startswith("cuda") else "operator":
                 t["name"] if len(t["name"]) <= room else t["name"][:room - 3] + "...",
-                "class": t["class"], "ms": fixed(t["time_ms"]), "share": percent(t["share"])} for t in e["top"][:8]]
+                "class": t["class"], "ms": None, "share": percent(t["share"])} for t in e["top"][:8]]
+        fill_column(top, "ms", [t["time_ms"] for t in e["top"][:8]])
         if top:
             out.append(_section(f"Top of the step (checkpointing {e['checkpointing']})",
                                 table(top, width, right=("ms", "share"))))
@@ -460,9 +499,10 @@ def render_sweep(doc: dict, width: int = DEFAULT_WIDTH) -> str:
     """The sweep's new rows as a terminal table."""
     rows = [{"model": r["model"], "T": r["seq_len"], "B": r["batch_size"], "dtype": r["dtype"],
              "ckpt": r["checkpointing"], "mode": r["mode"], "status": r["status"],
-             "median ms": fixed(r["time_ms"]["median_ms"]) if r.get("time_ms") else "-",
-             "TFLOP/s": fixed(r.get("achieved_tflops")), "MFU": percent(r.get("mfu")), "HFU": percent(r.get("hfu"))}
+             "median ms": None, "TFLOP/s": None, "MFU": percent(r.get("mfu")), "HFU": percent(r.get("hfu"))}
             for r in doc["rows"]]
+    fill_column(rows, "median ms", [(r.get("time_ms") or {}).get("median_ms") for r in doc["rows"]])
+    fill_column(rows, "TFLOP/s", [r.get("achieved_tflops") for r in doc["rows"]])
     head = wrap(f"flopbench sweep {doc['name']}: {doc['grid_points_run']} of {doc['grid_points']} grid points run, "
                 f"{len(doc['rows'])} new rows ({doc['rows_skipped']} already present), {doc['rows_total']} in "
                 f"{doc['files']['rows.jsonl']}", width) + "\n"
@@ -516,14 +556,16 @@ class Progress:
     without `--progress`): only warnings (lines starting "warning:"). `close()` ends a bar left running
     (an error, Ctrl-C)."""
 
-    def __init__(self, stream=None, width: int | None = None, quiet: bool = False, live: bool | None = None):
+    def __init__(self, stream=None, width: int | None = None, quiet: bool = False, live: bool | None = None,
+                 clock=time.monotonic):
         self.stream = stream if stream is not None else sys.stderr
+        self.clock = clock  # seconds, for the elapsed time and the ETA (a test passes its own)
         self.width = terminal_width() if width is None or width >= WIDE else width
         self.quiet = quiet
         isatty = getattr(self.stream, "isatty", None)
         self.live = not quiet and (bool(isatty and isatty()) if live is None else live)
         self._bar = self._task = None
-        self._started, self._done, self._total = time.monotonic(), 0, 0
+        self._started, self._done, self._total = clock(), 0, 0
 
     def line(self, message: str) -> None:
         if self.quiet and not message.startswith("warning:"):
@@ -539,16 +581,13 @@ class Progress:
         """Begin a task of `total` units: steps (shown as done/total), or with `steps=False` a weight such as
         FLOPs (shown as a percentage)."""
         self.close()
-        self._started, self._done, self._total = time.monotonic(), 0, total
+        self._started, self._done, self._total = self.clock(), 0, total
         if not self.live:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TaskProgressColumn, TextColumn
-        from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bar
 
-        self._bar = Bar(TextColumn("{task.description}", markup=False), BarColumn(bar_width=20),
-                        MofNCompleteColumn() if steps else TaskProgressColumn(), TimeElapsedColumn(),
-                        TextColumn("ETA"), TimeRemainingColumn(),
-                        console=_console_for(self.stream, self.width), transient=True)
+        self._bar = Bar(*bar_columns(self.width, steps), console=_console_for(self.stream, self.width),
+                        transient=True, expand=True, get_time=self.clock)
         self._bar.start()
         self._task = self._bar.add_task(description, total=total)
 
@@ -559,7 +598,7 @@ class Progress:
 
     def elapsed(self) -> float:
         """Seconds since `start`."""
-        return time.monotonic() - self._started
+        return self.clock() - self._started
 
     def eta(self) -> str:
         """The time left, from the pace so far ("?" before anything is done)."""
@@ -576,6 +615,30 @@ class Progress:
         if self._bar is not None:
             bar, self._bar = self._bar, None
             bar.stop()
+
+
+#: The live bar's cells: the bar gets `BAR_MIN_WIDTH` to `BAR_MAX_WIDTH` columns, and only on a terminal
+#: at least `BAR_FROM_WIDTH` wide; the description at least `DESCRIPTION_MIN_WIDTH`.
+BAR_MIN_WIDTH, BAR_MAX_WIDTH, BAR_FROM_WIDTH, DESCRIPTION_MIN_WIDTH = 10, 30, 60, 10
+
+
+def bar_columns(width: int, steps: bool = True) -> list:
+    """The columns of the live progress bar (rich.progress), in the order they give way when `width` is
+    short: the description first (cut with "…"), then the bar (between `BAR_MIN_WIDTH` and `BAR_MAX_WIDTH`
+    cells; none below `BAR_FROM_WIDTH` columns), never the done/total count, the elapsed time or the ETA,
+    which are not wrapped ("0:01:05 ETA 0:03:20")."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+    from rich.table import Column
+
+    fixed_cell = Column(no_wrap=True, justify="right")
+    columns = [TextColumn("{task.description}", markup=False, table_column=Column(
+        ratio=1, no_wrap=True, overflow="ellipsis", min_width=DESCRIPTION_MIN_WIDTH))]
+    if width >= BAR_FROM_WIDTH:
+        columns.append(BarColumn(bar_width=None, table_column=Column(min_width=BAR_MIN_WIDTH, max_width=BAR_MAX_WIDTH)))
+    count = MofNCompleteColumn(table_column=fixed_cell) if steps else TaskProgressColumn(table_column=fixed_cell)
+    return columns + [count, TimeElapsedColumn(table_column=fixed_cell), TextColumn("ETA", table_column=fixed_cell),
+                      TimeRemainingColumn(table_column=fixed_cell)]
 
 
 def _console_for(stream, width: int):

@@ -1,8 +1,14 @@
 """`flopbench gpus --lookup NAME`: the peak a GPU would get, MIG slices scaled by their SMs, without the GPU."""
 
 import json
+import subprocess
+import sys
+import types
+from pathlib import Path
 
 from flopbench.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_lookup_of_a_mig_slice_scales_by_its_sms(capsys):
@@ -34,3 +40,52 @@ def test_lookup_shows_the_rated_clock(capsys):
     bf16 = next(line for line in out.splitlines() if line.startswith("bf16"))
     assert bf16.split()[:3] == ["bf16", "989.4", "1830"] and "rated clock: H100 whitepaper" in out
     assert max(len(line) for line in out.splitlines()) <= 100
+
+
+def fake_pynvml(count: int | None) -> types.ModuleType:
+    """A pynvml that reports `count` GPUs; None: one that cannot initialise (no driver library)."""
+    module = types.ModuleType("pynvml")
+
+    def init():
+        if count is None:
+            raise OSError("NVML Shared Library Not Found")
+
+    module.nvmlInit, module.nvmlShutdown, module.nvmlDeviceGetCount = init, lambda: None, lambda: count
+    return module
+
+
+def test_gpus_without_a_gpu_prints_the_table_without_importing_torch(tmp_path):
+    """No NVML and no GPU driver's device file: nothing torch could find, so torch (seconds) is not imported."""
+    code = ("import sys, types\n"
+            "pynvml = types.ModuleType('pynvml')\n"
+            "def init():\n    raise OSError('NVML Shared Library Not Found')\n"
+            "pynvml.nvmlInit = init\n"
+            "sys.modules['pynvml'] = pynvml\n"
+            "import flopbench.api.gpus as api\n"
+            f"api.GPU_DEVICE_FILES = ({str(tmp_path / 'nvidiactl')!r},)\n"
+            "from flopbench.cli import main\n"
+            "assert main(['gpus']) == 0\n"
+            "print('torch imported:', 'torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "H100 SXM" in done.stdout and "detected: no CUDA GPU" in done.stdout
+    assert done.stdout.rstrip().endswith("torch imported: False"), done.stdout[-300:]
+
+
+def test_torch_is_asked_only_where_a_gpu_can_be(monkeypatch, tmp_path):
+    from flopbench.api import gpus as api
+
+    device = tmp_path / "kfd"
+    monkeypatch.setattr(api, "GPU_DEVICE_FILES", (str(device),))
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(1))
+    assert api.nvml_gpu_count() == 1 and api.detection_needs_torch()  # NVML's GPU: torch finds its UUID
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(0))
+    assert api.nvml_gpu_count() == 0 and not api.detection_needs_torch()
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(None))
+    assert api.nvml_gpu_count() is None and not api.detection_needs_torch()
+    device.write_text("")  # ROCm's driver, no NVML: torch.cuda (HIP) may find a GPU
+    assert api.detection_needs_torch()
+    monkeypatch.setattr(sys, "platform", "win32")  # no device files to look at: ask torch
+    device.unlink()
+    assert api.detection_needs_torch()

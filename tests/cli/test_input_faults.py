@@ -178,7 +178,7 @@ class CtrlCInTorchInit:
         return None
 
 sys.meta_path.insert(0, CtrlCInTorchInit())
-sys.argv = ["flopbench", "gpus", "--json"]
+sys.argv = ["flopbench", "count", "--model", "tiny", "--seq-len", "8", "--json"]  # a command that imports torch
 runpy.run_module("flopbench", run_name="__main__")
 """
 

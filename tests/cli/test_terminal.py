@@ -270,3 +270,93 @@ def test_a_mixture_of_experts_shows_its_active_counts(capsys):
 def test_tables_are_plain_ascii_rules_and_no_markup():
     rendered = text.table([{"a [b]": "[bold]x[/bold]", "c": "1"}], 100)
     assert rendered.splitlines() == ["a [b]           c", "--------------- -", "[bold]x[/bold]  1"]
+
+
+# --------------------------------------------------------------------------------------------------
+# A newcomer's 100-column terminal: count's reconciliation, errors, the peak, infer's table, columns
+# --------------------------------------------------------------------------------------------------
+
+
+def test_count_reconciliation_fits_100_columns_without_splitting_a_name(capsys, monkeypatch):
+    out, _ = run_at_100(capsys, monkeypatch, "count", "--model", "llama3-70b", "--no-torch")
+    assert widest(out) <= 100
+    doc_names = ("analytic.train_recompute_no_early_stop", "analytic.train_recompute")
+    rec = out[out.index("Reconciliation"):]
+    # every row's names whole on one line, its reason on its own lines under it
+    row = next(line for line in rec.splitlines() if line.startswith("estimate megatron "))
+    assert row.split()[2:5] == [doc_names[0], "0.9497", "explained"], row
+    assert "o_early_stop" not in out.replace(doc_names[0], "")  # no name folded mid-word
+    assert "\n    Narayanan et al. Eq. 3 re-runs every block in full; they assume" in rec
+    assert len(out.splitlines()) <= 105  # 133 lines with the reasons folded into a 27-column "why"
+
+
+def test_count_without_torch_says_nothing_about_counting_time(capsys, monkeypatch):
+    out, _ = run_at_100(capsys, monkeypatch, "count", "--model", "gpt2", "--no-torch")
+    assert "counted in" not in out
+    out, _ = run_at_100(capsys, monkeypatch, "count", "--model", "gpt2", "--seq-len", "16", "--no-fvcore")
+    assert re.search(r"\ncounted in \d+\.\d\d s\n$", out)
+
+
+class Terminal(io.StringIO):
+    """stderr as a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_an_error_is_wrapped_to_the_terminal(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main(["count", "--model", "gpt5"]) == 2  # names every preset: about 240 columns on one line
+    one_line = capsys.readouterr().err
+    assert one_line.count("\n") == 1 and len(one_line) > 200  # a log or a pipe: one line, for grep
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert main(["count", "--model", "gpt5"]) == 2
+    lines = sys.stderr.getvalue().splitlines()
+    assert len(lines) >= 3 and widest(sys.stderr.getvalue()) <= 100
+    assert lines[0].startswith("flopbench: error: unknown model 'gpt5'")
+    assert all(line.startswith("    ") and not line.startswith("     ") for line in lines[1:])
+    assert " ".join(line.strip() for line in lines) == one_line.strip()  # the same message, only wrapped
+    assert "Traceback" not in sys.stderr.getvalue()
+
+
+def test_a_missing_peak_is_explained_once(capsys, monkeypatch):
+    _, _ = run_at_100(capsys, monkeypatch, *TINY_RUN)  # warm: imports
+    out, err = run_at_100(capsys, monkeypatch, *TINY_RUN)
+    assert (out + err).count("no GPU detected") == 1, out + err
+    assert "peak: - TFLOP/s (none: see the warning)" in out
+    out, err = run_at_100(capsys, monkeypatch, "infer", *TINY, "--device", "cpu", "--prompt-len", "8", "--gen-len",
+                          "3", "--warmup", "0", "--iters", "1", "--no-ceilings", "--no-save")
+    assert (out + err).count("no GPU detected: no peak;") == 1 and (out + err).count("no peak bandwidth") == 1
+
+
+def test_infer_fills_the_prefill_tokens_per_s_and_keeps_its_rows_on_one_line(capsys, monkeypatch):
+    out, _ = run_at_100(capsys, monkeypatch, "infer", *TINY, "--device", "cpu", "--prompt-len", "8", "--gen-len",
+                        "3", "--warmup", "0", "--iters", "1", "--batch-size", "2", "--no-ceilings", "--no-save",
+                        "--json")
+    doc = json.loads(out)
+    # tokens/s of the prefill: B x P tokens in its median time
+    assert doc["prefill"]["tokens_per_s"] == pytest.approx(2 * 8 / (doc["prefill"]["time_ms"]["median_ms"] / 1e3))
+    table = text.render_infer(doc, 100)
+    head = next(line for line in table.splitlines() if line.startswith("phase"))
+    prefill = next(line for line in table.splitlines() if line.startswith("prefill"))
+    decode = next(line for line in table.splitlines() if line.startswith("decode "))
+    assert head.split()[-1] == "tokens/s"
+    assert prefill.split()[-1] == f"{doc['prefill']['tokens_per_s']:,.0f}"
+    assert decode.split()[-1] == f"{doc['decode']['tokens_per_s']:,.0f}"
+    assert "(median)" not in table and "decode = its median step" in table
+
+
+def test_run_tflops_column_has_one_format(capsys, monkeypatch):
+    out, _ = run_at_100(capsys, monkeypatch, *TINY_RUN, "--checkpointing", "both", "--json")
+    doc = json.loads(out)
+    rendered = text.render_run(doc, 100).splitlines()
+    start = next(i for i, line in enumerate(rendered) if line.startswith("mode "))
+    head = rendered[start]
+    rows = rendered[start + 2:start + 2 + len(doc["rows"])]
+    at = head.index("TFLOP/s") + len("TFLOP/s")  # right-aligned: the column ends under its header's end
+    cells = [line[:at].split()[-1] for line in rows]
+    decimals = {len(c.split(".")[1]) if "." in c else 0 for c in cells}
+    assert len(decimals) == 1, cells
+    largest = max(r["achieved_tflops"] for r in doc["rows"])
+    assert max(cells, key=float) == f"{largest:.{decimals.pop()}f}"
+    assert float(max(cells, key=float)) == pytest.approx(largest, rel=5e-3)  # 3 significant digits
