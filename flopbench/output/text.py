@@ -309,6 +309,11 @@ def run_header(doc: dict, width: int = DEFAULT_WIDTH) -> str:
         f"device: {doc['device']} = {where}; torch {env['torch']}, CUDA {env['cuda_runtime']}",
         f"peak: {peak_shown(peak['tflops'], 'TFLOP/s', peak['source'])}",
     ]
+    if doc.get("fp8"):
+        f8 = doc["fp8"]
+        lines.append(f"fp8 peak: {peak_shown(peak.get('fp8_tflops'), 'TFLOP/s', peak.get('fp8_source'))}")
+        layers = f"{f8['converted']} Linear layers ({', '.join(f8['layers'])})" if f8.get("layers") else "(converting)"
+        lines.append(f"fp8 ({f8['recipe']}, torchao float8 training): {layers}; bf16: {'; '.join(f8['bf16'])}")
     par = doc.get("parallelism")
     if par:
         lines.append(f"torchrun: {par['kind']} x {par['world_size']} ranks ({par['backend']}); each rank times its "
@@ -352,6 +357,15 @@ def render_run(doc: dict, width: int = DEFAULT_WIDTH, header: bool = True) -> st
         rows, width, right=("step ms", "± IQR", "tokens/s", "TFLOP/s", "MFU", "HFU", "all ranks tokens/s"))))
     out.append(_section("FLOPs (per step)", table(counts, width, right=("model FLOPs", "HW FLOPs counted",
                                                                         "HW analytic"))))
+    if doc.get("fp8"):
+        fp8_rows = [{"mode": r["mode"], "ckpt": r["checkpointing"], "fp8 FLOPs counted": flops(r["fp8_flops"]),
+                     "fp8 analytic": flops(r["fp8_flops_analytic"]),
+                     "fp8 share": percent(r["fp8_flops"] / r["hardware_flops"]) if r["fp8_flops"] is not None
+                     and r["hardware_flops"] else "-",
+                     "MFU fp8 peak": percent(r["mfu_fp8_peak"]), "MFU weighted": percent(r["mfu_weighted"]),
+                     "HFU weighted": percent(r["hfu_weighted"])} for r in doc["rows"]]
+        out.append(_section("fp8 (per step; weighted = fp8 FLOPs at the fp8 peak, the rest at the bf16 peak)",
+                            table(fp8_rows, width, right=tuple(list(fp8_rows[0])[2:]) if fp8_rows else ())))
     notes = sorted({f"{r['mode']}/{r['checkpointing']}: {r['hardware_flops_note']}" for r in doc["rows"]
                     if r["hardware_flops_note"] not in ("", "equal")})
     if notes:
