@@ -47,7 +47,7 @@ ATTENTION = ("sdpa", "flex")
 #: Where `run` measures: auto = cuda if available, else cpu.
 DEVICES = ("auto", "cuda", "cpu")
 #: Compute dtypes, which are also the columns of the peak table (tf32 = float32 matmuls on tensor cores).
-DTYPES = ("fp32", "tf32", "bf16", "fp16")
+DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8")
 
 #: The most timed steps and untimed warm-up steps one `run` (or sweep grid point) takes: far above what a
 #: stable median needs (10 steps by default), and a bound on how long a typo such as `--iters 10000000` can run.
