@@ -1,8 +1,13 @@
 """What GPU this is, and everything else about where a measurement was made.
 
 Detection goes through NVML (``pynvml``, from the nvidia-ml-py package), falling back to ``torch.cuda``
-when NVML is missing or fails. `environment` is the record stored beside every result; `gpu_peak` and
-`device_peak` are the peak of a detected GPU, from the one lookup in `hardware.peaks`.
+when NVML is missing, fails or has no such device. `environment` is the record stored beside every result;
+`gpu_peak` and `device_peak` are the peak of a detected GPU, from the one lookup in `hardware.peaks`.
+
+**AMD GPUs.** NVML is NVIDIA's library and does not see AMD GPUs. A ROCm build of torch answers
+``torch.cuda`` for them, so the name is ``torch.cuda.get_device_name`` ("AMD Instinct MI300X"), which the peak
+table matches, and `GpuInfo.source` says where it came from: "torch (ROCm <HIP version>)". On a ROCm build an
+NVML device found only by index is not trusted (it would be an NVIDIA GPU torch does not run on).
 
 **Which NVML device.** NVML numbers GPUs by PCI bus order and ignores ``CUDA_VISIBLE_DEVICES``, while
 torch's ``cuda:i`` counts only the visible ones, in CUDA's order: with ``CUDA_VISIBLE_DEVICES=3`` torch's
@@ -50,7 +55,7 @@ class GpuInfo:
     sm_clock_mhz: int | None = None
     sm_clock_max_mhz: int | None = None
     power_limit_w: float | None = None
-    source: str = "none"  # "nvml" (found by UUID or PCI bus id), `BY_INDEX`, "torch" or "none"
+    source: str = "none"  # "nvml" (by UUID or PCI bus id), `BY_INDEX`, "torch", "torch (ROCm <v>)" or "none"
     uuid: str | None = None
     sm_count: int | None = None  # SMs this device has (a MIG slice: the slice's), from torch
     mig: bool = False  # a MIG slice (or a GPU in MIG mode)
@@ -153,6 +158,8 @@ def _detect_with_nvml(index: int) -> GpuInfo:
     try:
         props = torch_properties(index)
         handle, how = nvml_handle(pynvml, index, props)
+        if how == "index" and rocm_version():
+            raise LookupError("NVML does not see the GPUs a ROCm build of torch runs on")
         chip = physical_handle(pynvml, handle)
         name = _text(pynvml.nvmlDeviceGetName(handle))
         cuda = nvml_call(pynvml, "nvmlSystemGetCudaDriverVersion_v2")
@@ -179,16 +186,24 @@ def _detect_with_nvml(index: int) -> GpuInfo:
         nvml_call(pynvml, "nvmlShutdown")
 
 
+def rocm_version() -> str | None:
+    """The HIP version of a ROCm build of torch ("6.2.41133"), None on a CUDA or CPU build."""
+    return getattr(torch.version, "hip", None) or None
+
+
 def _detect_with_torch(index: int) -> GpuInfo | None:
+    """Describe torch's GPU ``index`` with torch alone: the name is ``torch.cuda.get_device_name`` (on ROCm an AMD
+    GPU's, "AMD Instinct MI300X", and the source says ROCm)."""
     props = torch_properties(index)
     if props is None:
         return None
     name = torch.cuda.get_device_name(index)
     uuids = _uuids(props)
+    hip = rocm_version()
     return GpuInfo(
         name=name,
         memory_total_bytes=getattr(props, "total_memory", None),
-        source="torch",
+        source=f"torch (ROCm {hip})" if hip else "torch",
         uuid=uuids[0] if uuids else None,
         sm_count=getattr(props, "multi_processor_count", None),
         mig=is_mig(name),
@@ -196,7 +211,8 @@ def _detect_with_torch(index: int) -> GpuInfo | None:
 
 
 def detect_gpu(index: int = 0) -> GpuInfo | None:
-    """Describe torch's GPU ``index``: through NVML if it works, else through ``torch.cuda``; None if no GPU."""
+    """Describe torch's GPU ``index``: through NVML if it works, else through ``torch.cuda`` (an AMD GPU on ROCm:
+    see the module docstring); None if no GPU."""
     try:
         return _detect_with_nvml(index)
     except Exception:  # no pynvml, no driver library, no such device, ...

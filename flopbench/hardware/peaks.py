@@ -1,12 +1,19 @@
 """The dense peak table (``peaks.csv``: data, not code) and the one place it is read.
 
-``peaks.csv`` holds *dense* TFLOP/s per compute dtype, from NVIDIA's datasheets and whitepapers, with a
-name pattern and a source per row. Where a datasheet prints only the 2:4-sparse figure, the table holds
+``peaks.csv`` holds *dense* TFLOP/s per compute dtype, from NVIDIA's and AMD's datasheets and whitepapers, with
+a name pattern and a source per row. Where a datasheet prints only the 2:4-sparse figure, the table holds
 half of it and says so. ``bf16``/``fp16`` are tensor-core rates with FP32 accumulate (what PyTorch uses);
+``fp8`` the rate of float8 (e4m3) tensor-core matmuls with FP32 accumulate (``torch._scaled_mm``);
 ``fp32`` is the plain CUDA-core rate, ``tf32`` the tensor-core rate for float32 matmuls with TF32
 allowed. An empty cell means "unsupported or unknown" and becomes ``None``: a wrong peak is worse than
-none (llm.c's ``mfu.h`` takes the same line). `resolve_peak` is the one lookup every command uses.
+none (llm.c's ``mfu.h`` takes the same line). The ``fp8`` column is filled on every row whose chip has fp8
+tensor cores (Hopper, Ada, Blackwell, CDNA3), so there an empty cell means "none" and `check_fp8` refuses
+``--dtype fp8`` by it. `resolve_peak` is the one lookup every command uses.
 No torch here: `estimate` and `gpus --lookup` read the table without it.
+
+AMD GPUs (MI300X, MI325X) are matched by the name torch gives them on ROCm ("AMD Instinct MI300X"): NVML does
+not see them, and `hardware.detect` falls back to ``torch.cuda.get_device_name``. Their ``sms`` are compute
+units, which is what torch's ``multi_processor_count`` counts there.
 
 ``sms`` is the full chip's SM count (with its source in ``sms_source``). A MIG slice ("NVIDIA H100 80GB
 HBM3 MIG 1g.10gb") has only some of the SMs, and tensor throughput scales with them, so its peak is the
@@ -98,6 +105,20 @@ def peak_tflops(name: str, dtype: str) -> float | None:
     """Dense peak TFLOP/s of GPU ``name`` for ``dtype`` (one of :data:`DTYPES`); None if not known."""
     entry = match_gpu(name)
     return entry.tflops[_check_dtype(dtype)] if entry else None
+
+
+#: The architectures with fp8 tensor cores, for `check_fp8`'s message.
+FP8_ARCHITECTURES = "Hopper, Ada, Blackwell or CDNA3"
+
+
+def check_fp8(gpu_name: str | None, option: str = "--dtype") -> None:
+    """Refuse fp8 on a GPU the table knows has no fp8 tensor cores: a UsageError naming it (`option` asked for
+    fp8). The table decides: an empty ``fp8`` cell on a known GPU (A100, A10, V100, T4, RTX 3090). An unknown
+    GPU, or none, is not refused: the table knows nothing against it."""
+    entry = match_gpu(gpu_name) if gpu_name else None
+    if entry is not None and entry.tflops["fp8"] is None:
+        raise UsageError(f"{option} fp8: the {entry.display_name} has no fp8 tensor cores (fp8 needs "
+                         f"{FP8_ARCHITECTURES}); use bf16")
 
 
 #: A MIG device name: "<GPU> MIG <profile>" (NVIDIA MIG User Guide, "MIG Device Names"): any name with the word

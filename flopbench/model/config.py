@@ -47,7 +47,7 @@ ATTENTION = ("sdpa", "flex")
 #: Where `run` measures: auto = cuda if available, else cpu.
 DEVICES = ("auto", "cuda", "cpu")
 #: Compute dtypes, which are also the columns of the peak table (tf32 = float32 matmuls on tensor cores).
-DTYPES = ("fp32", "tf32", "bf16", "fp16")
+DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8")
 #: float8 training recipes (torchao's `Float8LinearConfig.from_recipe_name`): one scale per tensor
 #: ("tensorwise"), or one per row of each operand ("rowwise"); the first is the default.
 FP8_RECIPES = ("tensorwise", "rowwise")

@@ -384,7 +384,8 @@ def peak_table(entries: list[dict], width: int = DEFAULT_WIDTH) -> str:
     rows = [{"GPU": e["name"], **{d: "-" if e[f"{d}_tflops"] is None else f"{e[f'{d}_tflops']:g}" for d in DTYPES}}
             for e in entries]
     return table(rows, width, right=DTYPES) + "\n" + wrap(
-        "dense peak TFLOP/s (no 2:4 sparsity); bf16/fp16 = tensor cores, FP32 accumulate; - = none", width)
+        "dense peak TFLOP/s (no 2:4 sparsity); bf16/fp16/fp8 (e4m3) = tensor cores, FP32 accumulate; - = none",
+        width)
 
 
 def check_line(check: dict) -> str:

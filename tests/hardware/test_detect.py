@@ -127,3 +127,44 @@ def test_nvml_failure_falls_back_to_torch(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert hardware.detect_gpu() is None
+
+
+# --- AMD GPUs: torch on ROCm names them, NVML does not see them ----------------------------------
+
+MI300X_PROPS = dict(uuid=None, sms=304, memory=192 * 2**30)
+
+
+@pytest.mark.parametrize("nvml", [FakeNvml([]), None], ids=["nvml-without-devices", "no-pynvml"])
+def test_an_amd_gpu_is_named_by_torch_on_rocm(monkeypatch, nvml):
+    """ROCm torch answers torch.cuda.* for an AMD GPU; NVML (NVIDIA's library) has no device, or is absent."""
+    if nvml is None:
+        monkeypatch.setattr(hardware, "_detect_with_nvml", _no_nvml)
+    else:
+        monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setattr(torch.version, "hip", "6.2.41133", raising=False)
+    pretend_cuda(monkeypatch, [cuda_props(**MI300X_PROPS)], ["AMD Instinct MI300X"])
+    info = hardware.detect_gpu(0)
+    assert info == hardware.GpuInfo(name="AMD Instinct MI300X", memory_total_bytes=192 * 2**30,
+                                    source="torch (ROCm 6.2.41133)", sm_count=304)
+    # MI300X datasheet: FP8 5229.8 TFLOP/s with sparsity, 2614.9 dense
+    peak, source = hardware.gpu_peak(info, "fp8")
+    assert peak == pytest.approx(5229.8 / 2, abs=0.05) and source.startswith("table: Instinct MI300X fp8")
+
+
+def test_on_rocm_an_nvidia_gpu_nvml_finds_only_by_index_is_not_the_measured_one(monkeypatch):
+    """A node with an A100 (NVML's device 0) and an MI300X that ROCm torch runs on: NVML by index would name the
+    A100, which torch cannot see; the name is torch's."""
+    nvml = FakeNvml([dict(A100)])
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setattr(torch.version, "hip", "6.2.41133", raising=False)
+    pretend_cuda(monkeypatch, [cuda_props(**MI300X_PROPS)], ["AMD Instinct MI300X"])
+    info = hardware.detect_gpu(0)
+    assert info.name == "AMD Instinct MI300X" and info.source == "torch (ROCm 6.2.41133)"
+
+
+def test_a_cuda_build_without_nvml_still_says_torch(monkeypatch):
+    monkeypatch.setattr(hardware, "_detect_with_nvml", _no_nvml)
+    monkeypatch.setattr(torch.version, "hip", None, raising=False)
+    pretend_cuda(monkeypatch, [cuda_props(uuid=None, sms=148)], ["NVIDIA B200"])
+    info = hardware.detect_gpu(0)
+    assert info.source == "torch" and hardware.gpu_peak(info, "fp8")[0] == 9000 / 2  # HGX B200: 9 PFLOPS sparse

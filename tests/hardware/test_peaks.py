@@ -28,6 +28,14 @@ from flopbench.timing.device import peak_column
     ("Tesla V100-SXM2-16GB", "v100-sxm2", None),
     ("Tesla V100-PCIE-32GB", "v100-pcie", None),
     ("Tesla T4", "t4", None),
+    # newer rows, by the name NVML (NVIDIA) or torch on ROCm (AMD) reports
+    ("NVIDIA B200", "b200", 2250),
+    ("NVIDIA GB200", "gb200", 2500),
+    ("NVIDIA H20", "h20", 148),
+    ("NVIDIA GeForce RTX 5090", "rtx-5090", 209.5),
+    ("NVIDIA RTX 6000 Ada Generation", "rtx-6000-ada", None),
+    ("AMD Instinct MI300X", "mi300x", 1307.4),
+    ("AMD Instinct MI325X", "mi325x", 1307.4),
 ])
 def test_real_nvml_names_match_their_entry(name, key, bf16):
     entry = hardware.match_gpu(name)
@@ -37,6 +45,8 @@ def test_real_nvml_names_match_their_entry(name, key, bf16):
 
 @pytest.mark.parametrize("name", [
     "NVIDIA B999", "NVIDIA GH200 480GB", "NVIDIA GeForce RTX 4090 D", "NVIDIA GeForce RTX 3090 Ti", "",
+    "NVIDIA GeForce RTX 5090 D", "NVIDIA GeForce RTX 5090 Laptop GPU", "NVIDIA B300", "NVIDIA GB300",
+    "NVIDIA RTX A6000", "Quadro RTX 6000", "AMD Instinct MI300A", "AMD Instinct MI308X",
 ])
 def test_unknown_or_different_gpus_match_nothing(name):
     assert hardware.match_gpu(name) is None
@@ -53,8 +63,9 @@ def test_tf32_and_fp32_peaks():
 
 
 def test_bad_dtype_is_a_usage_error():
-    with pytest.raises(UsageError, match="fp8"):
-        hardware.peak_tflops("NVIDIA H100 PCIe", "fp8")
+    with pytest.raises(UsageError, match="fp4") as info:
+        hardware.peak_tflops("NVIDIA H100 PCIe", "fp4")
+    assert "fp8" in str(info.value)  # the allowed list names every column
 
 
 def test_table_is_well_formed():
@@ -159,7 +170,7 @@ def test_gpus_lookup_gives_the_entry_and_the_peak_per_dtype():
     assert doc["peaks"]["fp32"]["tflops"] == pytest.approx(19.5 * 28 / 108)
     h100 = gpus(lookup="h100-sxm")
     assert h100["mig"] is None and {d: p["tflops"] for d, p in h100["peaks"].items()} == {
-        "fp32": 66.9, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4}
+        "fp32": 66.9, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4, "fp8": 1979}
     t4 = gpus(lookup="Tesla T4")["peaks"]["bf16"]
     assert t4["tflops"] is None and "no dense bf16 peak" in t4["source"]
     mig_h100 = gpus(lookup="NVIDIA H100 80GB HBM3 MIG 1g.10gb")
@@ -170,3 +181,80 @@ def test_gpus_lookup_of_an_unknown_name_is_one_usage_line():
     with pytest.raises(UsageError) as info:
         gpus(lookup="NVIDIA B999")
     assert str(info.value).startswith("--lookup 'NVIDIA B999' is not in the peak table") and "\n" not in str(info.value)
+
+
+# --- fp8: the column, the newer rows, the refusal ------------------------------------------------
+
+
+@pytest.mark.parametrize("name, not_key", [
+    # word boundaries: neither of each pair steals the other's name (rows are tried in file order)
+    ("NVIDIA GB200", "b200"), ("NVIDIA B200", "gb200"), ("NVIDIA H20", "h200-sxm"), ("NVIDIA H200", "h20"),
+    ("NVIDIA H200 NVL", "h20"), ("AMD Instinct MI300X", "mi325x"), ("AMD Instinct MI325X", "mi300x"),
+    ("NVIDIA GeForce RTX 5090", "rtx-4090"), ("NVIDIA RTX 6000 Ada Generation", "l40"),
+])
+def test_newer_rows_steal_no_names(name, not_key):
+    assert hardware.match_gpu(name).key != not_key
+
+
+@pytest.mark.parametrize("name, fp8, bf16", [
+    # datasheet fp8 figures, sparse ones halved: H100 SXM / H200 3958 / 2; H100 PCIe 3026 / 2 (whitepaper);
+    # H100 NVL / H200 NVL 3341 / 2; L4 485 / 2; L40S 733 dense; RTX 4090 660.6 / 2 with FP32 accumulate
+    ("NVIDIA H100 80GB HBM3", 3958 / 2, 989.4), ("NVIDIA H200", 3958 / 2, 989.4), ("NVIDIA H100 PCIe", 3026 / 2, 756),
+    ("NVIDIA H100 NVL", 3341 / 2, 835), ("NVIDIA H200 NVL", 3341 / 2, 835), ("NVIDIA L4", 485 / 2, 121),
+    ("NVIDIA L40S", 733, 362), ("NVIDIA GeForce RTX 4090", 660.6 / 2, 165.2),
+    # B200: HGX B200 per GPU FP8 9 PFLOPS and BF16 4.5 PFLOPS, both sparse: 9000 / 2, 4500 / 2
+    ("NVIDIA B200", 9000 / 2, 4500 / 2),
+    # GB200: GB200 NVL72 per GPU FP8 10 PFLOPS and BF16 5 PFLOPS, both sparse: 10000 / 2, 5000 / 2
+    ("NVIDIA GB200", 10000 / 2, 5000 / 2),
+    # H20 product brief, dense: fp8 296 = 2 x bf16 148
+    ("NVIDIA H20", 296, 148),
+    # RTX Blackwell whitepaper, RTX 5090 with FP32 accumulate: FP8 838 sparse / 2, FP16 419 sparse / 2
+    ("NVIDIA GeForce RTX 5090", 838 / 2, 419 / 2),
+    # AMD CDNA3 datasheets: FP8 5229.8 and BF16 2614.9 with sparsity, halved
+    ("AMD Instinct MI300X", 5229.8 / 2, 2614.9 / 2), ("AMD Instinct MI325X", 5229.8 / 2, 2614.9 / 2),
+])
+def test_fp8_and_bf16_cells_are_the_datasheet_figures(name, fp8, bf16):
+    assert hardware.peak_tflops(name, "fp8") == pytest.approx(fp8, abs=0.05)
+    assert hardware.peak_tflops(name, "bf16") == pytest.approx(bf16, abs=0.05)
+
+
+@pytest.mark.parametrize("name, display", [
+    ("NVIDIA A100-SXM4-80GB", "A100 SXM4 80GB"), ("Tesla V100-SXM2-16GB", "V100 SXM2"), ("Tesla T4", "T4"),
+    ("NVIDIA A10G", "A10G"), ("NVIDIA GeForce RTX 3090", "GeForce RTX 3090"),
+    ("NVIDIA A100-SXM4-40GB MIG 1g.5gb", "A100 SXM4 40GB"),
+])
+def test_fp8_is_refused_on_a_gpu_without_fp8_tensor_cores(name, display):
+    with pytest.raises(UsageError) as info:
+        hardware.check_fp8(name)
+    message = str(info.value)
+    assert message.startswith(f"--dtype fp8: the {display} has no fp8 tensor cores") and "\n" not in message
+    assert "Hopper, Ada, Blackwell or CDNA3" in message and message.endswith("use bf16")
+
+
+@pytest.mark.parametrize("name", [
+    "NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3 MIG 1g.10gb", "NVIDIA L4", "NVIDIA GeForce RTX 4090",
+    "NVIDIA B200", "NVIDIA GB200", "NVIDIA H20", "AMD Instinct MI300X", "NVIDIA RTX 6000 Ada Generation",
+    "NVIDIA B999", None,  # unknown or no GPU: the table knows nothing against fp8
+])
+def test_fp8_is_allowed_on_fp8_gpus_and_unknown_ones(name):
+    assert hardware.check_fp8(name) is None
+
+
+def test_fp8_shows_in_gpus_and_lookup_within_100_columns():
+    doc = gpus()
+    b200 = next(e for e in doc["table"] if e["key"] == "b200")
+    assert b200["fp8_tflops"] == 4500 and b200["rated_clock_mhz"]["fp8"] is None
+    text = peak_table(doc["table"])
+    assert max(len(line) for line in text.splitlines()) <= 100
+    header, rule, *rows = text.splitlines()
+    assert header.split()[-1] == "fp8" and "fp8 (e4m3)" in text
+    a100 = next(r for r in rows if r.startswith("A100 SXM4 80GB"))
+    assert a100.split()[-1] == "-"  # no fp8 on the A100
+    lookup = gpus(lookup="NVIDIA H100 80GB HBM3")
+    assert lookup["peaks"]["fp8"] == {"tflops": 1979, "rated_clock_mhz": 1830,
+                                      "source": lookup["peaks"]["fp8"]["source"]}
+    assert lookup["table_entry"]["fp8_tflops"] == 1979
+    from flopbench.output.text import render_gpu_lookup
+    lines = render_gpu_lookup(gpus(lookup="AMD Instinct MI325X")).splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert any(line.startswith("fp8") and "2614.9" in line and "2100" in line for line in lines)
