@@ -148,6 +148,9 @@ def infer(config: ModelConfig | str, options: InferOptions | None = None, progre
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
+    if dtype == "fp8":
+        raise UsageError("infer --dtype fp8: float8 here is torchao's float8 training (run, sweep); generation "
+                         "runs in fp32, tf32, bf16 or fp16")
     check_infer_fits(cfg, options.batch_size, options.prompt_len, options.gen_len, device, dtype)  # before building
 
     env = environment(device)

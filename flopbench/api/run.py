@@ -63,12 +63,12 @@ from ..errors import UsageError, options_from
 from ..flops import analytic, estimates
 from ..flops.reconcile import FLEX_NOTE, explain_hardware_gap, explained_hardware_gap
 from ..hardware.detect import environment, gpu_peak
-from ..hardware.peaks import clock_adjusted_peak, rated_clock
+from ..hardware.peaks import check_fp8, clock_adjusted_peak, rated_clock
 from ..hardware.telemetry import Telemetry, open_telemetry, throttled
 from ..model.attention import KernelLog, has_flex, watch_kernels
 from ..model.config import (ATTENTION, CHECKPOINTING_CHOICES, FP8_RECIPES, MODES, ModelConfig, base_dtype, check_steps,
                             checkpointing_modes, pad_vocab, validate_shapes, validate_tensor_sizes)
-from ..model.fp8 import KEPT_IN_BF16, check_recipe, convert, layer_patterns, load_float8
+from ..model.fp8 import check_recipe, convert, fp8_layers, load_float8
 from ..model.gpt import build_model, experts_impl
 from ..model.presets import as_config
 from ..output.records import ResultWriter, folder_safe
@@ -526,7 +526,12 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
     env = environment(device)
     gpu = env["gpu"]
     peak, peak_source = gpu_peak(gpu, compute, options.peak_tflops)  # dtype names = table columns
-    fp8_peak, fp8_peak_source = gpu_peak(gpu, "fp8", options.peak_fp8_tflops) if fp8 else (None, None)
+    fp8_peak, fp8_peak_source = None, None
+    if fp8:
+        check_fp8((gpu or {}).get("name"))
+        fp8_peak, fp8_peak_source = gpu_peak(gpu, "fp8", options.peak_fp8_tflops)
+        if options.peak_fp8_tflops is not None:
+            fp8_peak_source = "--peak-fp8-tflops"
     clock = rated_clock((gpu or {}).get("name"), compute)[0] if options.peak_tflops is None else None
     ctx = RunContext(cfg, B, T, options, device, peak, gpu, rated_clock_mhz=clock, dist_info=dist_info,
                      on_step=on_step, progress=progress, fp8=fp8, fp8_peak=fp8_peak)
@@ -551,8 +556,7 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
         "device": str(device), "dtype": dtype, "compile": options.compile,
         "peak": {"tflops": peak, "source": peak_source, "dtype": compute,
                  **({"fp8_tflops": fp8_peak, "fp8_source": fp8_peak_source} if fp8 else {})},
-        "fp8": {"recipe": options.fp8_recipe, "layers": None, "converted": None, "bf16": list(KEPT_IN_BF16)}
-        if fp8 else None,
+        "fp8": fp8_layers(build_model(cfg, "meta"), options.fp8_recipe) if fp8 else None,
         "gemm_ceiling": None, "environment": env, "rows": [], "files": writer.files if writer else None,
         "memory": {"available_bytes": free[0], "source": free[1],
                    "estimates": {f"{m}/{c}": v.estimate.as_dict() for (m, c), v in verdicts.items()}},
@@ -584,8 +588,7 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
     try:
         model = build_model(cfg, device, attention=options.attention)
         if fp8:
-            converted = convert(model, options.fp8_recipe)
-            doc["fp8"] |= {"layers": layer_patterns(converted), "converted": len(converted)}
+            convert(model, options.fp8_recipe)
     except (torch.OutOfMemoryError, RuntimeError) as e:
         if not is_oom(e):
             raise

@@ -38,6 +38,7 @@ Spec format (see `benchmarks/*.toml`): top-level keys only.
     gemm = true                          # measure the GEMM ceiling at every grid point
     modes = ["forward", "fwd_bwd", "train_step"]
     attention = "sdpa"                   # or "flex": FlexAttention with a block mask (run --attention)
+    fp8_recipe = "tensorwise"            # or "rowwise": the float8 recipe of dtype "fp8" (run --fp8-recipe)
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ from ..errors import UsageError, check_arguments
 from ..files import read_text
 from ..flops import analytic
 from ..hardware.detect import environment
-from ..model.config import (ATTENTION, CHECKPOINTING, DEVICES, DTYPES, MAX_ITERS, MAX_WARMUP, MODES, OVERRIDABLE,
+from ..model.config import (ATTENTION, CHECKPOINTING, DEVICES, DTYPES, FP8_RECIPES, MAX_ITERS, MAX_WARMUP, MODES,
+                            OVERRIDABLE,
                             ModelConfig, pad_vocab, validate_shapes)
 from ..model.presets import resolve_config
 from ..output.records import ResultWriter, check_folder_name, row_key
@@ -70,12 +72,12 @@ DEFAULTS = {
     "name": None, "description": "",
     "seq_len": (None,), "batch_size": (8,), "checkpointing": ("none", "full"), "dtype": ("auto",),
     "device": "auto", "warmup": 3, "iters": 10, "compile": False, "pad_vocab": 1, "peak_tflops": None,
-    "gemm": True, "modes": MODES, "attention": "sdpa",
+    "gemm": True, "modes": MODES, "attention": "sdpa", "fp8_recipe": FP8_RECIPES[0],
 }
 SPEC_KEYS = ("models", *DEFAULTS)
 MODEL_TABLE_KEYS = ("name", "preset", *OVERRIDABLE)
 #: The options every row of one sweep shares, stored in each row as `timing` and compared on --resume.
-TIMING_FIELDS = ("warmup", "iters", "compile", "gemm", "peak_tflops", "attention")
+TIMING_FIELDS = ("warmup", "iters", "compile", "gemm", "peak_tflops", "attention", "fp8_recipe")
 #: The most grid points of a spec: a larger grid would plan for minutes and run for years.
 MAX_GRID_POINTS = 10_000
 
@@ -99,6 +101,7 @@ class Spec:
     modes: tuple[str, ...]
     description: str = ""
     attention: str = "sdpa"
+    fp8_recipe: str = FP8_RECIPES[0]
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,7 @@ def load_spec(path: str | Path) -> Spec:
         gemm=scalar("gemm", lambda v: isinstance(v, bool), "true or false"),
         modes=axis("modes", lambda v: v in MODES, f"{', '.join(MODES)}"),
         attention=scalar("attention", lambda v: v in ATTENTION, f"one of {', '.join(ATTENTION)}"),
+        fp8_recipe=scalar("fp8_recipe", lambda v: v in FP8_RECIPES, f"one of {', '.join(FP8_RECIPES)}"),
     )
 
 
@@ -290,6 +294,7 @@ def _options(spec: Spec, point: Point, modes: tuple[str, ...]) -> RunOptions:
         batch_size=point.batch_size, seq_len=point.seq_len, device=spec.device, dtype=point.dtype,
         checkpointing=point.checkpointing, warmup=spec.warmup, iters=spec.iters, peak_tflops=spec.peak_tflops,
         compile=spec.compile, pad_vocab=1, gemm=spec.gemm, out=None, modes=modes, attention=spec.attention,
+        fp8_recipe=spec.fp8_recipe,
     )
 
 

@@ -33,8 +33,7 @@ FP8_EXTRA = "pip install 'flopbench[fp8]'"
 #: The block Linear layers `convert` leaves in bf16 by name: the mixture-of-experts router.
 KEPT_BY_NAME = re.compile(r"\.router$")
 #: What every fp8 run keeps in bf16, for the output (see the module docstring).
-KEPT_IN_BF16 = ("lm_head", "attention core (QK^T, softmax, AV)", "MoE router and routed experts",
-                f"Linear layers with a dimension not a multiple of {FP8_DIM_MULTIPLE}")
+KEPT_IN_BF16 = f"lm_head, attention core, MoE router and experts, Linear dims not /{FP8_DIM_MULTIPLE}"
 
 
 @contextlib.contextmanager
@@ -90,6 +89,14 @@ def convert(model: nn.Module, recipe: str = FP8_RECIPES[0]) -> list[str]:
     float8.convert_to_float8_training(model, config=float8.Float8LinearConfig.from_recipe_name(recipe),
                                       module_filter_fn=keep)
     return converted
+
+
+def fp8_layers(model: nn.Module, recipe: str) -> dict:
+    """What `convert` makes float8 in `model` (a meta copy will do: nothing is converted here), for a run's
+    document: the recipe, the converted layers' paths with the block index as ``*``, how many, and what stays
+    in bf16."""
+    paths = [fqn for fqn, module in model.named_modules() if converts(fqn, module)]
+    return {"recipe": recipe, "layers": layer_patterns(paths), "converted": len(paths), "bf16": KEPT_IN_BF16}
 
 
 def layer_patterns(paths: list[str]) -> list[str]:

@@ -312,8 +312,8 @@ def run_header(doc: dict, width: int = DEFAULT_WIDTH) -> str:
     if doc.get("fp8"):
         f8 = doc["fp8"]
         lines.append(f"fp8 peak: {peak_shown(peak.get('fp8_tflops'), 'TFLOP/s', peak.get('fp8_source'))}")
-        layers = f"{f8['converted']} Linear layers ({', '.join(f8['layers'])})" if f8.get("layers") else "(converting)"
-        lines.append(f"fp8 ({f8['recipe']}, torchao float8 training): {layers}; bf16: {'; '.join(f8['bf16'])}")
+        lines.append(f"fp8 ({f8['recipe']}, torchao): {f8['converted']} Linear layers ({', '.join(f8['layers'])}); "
+                     f"bf16: {f8['bf16']}")
     par = doc.get("parallelism")
     if par:
         lines.append(f"torchrun: {par['kind']} x {par['world_size']} ranks ({par['backend']}); each rank times its "

@@ -19,10 +19,12 @@ from collections.abc import Callable
 import torch
 
 from ..errors import UsageError
-from ..model.config import DEVICES, DTYPES
+from ..model.config import DEVICES, DTYPES, base_dtype
 
-#: The torch dtype each compute dtype runs in (tf32 is float32 with TF32 matmuls allowed).
-TORCH_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: The torch dtype each compute dtype runs in (tf32 is float32 with TF32 matmuls allowed; fp8 is bf16 but for the
+#: matmuls of the layers converted to float8, `model.fp8`).
+TORCH_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+                "fp8": torch.bfloat16}
 
 
 class ModelDoesNotFit(UsageError):
@@ -77,7 +79,7 @@ def autocast(dtype: str, device: torch.device):
     """Autocast to bf16 / fp16 (weights stay fp32, as in nanoGPT), or nothing for fp32 / tf32. It wraps the
     forward and the loss only: backward ops run in the dtype autocast chose for their forward ("Automatic
     Mixed Precision", PyTorch docs: backward passes under autocast are not recommended)."""
-    if dtype in ("bf16", "fp16"):
+    if base_dtype(dtype) in ("bf16", "fp16"):  # fp8: bf16 autocast around the float8 layers
         return torch.autocast(device.type, dtype=TORCH_DTYPES[dtype])
     return contextlib.nullcontext()
 

@@ -39,6 +39,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import UsageError
+from ..model.config import base_dtype
 from .device import TORCH_DTYPES
 
 KINDS = ("ddp", "fsdp")
@@ -118,7 +119,7 @@ def wrap(model: torch.nn.Module, info: DistInfo, device: torch.device, dtype: st
                                        gradient_as_bucket_view=True, **{no_sync: False})
     fully_shard, MixedPrecisionPolicy = _fsdp2()
     kwargs = {}
-    if dtype in ("bf16", "fp16"):
+    if base_dtype(dtype) in ("bf16", "fp16"):
         kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=TORCH_DTYPES[dtype], reduce_dtype=torch.float32)
     for block in model.h:
         fully_shard(block, **kwargs)

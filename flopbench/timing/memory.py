@@ -55,7 +55,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..flops import analytic
-from ..model.config import ModelConfig
+from ..model.config import ModelConfig, base_dtype
 from ..output.text import si
 from .device import TORCH_DTYPES, ModelDoesNotFit
 
@@ -115,7 +115,7 @@ def estimate(cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: str, dt
     else:
         activations = cfg.n_layer * layer
     logits = B * T * cfg.vocab_size * (element + (8 if backward else 0))
-    cast = 2 * analytic.param_counts(cfg).matmul if dtype in ("bf16", "fp16") and shards == 1 else 0
+    cast = 2 * analytic.param_counts(cfg).matmul if base_dtype(dtype) in ("bf16", "fp16") and shards == 1 else 0
     if not backward:
         scores = score_bytes(cfg, B, T, dtype, layers=1, saved=False)
     else:

@@ -249,7 +249,7 @@ def test_oom_in_one_step_is_recorded(monkeypatch):
     (dict(iters=10**9), "iters=1000000000, warmup=1: at most 10,000 timed and 1,000 warm-up steps"),
     (dict(warmup=10**6), "iters=2, warmup=1000000: at most 10,000 timed and 1,000 warm-up steps"),
     (dict(device="tpu"), "device='tpu': use 'cpu', 'cuda' or 'cuda:N'"),
-    (dict(dtype="fp8"), "'fp8': choose one of auto, fp32, tf32, bf16, fp16"),
+    (dict(dtype="int8"), "'int8': choose one of auto, fp32, tf32, bf16, fp16, fp8"),
     (dict(peak_tflops=-1.0), "must be a positive number, got -1.0"),
     (dict(loss_fn=lambda y: y), "loss_fn returned a tensor of shape (3, 4): it must return a scalar tensor"),
 ])

@@ -165,7 +165,7 @@ def test_ctrl_c_keeps_finished_rows_and_exits_130(tmp_path, capsys, monkeypatch)
         ('models = ["tiny"]\nseq_len = [0]', "seq_len = 0 is not allowed"),
         ('models = ["tiny"]\nseq_len = [4096]\ndevice = "cpu"', "seq_len=4096 exceeds"),
         ('models = ["tiny"]\ncheckpointing = ["both"]', "checkpointing = 'both' is not allowed: none, full"),
-        ('models = ["tiny"]\ndtype = ["fp8"]', "dtype = 'fp8' is not allowed"),
+        ('models = ["tiny"]\ndtype = ["int8"]', "dtype = 'int8' is not allowed"),
         ('models = ["tiny"]\ndtype = ["tf32"]\ndevice = "cpu"', "tf32 needs a CUDA device"),
         ('models = ["tiny"]\niters = 0', "iters = 0 is not allowed"),
         ('models = ["tiny"]\ncompile = "yes"', "compile = 'yes' is not allowed: true or false"),

@@ -62,7 +62,7 @@ CASES = [
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     # run
     ([*TINY_RUN[:-2], "--device", "tpu"], "invalid choice: 'tpu'"),
-    ([*TINY_RUN, "--dtype", "fp8"], "invalid choice: 'fp8'"),
+    ([*TINY_RUN, "--dtype", "int8"], "invalid choice: 'int8'"),
     ([*TINY_RUN, "--dtype", "tf32"], "--dtype tf32 needs a CUDA device"),
     ([*TINY_RUN, "--peak-tflops", "-3"], "'-3' must be a positive number"),
     ([*TINY_RUN, "--peak-tflops", "nan"], "'nan' must be a positive number"),

@@ -33,7 +33,8 @@ def test_lookup_shows_the_rated_clock(capsys):
     assert main(["gpus", "--lookup", "NVIDIA H100 80GB HBM3", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["peaks"]["bf16"]["rated_clock_mhz"] == 1830 and doc["peaks"]["fp32"]["rated_clock_mhz"] == 1980
-    assert doc["table_entry"]["rated_clock_mhz"] == {"fp32": 1980, "tf32": 1830, "bf16": 1830, "fp16": 1830}
+    assert doc["table_entry"]["rated_clock_mhz"] == {"fp32": 1980, "tf32": 1830, "bf16": 1830, "fp16": 1830,
+                                                    "fp8": 1830}  # 1979 = 132 x 8192 x 1830 MHz
     assert "1830 MHz" in doc["table_entry"]["clock_source"]
     assert main(["gpus", "--lookup", "h100-sxm"]) == 0
     out = capsys.readouterr().out
