@@ -17,7 +17,9 @@ C comes from `flopbench.flops`, never from a formula written here: the registere
 (`analytic.train_flops`, `train_recompute_flops`), or with `causal` the registered "causal" estimate
 (the exact count with QK^T and AV over the lower triangle only, as Megatron-LM counts), per sequence of
 `seq_len` tokens (default the model's maximum positions), scaled to the token count. The peak is the
-dense rate of the GPU's entry in the peak table for the compute dtype. U is given (`mfu`, or `hfu` with
+dense rate of the GPU's entry in the peak table for the compute dtype; for fp8 (float8 training of the block
+Linear layers, `model.fp8`) the FLOP-weighted peak of the fp8 and bf16 rates, weighted by the part of C the
+converted layers run (`fp8_share`, `fp8_weighted_peak`). U is given (`mfu`, or `hfu` with
 recomputation), the median of measured `train_step` rows (`mfu_from_results`) or `PRACTICAL_MFU`. This
 ignores communication, data loading, the optimizer step and logging; they only lower the U you should
 assume. No torch is imported.
@@ -34,10 +36,10 @@ from pathlib import Path
 
 from ..errors import UsageError, check_arguments
 from ..flops import analytic, estimates
-from ..hardware.peaks import lookup_gpu, match_gpu, named_gpu, resolve_peak
+from ..hardware.peaks import check_fp8, lookup_gpu, match_gpu, named_gpu, resolve_peak
 from ..model.config import DTYPES, MAX_SIZE, ModelConfig, check_size, validate_shapes
 from ..model.presets import as_config
-from ..timing.rates import PRACTICAL_MFU, PRACTICAL_MFU_SOURCE, utilization
+from ..timing.rates import PRACTICAL_MFU, PRACTICAL_MFU_SOURCE, utilization, weighted_peak
 
 #: Suffixes `parse_tokens` accepts (case-insensitive): K, M, B (= G), T.
 TOKEN_SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
@@ -114,6 +116,25 @@ def named_peak(gpu: str | None, dtype: str, peak_tflops: float | None) -> tuple[
     if peak is None:
         raise UsageError(f"--gpu {gpu!r} --dtype {dtype}: {source} (or choose a --dtype it has)")
     return peak, source
+
+
+def fp8_share(cfg: ModelConfig, seq_len: int | None, method: str) -> Fraction:
+    """The part of C float8 training runs in float8: the converted layers' FLOPs per token (each of their matmuls
+    2·d_in·d_out per token, three passes in training, four when a full recompute re-runs them:
+    `analytic.fp8_forward_flops`, which is linear in T) over C per token by `method`."""
+    passes = 4 if method in RECOMPUTED else 3
+    return Fraction(passes * analytic.fp8_forward_flops(cfg, 1, 1)) / (
+        Fraction(flops_per_sequence(cfg, seq_len or 1, method), seq_len or 1))
+
+
+def fp8_weighted_peak(gpu: str | None, share: Fraction) -> tuple[float, str]:
+    """(the FLOP-weighted peak of a float8 training run on `gpu`, where it came from): `share` of the FLOPs at the
+    fp8 dense peak and the rest at the bf16 one (`timing.rates.weighted_peak`, torchtitan issue #560)."""
+    check_fp8(named_gpu(gpu or "h100")[1], "--dtype")
+    (bf16, _), (fp8, _) = named_peak(gpu, "bf16", None), named_peak(gpu, "fp8", None)
+    peak = weighted_peak(1, float(share), bf16, fp8)
+    return peak, (f"FLOP-weighted: {float(share):.1%} of C at the fp8 peak {fp8:g}, the rest at the bf16 peak "
+                  f"{bf16:g} (table: {lookup_gpu(gpu or 'h100').display_name})")
 
 
 def measured_where(path: str, gpu_key: str | None, dtype: str) -> list[str]:
@@ -235,8 +256,12 @@ def estimate(config: ModelConfig | str, tokens: int | str, gpus: int = 1, *, seq
     T, T_source, warnings = seq_len_used(cfg, seq_len, method)
     if T is not None:
         validate_shapes(cfg, 1, T)
-    peak, peak_source = named_peak(gpu, dtype, peak_tflops)
     per_token = Fraction(flops_per_sequence(cfg, T or 1, method), T or 1)
+    share = fp8_share(cfg, T, method) if dtype == "fp8" else None
+    if share is not None and peak_tflops is None:
+        peak, peak_source = fp8_weighted_peak(gpu, share)
+    else:
+        peak, peak_source = named_peak(gpu, dtype, peak_tflops)
     flops = per_token * tokens
     gpu_seconds = float(flops) / (peak * 1e12 * util)
     wall_seconds = gpu_seconds / gpus
@@ -246,7 +271,7 @@ def estimate(config: ModelConfig | str, tokens: int | str, gpus: int = 1, *, seq
         "model": cfg.name, "config": cfg.as_dict(), "n_matmul": analytic.param_counts(cfg).active_matmul,
         "seq_len": T, "seq_len_source": T_source, "tokens": tokens, "method": method,
         "method_formula": METHODS[method], "flops_per_token": float(per_token), "flops": round(flops),
-        "gpus": gpus, "gpu": gpu_key, "dtype": dtype,
+        "gpus": gpus, "gpu": gpu_key, "dtype": dtype, "fp8_share": None if share is None else float(share),
         "peak_tflops": peak, "peak_source": peak_source, kind: util, f"{kind}_source": util_source,
         "gpu_hours": gpu_seconds / 3600, "wall_seconds": wall_seconds, "wall_hours": wall_seconds / 3600,
         "wall_days": wall_seconds / 86400,

@@ -303,3 +303,24 @@ def test_causal_halves_the_attention_square_by_hand(capsys):
     code, out, _ = run_cli(["--model", "gpt2-xl", "--tokens", "1T", "--causal", "--seq-len", "512"], capsys)
     assert code == 0 and "causal" in out and "Megatron-LM" in unwrapped(out) and "half" in unwrapped(out)
     assert "T = 512 tokens per sequence (--seq-len)" in unwrapped(out)
+
+
+def test_fp8_estimate_divides_by_the_flop_weighted_peak():
+    """Llama 3 8B under float8 training: every block Linear layer runs in fp8, the LM head (d x V = 4096 x 128,256)
+    in bf16, so 6N's fp8 part is (N − d·V) / N; the weighted peak is 1 / (s / 1979 + (1 − s) / 989.4) on an H100
+    SXM (dense fp8 and bf16, H100 whitepaper, the sparse figures halved)."""
+    doc = estimate("llama3-8b", "15T", 1024, dtype="fp8")
+    n = 7_504_658_432  # N_matmul of Llama 3 8B: 32 x (4096 x 6144 + 4096² + 3 x 4096 x 14336) + 4096 x 128,256
+    assert doc["n_matmul"] == n
+    share = (n - 4096 * 128_256) / n
+    assert doc["fp8_share"] == pytest.approx(share, rel=1e-12)
+    assert doc["peak_tflops"] == pytest.approx(1 / (share / 1979 + (1 - share) / 989.4), rel=1e-12)
+    assert "FLOP-weighted" in doc["peak_source"]
+    bf16 = estimate("llama3-8b", "15T", 1024, dtype="bf16")
+    assert doc["gpu_hours"] == pytest.approx(bf16["gpu_hours"] * 989.4 / doc["peak_tflops"], rel=1e-12)
+
+
+def test_fp8_estimate_on_a_gpu_without_fp8_is_refused(capsys):
+    assert main(["estimate", "--model", "llama3-8b", "--tokens", "1T", "--dtype", "fp8", "--gpu", "a100"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "A100 SXM4 80GB has no fp8 tensor cores" in err
