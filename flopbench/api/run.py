@@ -21,7 +21,10 @@ row on the math kernel is warned about. With `attention="flex"` the hardware FLO
 dispatch mode runs FlexAttention): the block mask's non-empty blocks (`flex_hardware_flops`). Each row
 also shows what the simple rules give: `mfu_simple` with 2N (forward) or 6N per token (Kaplan et al.
 2020, §2.1), which like MFU leave recomputation out, and `hfu_simple` with 8N per token under full
-checkpointing (Narayanan et al. 2021, Eq. 3; 6N otherwise).
+checkpointing (Narayanan et al. 2021, Eq. 3; 6N otherwise). MFU counts QK^T and AV over the full T x T square,
+as PaLM (App. B) and torchtitan do; `mfu_causal` counts only the lower triangle (`model_flops_causal`, the
+registry's "causal" estimate), as Megatron-LM (`num_floating_point_operations`) and MaxText do, so it compares
+with their published MFU.
 
 Three peaks side by side (MFU against the datasheet stays the headline): the datasheet dense peak
 (`mfu`); the datasheet scaled by the median SM clock of the row's timed window over the clock the peak
@@ -124,6 +127,7 @@ class Row:
     time_ms: dict = field(default_factory=dict)
     tokens_per_s: float | None = None
     model_flops: int = 0  # analytic, never including recomputation
+    model_flops_causal: int = 0  # model_flops with attention's T x T square halved (Megatron-LM, MaxText)
     hardware_flops_analytic: int = 0  # analytic, recomputation included
     hardware_flops: int | None = None  # FlopCounterMode over one real step on the device
     hardware_flops_note: str = ""  # why counted and analytic hardware FLOPs differ
@@ -133,6 +137,7 @@ class Row:
     simple_hardware_flops: int = 0
     achieved_tflops: float | None = None  # model FLOPs / median time
     mfu: float | None = None  # against the datasheet peak: the headline
+    mfu_causal: float | None = None  # model_flops_causal in place of model_flops
     hfu: float | None = None
     hfu_causal: float | None = None  # HFU without the half of QK^T / AV a causal kernel skips (= hfu when none)
     attention_kernel: str | None = None  # flash, efficient, cudnn, math, flex or eager (`model.attention`)
@@ -171,6 +176,7 @@ class ModeFlops:
     simple_flops: int
     simple_hardware: str  # 2N, 6N or 8N: the simple rule for `hardware`
     simple_hardware_flops: int
+    causal: int = 0  # `model` with QK^T and AV over the lower triangle only (Megatron-LM's count)
     fp8_model: int | None = None  # float8 training: the converted layers' part of `model`
     fp8_hardware: int | None = None  # ... and of `hardware`
 
@@ -207,12 +213,14 @@ def flops_of_mode(cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: st
         hardware += passes(mode, checkpointing) * analytic.masked_square_flops(cfg, B, T)
     if attention == "flex":
         hardware = flex_hardware_flops(cfg, B, T, mode, checkpointing, hardware)
+    causal = model - (1 if mode == "forward" else 3) * estimates.Terms.of(cfg, B, T).causal_skipped
     fp8_model = fp8_hardware = None
     if fp8:
         forward = analytic.fp8_forward_flops(cfg, B, T)
         fp8_model = forward if mode == "forward" else 3 * forward
         fp8_hardware = fp8_model + (forward if mode != "forward" and checkpointing == "full" else 0)
-    return ModeFlops(model, hardware, simple, rule(simple), simple_hw, rule(simple_hw), fp8_model, fp8_hardware)
+    return ModeFlops(model, hardware, simple, rule(simple), simple_hw, rule(simple_hw), causal, fp8_model,
+                     fp8_hardware)
 
 
 def flex_hardware_flops(cfg: ModelConfig, B: int, T: int, mode: str, checkpointing: str, square: int) -> int:
@@ -369,6 +377,7 @@ def measure_row(stepper: Stepper, ctx: RunContext, mode: str, checkpointing: str
     cfg, B, T, options = ctx.cfg, ctx.B, ctx.T, ctx.options
     flops = flops_of_mode(cfg, B, T, mode, checkpointing, options.attention, ctx.fp8)
     row = Row(mode, checkpointing, model_flops=flops.model, hardware_flops_analytic=flops.hardware,
+              model_flops_causal=flops.causal,
               fp8_model_flops=flops.fp8_model, fp8_flops_analytic=flops.fp8_hardware,
               simple_formula=flops.simple, simple_flops=flops.simple_flops,
               simple_hardware_formula=flops.simple_hardware, simple_hardware_flops=flops.simple_hardware_flops,
@@ -457,6 +466,7 @@ def _rate(row: Row, ctx: RunContext, device_type: str, skipping: tuple[int, int]
     r = rates(row.model_flops, row.hardware_flops, seconds, peak)
     row.tokens_per_s = B * T / seconds
     row.achieved_tflops, row.mfu, row.hfu = r.achieved_tflops, r.mfu, r.hfu
+    row.mfu_causal = utilization(row.model_flops_causal, seconds, peak)
     row.mfu_simple = utilization(row.simple_flops, seconds, peak)
     row.hfu_simple = utilization(row.simple_hardware_flops, seconds, peak)
     if row.hardware_flops is not None:

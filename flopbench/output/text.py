@@ -339,7 +339,8 @@ def render_run(doc: dict, width: int = DEFAULT_WIDTH, header: bool = True) -> st
             "mode": r["mode"], "ckpt": r["checkpointing"], "status": r["status"],
             "step ms": None, "± IQR": None,  # filled below, one format per column (`fixed_column`)
             "tokens/s": f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "-",
-            "TFLOP/s": None, "MFU": percent(r["mfu"]), "HFU": percent(r["hfu"]),
+            "TFLOP/s": None, "MFU": percent(r["mfu"]), "causal": percent(r.get("mfu_causal")),
+            "HFU": percent(r["hfu"]),
             "simple": f"{r['simple_formula']}: {percent(r['mfu_simple'])}",
         })
         if r.get("distributed"):
@@ -354,7 +355,7 @@ def render_run(doc: dict, width: int = DEFAULT_WIDTH, header: bool = True) -> st
     fill_column(rows, "± IQR", [t.get("iqr_ms") for t in times])
     fill_column(rows, "TFLOP/s", [r["achieved_tflops"] for r in doc["rows"]])
     out.append(_section("Measured (per step; step ms = median)", table(
-        rows, width, right=("step ms", "± IQR", "tokens/s", "TFLOP/s", "MFU", "HFU", "all ranks tokens/s"))))
+        rows, width, right=("step ms", "± IQR", "tokens/s", "TFLOP/s", "MFU", "causal", "HFU", "all ranks tokens/s"))))
     out.append(_section("FLOPs (per step)", table(counts, width, right=("model FLOPs", "HW FLOPs counted",
                                                                         "HW analytic"))))
     if doc.get("fp8"):
@@ -371,7 +372,9 @@ def render_run(doc: dict, width: int = DEFAULT_WIDTH, header: bool = True) -> st
     if notes:
         out.append("\ncounted vs analytic hardware FLOPs:\n" + "".join(wrap(f"  {n}", width, "    ") + "\n"
                                                                       for n in notes))
-    out.append("\n" + wrap("MFU = model FLOPs (no recompute) / (median time x peak); HFU = FLOPs counted on the "
+    out.append("\n" + wrap("MFU = model FLOPs (no recompute) / (median time x peak), attention over the full T x T "
+                           "square (PaLM, torchtitan); causal = the same with its lower triangle only (Megatron-LM, "
+                           "MaxText); HFU = FLOPs counted on the "
                            "device (recompute included) / (time x peak); simple = 2N/6N (Kaplan et al. 2020) or 8N "
                            "(Narayanan et al. 2021) in place of the exact count.", width, "") + "\n")
     if doc["files"]:

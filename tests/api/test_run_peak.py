@@ -45,6 +45,10 @@ def check_rates(doc, peak):
         assert r["mfu_simple"] == pytest.approx(r["simple_flops"] / (seconds * peak * 1e12), rel=1e-9)
         assert r["achieved_tflops"] == pytest.approx(r["model_flops"] / seconds / 1e12, rel=1e-9)
         assert r["model_flops"] == (FORWARD if r["mode"] == "forward" else 3 * FORWARD)  # backward = 2 x forward
+        # causal (Megatron-LM, MaxText): half of the forward's 4·B·T²·d square, 32,768, is not counted
+        passes = 1 if r["mode"] == "forward" else 3
+        assert r["model_flops_causal"] == passes * (FORWARD - 2 * B * T * T * 32)
+        assert r["mfu_causal"] == pytest.approx(r["model_flops_causal"] / (seconds * peak * 1e12), rel=1e-9)
 
 
 def test_fp32_run_on_an_h100_divides_by_the_fp32_peak(pretend_h100):
