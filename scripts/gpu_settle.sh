@@ -18,8 +18,12 @@
 #   moe_qwen3_2l        qwen3-30b-a3b cut to 2 layers (experts), T=4096, every checkpointing       60
 #   gemma2_2l           gemma2-9b cut to 2 layers (windows, soft caps), T=8192                      60
 #   explain             flopbench explain of the compiled step, only where that command exists     90
-#   fp8                 an fp8 gpt2-xl train_step row, only where `run --dtype` offers fp8          90
-#   train_compiled_b16  gpt2-xl B=16, compiled, train_step, with what is left of the budget       200
+#   fp8_tensorwise_b8   gpt2-xl B=8, compiled, train_step, --dtype fp8 --fp8-recipe tensorwise     120
+#   fp8_rowwise_b8      the same with the rowwise recipe (beside train_compiled_b8's bf16)       120
+#   train_compiled_b16  gpt2-xl B=16, compiled, train_step, bf16                                 200
+#   fp8_tensorwise_b16  gpt2-xl B=16, compiled, fp8 tensorwise (beside train_compiled_b16)         120
+#   fp8_rowwise_b16     the same, rowwise; each fp8 step only where torchao imports               120
+# The fp8 steps need torchao (TORCHAO_VERSION=... scripts/build_gpu_wheels.sh); without it each is "skipped".
 # GPU_SETTLE_STEPS (comma-separated names) runs only those steps.
 #
 # Nothing finished is lost: after every step OUT_DIR is packed into TARBALL (default OUT_DIR.tgz; written to a
@@ -119,13 +123,21 @@ if "${fb[@]}" explain --help >/dev/null 2>&1; then
 else
   unavailable explain
 fi
-if "${fb[@]}" run --help 2>/dev/null | grep -q fp8; then
-  jstep fp8 90 "${train[@]}" --dtype fp8 --modes train_step --checkpointing none "${b8[@]}" --no-gemm
-else
-  unavailable fp8
-fi
+fp8_step() {  # fp8_step NAME RECIPE BATCH...: gpt2-xl's compiled train step in float8 (torchao), beside bf16's
+  local name=$1 recipe=$2; shift 2
+  if "$PY" -c "import torchao.float8" >/dev/null 2>&1; then
+    jstep "$name" 120 "${train[@]}" "${compile[@]}" --dtype fp8 --fp8-recipe "$recipe" --modes train_step \
+      --checkpointing none "$@" --no-gemm
+  else
+    unavailable "$name"
+  fi
+}
+fp8_step fp8_tensorwise_b8 tensorwise "${b8[@]}"
+fp8_step fp8_rowwise_b8 rowwise "${b8[@]}"
 jstep train_compiled_b16 200 "${train[@]}" "${compile[@]}" --modes train_step --checkpointing none "${b16[@]}" \
   --no-gemm
+fp8_step fp8_tensorwise_b16 tensorwise "${b16[@]}"
+fp8_step fp8_rowwise_b16 rowwise "${b16[@]}"
 
 timeout 30 "$PY" scripts/settle_summary.py "$work" > "$work/summary.md"
 pack

@@ -40,11 +40,14 @@ def run_lines(doc: dict) -> list[str]:
         rows.append([f"{r.get('mode')}/{r.get('checkpointing')}", str(r.get("status")),
                      _num((r.get("time_ms") or {}).get("median_ms")), _pct(r.get("mfu")), _pct(r.get("hfu")),
                      _pct(r.get("hfu_causal")), _pct(r.get("mfu_vs_clock")), str(r.get("attention_kernel", "-")),
-                     _num(r.get("compile_s")), _gb(r.get("peak_memory_bytes"))])
+                     _num(r.get("compile_s")), _gb(r.get("peak_memory_bytes")), _num(r.get("achieved_tflops")),
+                     _pct(r.get("mfu_weighted"))])
+    fp8 = doc.get("fp8") or {}
+    dtype = f"{doc.get('dtype')} {fp8['recipe']}" if fp8 else doc.get("dtype")
     head = (f"{(doc.get('config') or {}).get('name')}, B {doc.get('batch_size')} x T {doc.get('seq_len')}, "
-            f"{doc.get('dtype')}, compile {doc.get('compile')}, peak {(doc.get('peak') or {}).get('tflops')} TFLOP/s")
+            f"{dtype}, compile {doc.get('compile')}, peak {(doc.get('peak') or {}).get('tflops')} TFLOP/s")
     return [head, ""] + _table(["row", "status", "median ms", "MFU", "HFU", "HFU causal", "MFU vs clock",
-                                "attention", "compile s", "peak GB"], rows)
+                                "attention", "compile s", "peak GB", "TFLOP/s", "MFU weighted (fp8)"], rows)
 
 
 def infer_lines(doc: dict) -> list[str]:

@@ -29,11 +29,13 @@ def settle(tmp_path, steps, budget="300"):
 
 
 def test_smoke_steps_run_are_packed_and_summarized(tmp_path):
-    proc, steps = settle(tmp_path, "env,train_full_eager,fp8")
+    proc, steps = settle(tmp_path, "env,train_full_eager,fp8_rowwise_b8")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert steps["env"][0] == "ok" and steps["train_full_eager"][0] == "ok"
-    assert steps["fp8"][0] in ("ok", "skipped (not in this flopbench)")
-    assert list(steps) == ["env", "train_full_eager", "fp8"]  # only the steps asked for, in order
+    assert steps["fp8_rowwise_b8"][0] == "ok"  # torchao is in the test extra: the fp8 step runs
+    assert list(steps) == ["env", "train_full_eager", "fp8_rowwise_b8"]  # only the steps asked for, in order
+    fp8 = json.loads((tmp_path / "work" / "fp8_rowwise_b8.json").read_text())
+    assert fp8["fp8"]["recipe"] == "rowwise" and 0 < fp8["rows"][0]["fp8_flops"] < fp8["rows"][0]["hardware_flops"]
     doc = json.loads((tmp_path / "work" / "train_full_eager.json").read_text())
     assert [(r["mode"], r["checkpointing"], r["status"]) for r in doc["rows"]] == [
         ("forward", "none", "ok"), ("fwd_bwd", "full", "ok"), ("train_step", "full", "ok")]
@@ -59,8 +61,13 @@ def test_summary_of_each_kind_of_document():
            "peak": {"tflops": 989.4}, "rows": [{"mode": "train_step", "checkpointing": "none", "status": "ok",
                                                "time_ms": {"median_ms": 812.34}, "mfu": 0.4567, "hfu": 0.5,
                                                "hfu_causal": 0.41, "mfu_vs_clock": None,
-                                               "attention_kernel": "flash", "peak_memory_bytes": 49_877_452_800}]}
-    assert "| train_step/none | ok | 812.3 | 45.7 % | 50.0 % | 41.0 % | - | flash | - | 49.88 |" in s.lines_for(run)
+                                               "attention_kernel": "flash", "peak_memory_bytes": 49_877_452_800,
+                                               "achieved_tflops": 451.86}]}
+    assert ("| train_step/none | ok | 812.3 | 45.7 % | 50.0 % | 41.0 % | - | flash | - | 49.88 | 451.9 | - |"
+            in s.lines_for(run))
+    fp8 = {**run, "dtype": "fp8", "fp8": {"recipe": "rowwise"}, "rows": [{**run["rows"][0], "mfu_weighted": 0.3}]}
+    lines = s.lines_for(fp8)
+    assert lines[0].startswith("gpt2-xl, B 8 x T 1024, fp8 rowwise,") and lines[-1].endswith("| 451.9 | 30.0 % |")
     infer = {"config": {"name": "gpt2-xl"}, "prefill": {"time_ms": {"median_ms": 10.0}, "mfu": 0.3, "mbu": None},
              "decode": {"time_ms": {"median_ms": 5.0}, "mfu": 0.01, "mbu": 0.72, "tokens_per_s": 1600.0}}
     assert "| decode | 5.000 | 1.0 % | 72.0 % | 1600.0 | - |" in s.lines_for(infer)
