@@ -137,8 +137,10 @@ class KVCache:
 
 
 #: The matmuls whose outputs selective checkpointing keeps: the linear layers (`nn.Linear` dispatches `mm`,
-#: or `addmm` with a bias). QK^T and AV are `bmm`s or one fused SDPA kernel.
-_SAVED_MATMULS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)
+#: or `addmm` with a bias; a float8 layer, `model.fp8`, `mm` on float8 tensors eagerly and `_scaled_mm` once
+#: compiled, which torchtitan's save list keeps too). QK^T and AV are `bmm`s or one fused SDPA kernel.
+_SAVED_MATMULS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default,
+                  *((torch.ops.aten._scaled_mm.default,) if hasattr(torch.ops.aten, "_scaled_mm") else ()))
 
 
 def save_projections(ctx, op, *args, **kwargs) -> CheckpointPolicy:
