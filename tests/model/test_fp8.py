@@ -94,3 +94,15 @@ def test_bad_recipe_and_missing_torchao(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "torchao.float8", None)  # import fails as if not installed
     with pytest.raises(UsageError, match=r"needs torchao .*pip install 'flopbench\[fp8\]'"):
         fp8.convert(model, "tensorwise")
+
+
+def test_selective_checkpointing_keeps_a_compiled_float8_matmul():
+    """Compiled, a float8 layer's matmul is `_scaled_mm` (the tensor subclass is traced away): selective
+    checkpointing must keep its output as it keeps `mm`'s, or a compiled selective step recomputes every
+    projection that the count (eager: `mm` on float8 tensors) says it keeps."""
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    from flopbench.model.gpt import save_projections
+
+    assert save_projections(None, torch.ops.aten._scaled_mm.default) == CheckpointPolicy.MUST_SAVE
+    assert save_projections(None, torch.ops.aten.bmm.default) == CheckpointPolicy.MUST_RECOMPUTE
