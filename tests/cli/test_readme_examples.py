@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 #: Per example. On a 2-core VM at load 7-8 (other jobs beside the tests) the slowest example, the default `run`,
-#: took 371 s, the sweep of cpu_smoke.toml 174 s, every other one under 140 s (about 55 s and 40 s idle);
+#: took 371 s, the sweep of cpu_smoke.toml 174 s, every other one under 140 s (39 s and 25 s at load 2);
 #: 720 s leaves about 2x the slowest, and still stops an example that hangs.
 TIMEOUT_S = 720
 SKIP_COMMENT = re.compile(r"(^|\s)#\s*(GPU|needs)\b")
