@@ -11,8 +11,8 @@ those that need what a CPU machine lacks:
 - a comment `# needs ...` on the line (e.g. "# needs your own config.json"), likewise for a block.
 
 Each must exit 0 within `TIMEOUT_S` and print something on stdout. One test per example, named by the
-example, so a failure names the command. Slow (13 minutes for all of them on a 2-core VM at load 7): marked
-`slow`, run by default.
+example, so a failure names the command. Slow (all of them: 3 minutes on a 2-core VM at load 3, 13 at load
+7): marked `slow`, run by default.
 """
 
 from __future__ import annotations
