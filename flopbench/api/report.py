@@ -3,7 +3,8 @@
 `report(results, out)` reads result rows (`output.records.read_rows`: one run folder, a sweep file, or a
 folder of them) with pandas, derives every number the report shows here, and hands them to the renderers:
 `output.plots` draws them, `output.markdown` writes them out. Into the output folder go `report.md` and
-four plots:
+the plots that have rows to show (`PLOTS` from the timed steps of `run`, `sweep` and `explain`; the
+roofline from `infer`'s rows, the waterfall from `explain`'s):
 
 1. `flops_per_token.png` — FLOPs per token by model and sequence length: the published estimates marked
    `report` in `flops.estimates.ESTIMATES` (today 2N forward and 6N training per token, Kaplan et al. 2020,
@@ -15,13 +16,17 @@ four plots:
 2. `counted_over_6n.png` — exact training FLOPs ÷ 6N against sequence length (`analytic.train_flops` over
    a range of T: the attention term 12·L·d·T per token that 6N leaves out grows with T), with the measured
    rows' counted ÷ 6N as points.
-3. `mfu_hfu.png` — measured MFU and HFU of the training steps by model and checkpointing mode, with the
-   GEMM ceiling (measured large-matmul TFLOP/s ÷ peak) drawn as a line. Without a peak (a CPU) MFU and
-   HFU are null; the plot then shows absolute TFLOP/s and says so.
-4. `step_time.png` — measured step time against what the row's rule (6NT, or 8NT with checkpointing)
-   would take at the peak, and at the fraction of peak efficient training reaches in practice
-   (`timing.rates.PRACTICAL_MFU`, 0.40: Llama 3 405B's measured MFU; for 8NT the same fraction as an HFU).
-   Without a peak, the measured GEMM ceiling stands in for it, labelled as such.
+3. `mfu_hfu.png` (training rows only) — measured MFU and HFU of the training steps by model and
+   checkpointing mode, with the GEMM ceiling (measured large-matmul TFLOP/s ÷ peak) drawn as a line.
+   Without a peak (a CPU) MFU and HFU are null; the plot then shows absolute TFLOP/s and says so.
+4. `step_time.png` (training rows only) — measured step time against what the row's rule (6NT, or 8NT
+   with checkpointing) would take at the peak, and at the fraction of peak efficient training reaches in
+   practice (`timing.rates.PRACTICAL_MFU`, 0.40: Llama 3 405B's measured MFU; for 8NT the same fraction as
+   an HFU). Without a peak, the measured GEMM ceiling stands in for it, labelled as such.
+5. `roofline.png` (`infer` rows) — prefill and decode on the roofline (Williams et al. 2009).
+6. `waterfall.png` (`explain` rows) — from the dense peak to the MFU, one measured loss per step.
+
+A section with no rows is left out of `report.md`, and one line says which and why.
 
 matplotlib is an optional extra (`pip install 'flopbench[plot]'`); without it the report has the
 tables and says the plots are missing.
@@ -112,6 +117,12 @@ def per_token_series() -> list[dict]:
         out += [{"key": key, "phase": phase, "kind": kind, "name": key, "cite": None, "source": None}
                 for key, kind in COUNTED[phase]]
     return out
+
+
+def step_rows(df):
+    """The rows of timed steps (`run`, `sweep`, `explain`): all but `infer`'s prefill and decode rows, which
+    the roofline section shows."""
+    return df[df["kind"] != "infer"] if "kind" in df.columns else df
 
 
 def _ok(df):
@@ -253,13 +264,16 @@ def predictions(rows: list[dict]) -> list[dict]:
 
 
 def roofline(df) -> tuple[list[dict], list[dict]]:
-    """The `infer` rows (prefill, decode) as roofline points {label, intensity, tflops}, and the roofs they
+    """The `infer` rows (prefill, decode) as roofline points {label, intensity, tflops, median_ms,
+    tokens_per_s, mfu, mbu}, and the roofs they
     were measured under: the datasheet peaks and the measured GEMM / copy ceilings (Williams et al. 2009)."""
     if "kind" not in df.columns:
         return [], []
     rows = df[(df["kind"] == "infer") & (df["status"] == "ok")]
     points = [{"label": f"{r['model']} {r['mode']} B={int(r['batch_size'])} {r['device']}",
-               "intensity": _value(r.get("intensity")), "tflops": _value(r.get("achieved_tflops"))}
+               "intensity": _value(r.get("intensity")), "tflops": _value(r.get("achieved_tflops")),
+               "median_ms": _value(r.get("time_ms.median_ms")), "tokens_per_s": _value(r.get("tokens_per_s")),
+               "mfu": _value(r.get("mfu")), "mbu": _value(r.get("mbu"))}
               for _, r in rows.iterrows()]
     roofs = []
     for _, r in rows.drop_duplicates(["device", "dtype"]).iterrows():
@@ -297,9 +311,10 @@ def report(results: str | Path, out: str | Path | None = None) -> dict:
     need = {"model", "seq_len", "batch_size", "mode", "checkpointing"}
     if df.empty or not need <= set(df.columns):
         raise UsageError(f"{results}: no flopbench result rows there (need columns {', '.join(sorted(need))})")
+    steps = step_rows(df)
     try:
         configs = {m: config_of(g.iloc[0]) for m, g in df.groupby("model", sort=False)}
-        per_token = flops_per_token(df)
+        per_token = flops_per_token(steps) if len(steps) else []
     except UsageError as e:
         raise UsageError(f"{results}: a row's config is not a model config ({e})") from None
     out = Path(out) if out else (results if results.is_dir() else results.parent) / "report"
@@ -310,25 +325,29 @@ def report(results: str | Path, out: str | Path | None = None) -> dict:
 
     series = per_token_series()
     ratios = ratios_over_6n(per_token, configs)
-    rows = measured_rows(df)
+    step_configs = {m: configs[m] for m in dict.fromkeys(steps["model"])}
+    rows = measured_rows(steps)
     train = train_rows(rows)
     six_n = estimates.REGISTRY["6N"]
     plt = plots.pyplot()
     drawn, notes = {}, {}
-    if plt is not None:
+    if not rows:
+        notes["steps"] = ("these results hold only `infer` rows (prefill and decode), and those are in the "
+                          "roofline section")
+    if plt is not None and rows:
         plots.plot_flops_per_token(plt, per_token, series, out / "flops_per_token.png")
-        curves = ratio_curves(configs, curve_seq_lens(configs, {r["seq_len"] for r in per_token}))
+        curves = ratio_curves(step_configs, curve_seq_lens(step_configs, {r["seq_len"] for r in per_token}))
         points = {m: [(r["seq_len"], r["counted"]) for r in ratios if r["model"] == m and r["counted"]]
-                  for m in configs}
+                  for m in step_configs}
         plots.plot_counted_over_6n(plt, curves, points, out / "counted_over_6n.png",
                                    rule=f"{six_n.name} ({six_n.cite})")
         if train:  # a plot without rows would be empty axes (and matplotlib's "no artists" warning)
             notes["mfu_hfu"] = plots.plot_mfu_hfu(plt, train, out / "mfu_hfu.png")
             notes["step_time"] = plots.plot_step_time(plt, train, out / "step_time.png", discount=PRACTICAL_MFU)
         drawn = {name: str(out / f"{name}.png") for name in PLOTS if train or name not in ("mfu_hfu", "step_time")}
-    elif not (train and all(r["mfu"] is not None for r in train)):
+    elif train and not all(r["mfu"] is not None for r in train):
         notes["mfu_hfu"] = "no peak TFLOP/s is known for (some of) these rows, so MFU and HFU are null there"
-    if not train:
+    if rows and not train:
         notes["mfu_hfu"] = notes["step_time"] = (f"no training rows ({' or '.join(TRAIN_MODES)}) that ran, so nothing "
                                                  f"to show here")
 
@@ -337,10 +356,10 @@ def report(results: str | Path, out: str | Path | None = None) -> dict:
     text = markdown.report_markdown(
         results=str(results), n_rows=len(df), status_counts=status_counts, models=list(configs),
         environments=read_environment(results), series=series, per_token=per_token,
-        ratio_table=ratio_curves(configs, RATIO_SEQ_LENS), ratios=ratios, rows=rows,
+        ratio_table=ratio_curves(step_configs, RATIO_SEQ_LENS), ratios=ratios, rows=rows,
         noisy=len(noisy_rows(rows)), noisy_factor=NOISY, predictions=predictions(rows),
         failed=[r for r in rows if r["status"] != "ok"], discount=PRACTICAL_MFU, plots=drawn, notes=notes,
-        above_ceiling=above)
+        above_ceiling=above, matplotlib=plt is not None)
     points, roofs = roofline(df)
     if points:
         if plt is not None:

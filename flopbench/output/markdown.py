@@ -3,7 +3,7 @@
 Rendering only: every number arrives computed (`api.report` derives them); here they are formatted
 (SI prefixes through `text.si`, percentages through `text.percent`, every other measured number through
 `text.fixed`: one format per column) and laid out in four sections, one per plot, plus the rows that did
-not run. tabulate writes these tables because rich, which draws the terminal's, writes no Markdown.
+not run; a section or table with no rows is left out, and a line says why. tabulate writes these tables because rich, which draws the terminal's, writes no Markdown.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def report_markdown(*, results: str, n_rows: int, status_counts: dict[str, int],
                     ratio_table: dict[str, tuple[list[int], list[float], int]], ratios: list[dict],
                     rows: list[dict], noisy: int, noisy_factor: float, predictions: list[dict],
                     failed: list[dict], discount: float, plots: dict[str, str], notes: dict[str, str],
-                    above_ceiling: list[dict] = ()) -> str:
+                    above_ceiling: list[dict] = (), matplotlib: bool = True) -> str:
     """The text of report.md.
 
     `series`: the per-token columns in order ({"key", "kind", "name", "source"}: an estimate's header is its
@@ -80,7 +80,9 @@ def report_markdown(*, results: str, n_rows: int, status_counts: dict[str, int],
     `predictions`: the rows with a predicted time and their `ratio`; `failed`: the rows that did not run;
     `discount`: the fraction of peak of the discounted prediction; `plots`: the PNGs drawn (by name);
     `notes`: by plot name, a sentence under its section; `above_ceiling`: the rows faster than their GEMM
-    ceiling (`api.report.above_gemm_ceiling`), flagged under the utilisation table.
+    ceiling (`api.report.above_gemm_ceiling`), flagged under the utilisation table; `matplotlib`: whether it
+    was there to draw. With no `rows` (only `infer` rows) sections 1–4 are left out, and `notes["steps"]`
+    says why.
     """
     def image(name, alt):
         return f"![{alt}]({name}.png)\n\n" if name in plots else ""
@@ -99,9 +101,13 @@ def report_markdown(*, results: str, n_rows: int, status_counts: dict[str, int],
         lines.append(f"- measured on {_code(env.get('hostname'))}: {e['device']}, {escape(gpu)}, {e['cpu_count']} CPUs, "
                      f"torch {e['torch']}, CUDA {e['cuda_runtime']}, flopbench {e['flopbench']} "
                      f"({e['flopbench_git']}), {e['timestamp']}")
-    if not plots:
+    if not matplotlib:
         lines += ["", "**matplotlib is not installed, so this report has tables only** "
                       "(`pip install 'flopbench[plot]'` for the plots)."]
+    if not rows:
+        lines += ["", "Sections 1–4 (FLOPs per token, training FLOPs ÷ 6N, utilisation, time per step) are left "
+                      f"out: {notes.get('steps', 'there are no timed steps')}."]
+        return "\n".join(lines).rstrip() + "\n"
     columns = {"model": "model", "seq_len": "T", "N_matmul": "N_matmul",
                **{s["key"]: s["name"] if s["kind"] == "estimate" else SERIES_HEADERS.get(s["key"], s["key"])
                   for s in series}}
@@ -140,8 +146,11 @@ def report_markdown(*, results: str, n_rows: int, status_counts: dict[str, int],
               "longer context). Measured:", ""]
     measured_ratio = [{"model": r["model"], "T": r["seq_len"], "exact": f"{r['exact']:.4f}",
                        "counted": None if r["counted"] is None else f"{r['counted']:.4f}"} for r in ratios]
-    lines += [markdown_table(measured_ratio, {"model": "model", "T": "T", "exact": "exact ÷ 6N",
-                                              "counted": "counted torch fwd+bwd ÷ 6N"}), ""]
+    counted = {"counted": "counted torch fwd+bwd ÷ 6N"} if any(r["counted"] for r in measured_ratio) else {}
+    lines += [markdown_table(measured_ratio, {"model": "model", "T": "T", "exact": "exact ÷ 6N", **counted}), ""]
+    if not counted:
+        lines += ["No training step was counted (no `fwd_bwd` or `train_step` row ran), so there is no counted "
+                  "column.", ""]
     lines += ["## 3. Measured utilisation: MFU and HFU", "", image("mfu_hfu", "MFU and HFU by model and checkpointing")]
     if "mfu_hfu" in notes:
         lines += [f"Note: {notes['mfu_hfu']}.", ""]
@@ -164,14 +173,20 @@ def report_markdown(*, results: str, n_rows: int, status_counts: dict[str, int],
               image("step_time", "step time")]
     if "step_time" in notes:
         lines += [f"Note: {notes['step_time']}.", ""]
-    lines += [f"Predicted = the row's rule (2N forward and 6N training per token, Kaplan et al. 2020, §2.1; 8N with "
-              f"full recomputation, Narayanan et al. 2021, Eq. 3) x tokens, at the rate in the *at* column (the dense "
-              f"peak, or the GEMM ceiling where no peak is known); *at {discount}*: at {discount} of that rate, "
-              f"the fraction reached in practice (`timing.rates.PRACTICAL_MFU`, a measured MFU; for 8N as an HFU).", ""]
-    lines += [markdown_table(predictions, {
-        "model": "model", "seq_len": "T", "batch_size": "B", "mode": "mode", "checkpointing": "ckpt",
-        "median_ms": "measured ms", "simple_formula": "rule", "predicted_basis": "at", "predicted_ms": "predicted ms",
-        "predicted_ms_discounted": f"predicted ms at {discount}", "ratio": "measured ÷ predicted"}), ""]
+    if predictions:
+        lines += [f"Predicted = the row's rule (2N forward and 6N training per token, Kaplan et al. 2020, §2.1; 8N "
+                  f"with full recomputation, Narayanan et al. 2021, Eq. 3) x tokens, at the rate in the *at* column "
+                  f"(the dense peak, or the GEMM ceiling where no peak is known); *at {discount}*: at {discount} of "
+                  f"that rate, the fraction reached in practice (`timing.rates.PRACTICAL_MFU`, a measured MFU; for 8N "
+                  f"as an HFU).", ""]
+        lines += [markdown_table(predictions, {
+            "model": "model", "seq_len": "T", "batch_size": "B", "mode": "mode", "checkpointing": "ckpt",
+            "median_ms": "measured ms", "simple_formula": "rule", "predicted_basis": "at",
+            "predicted_ms": "predicted ms", "predicted_ms_discounted": f"predicted ms at {discount}",
+            "ratio": "measured ÷ predicted"}), ""]
+    else:
+        lines += ["No predicted times: no row that ran has a peak TFLOP/s or a measured GEMM ceiling to predict "
+                  "one from (give a peak, or measure the ceiling: `gemm = true` in a sweep spec).", ""]
     if failed:
         lines += ["## Rows that did not run", "", markdown_table(failed, {
             "model": "model", "seq_len": "T", "batch_size": "B", "dtype": "dtype", "mode": "mode",
@@ -180,13 +195,19 @@ def report_markdown(*, results: str, n_rows: int, status_counts: dict[str, int],
 
 
 def roofline_section(points: list[dict], roofs: list[dict], with_plot: bool) -> str:
-    """The report's generation section: each `infer` point (arithmetic intensity, achieved TFLOP/s) and the
-    roofs it sits under."""
+    """The report's generation section: each `infer` point (median step time, tokens/s, arithmetic intensity,
+    achieved TFLOP/s, MFU, MBU) and the roofs it sits under (a line instead of a table when there are none)."""
     lines = ["", "## 5. Generation: the roofline", ""]
     if with_plot:
         lines += ["![roofline](roofline.png)", ""]
-    lines += [markdown_table(points, {"label": "phase", "intensity": "FLOP/byte", "tflops": "TFLOP/s"}), ""]
-    lines += [markdown_table(roofs, {"label": "roof", "tflops": "TFLOP/s", "gbps": "GB/s"}), ""]
+    lines += [markdown_table([{**p, "mfu": _pct(p.get("mfu")), "mbu": _pct(p.get("mbu"))} for p in points], {
+        "label": "phase", "median_ms": "median ms", "tokens_per_s": "tokens/s", "intensity": "FLOP/byte",
+        "tflops": "TFLOP/s", "mfu": "MFU", "mbu": "MBU"}), ""]
+    if roofs:
+        lines += [markdown_table(roofs, {"label": "roof", "tflops": "TFLOP/s", "gbps": "GB/s"}), ""]
+    else:
+        lines += ["No roofs: no peak is known for this device and no ceilings were measured (`infer "
+                  "--no-ceilings`), so the plot has the points alone and MFU and MBU are null.", ""]
     lines += ["Attainable TFLOP/s = min(compute roof, bandwidth × FLOP/byte) (Williams et al. 2009): the prefill "
               "sits near the compute roof, a decode step far left, under the bandwidth roof (its figure is MBU)."]
     return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ from flopbench.api.report import PLOTS, config_of, ratio_curve, report
 from flopbench.cli import main
 from flopbench.model.config import ModelConfig
 from flopbench.output.records import read_rows
+from flopbench.output.text import fixed
 
 PNG = b"\x89PNG\r\n\x1a\n"
 GRID = 'seq_len = [16]\ncheckpointing = ["none", "full"]\ngemm = true'  # 4 grid points, 10 rows
@@ -130,31 +131,70 @@ def test_a_registered_estimate_marked_for_the_report_appears_in_it(cpu_sweep, tm
     assert "172 k" in m1
 
 
-def test_a_report_of_infer_rows_draws_only_plots_with_data_and_warns_nothing(tmp_path):
-    """Issue 24, item 16. Before: the MFU / HFU and step-time plots were drawn with no training rows, and
-    matplotlib warned on stderr, twice, with the source line ("No artists with labels found to put in
-    legend")."""
-    import warnings
-
+def make_infer(out) -> Path:
+    """A real tiny `infer` on the CPU (1 layer, d 32, P 8, G 4; no ceilings): its folder below `out`."""
     import flopbench
 
     cfg = ModelConfig("g", n_layer=1, d_model=32, n_head=2, vocab_size=64, max_seq_len=16)
-    flopbench.infer(cfg, prompt_len=8, gen_len=4, device="cpu", warmup=0, iters=1, ceilings=False,
-                    out=str(tmp_path / "out"), progress=lambda m: None)
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
+    flopbench.infer(cfg, prompt_len=8, gen_len=4, device="cpu", warmup=0, iters=1, ceilings=False, out=str(out),
+                    progress=lambda m: None)
+    return Path(out)
+
+
+def _dash_rows(md: str) -> list[str]:
+    """The table rows of `md` whose every cell after the first is "–" (a table of nothing), and header
+    lines with no row under them."""
+    lines = md.splitlines()
+    empty = [line for line in lines if line.startswith("|") and not line.startswith("|--")
+             and set(c.strip() for c in line.strip("|").split("|")[1:]) == {"–"}]
+    return empty + [a for a, b, *c in zip(lines, lines[1:], lines[2:]) if a.startswith("| ") and b.startswith("|--")
+                    and not (c and c[0].startswith("|"))]
+
+
+def test_a_report_of_infer_rows_draws_and_writes_only_what_has_data(tmp_path):
+    """Only prefill and decode rows: no training or step plot and no training table (before: the FLOPs per
+    token table's counted columns, the counted ÷ 6N column, a utilisation table of prefill and decode with
+    null MFU, an empty prediction table and an empty roofs table, all "–" or header only); one line says
+    what was left out. matplotlib warns nothing (an empty legend warned "No artists with labels found")."""
+    import warnings
+
+    make_infer(tmp_path / "out")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         doc = report(tmp_path / "out", tmp_path / "rep")
-    assert [str(w.message) for w in seen] == []
-    assert sorted(doc["plots"]) == ["counted_over_6n", "flops_per_token", "roofline"]
-    assert sorted(p.name for p in (tmp_path / "rep").glob("*.png")) == [
-        "counted_over_6n.png", "flops_per_token.png", "roofline.png"]
+    assert sorted(doc["plots"]) == ["roofline"]
+    assert sorted(p.name for p in (tmp_path / "rep").glob("*.png")) == ["roofline.png"]
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "mfu_hfu.png" not in md and md.count("Note: no training rows (train_step or fwd_bwd) that ran") == 2
+    assert [line for line in md.splitlines() if line.startswith("## ")] == ["## 5. Generation: the roofline"]
+    assert md.count("Sections 1–4") == 1 and "only `infer` rows" in md
+    assert _dash_rows(md) == [], _dash_rows(md)
+    assert "No roofs" in md  # ceilings=False and a CPU has no peak
+    # the decode row's measured numbers are in the roofline section: its tokens/s = B / median step time
+    rows = read_rows(tmp_path / "out")
+    decode = rows[rows["mode"] == "decode"].iloc[0]
+    assert decode["tokens_per_s"] == pytest.approx(1 / (decode["time_ms.median_ms"] / 1e3))
+    assert f"| {fixed(decode['tokens_per_s'], 4)} " in md
+
+
+def test_a_folder_of_training_and_infer_rows_keeps_each_in_its_sections(cpu_sweep, tmp_path):
+    """A sweep and an infer side by side: the four step plots and the roofline are drawn; the utilisation
+    table holds the sweep's rows and no prefill or decode row."""
+    import shutil
+
+    shutil.copytree(cpu_sweep, tmp_path / "both" / "fx")
+    make_infer(tmp_path / "both")
+    doc = report(tmp_path / "both", tmp_path / "rep")
+    assert sorted(doc["plots"]) == sorted([*PLOTS, "roofline"]) and doc["rows"] == 12
+    md = (tmp_path / "rep" / "report.md").read_text()
+    section3 = md[md.index("## 3."):md.index("## 4.")]
+    assert "| prefill " not in section3 and "| decode " not in section3 and "| train_step " in section3
+    assert "| g prefill B=1 cpu " in md[md.index("## 5."):]
+    assert "Sections 1–4" not in md and _dash_rows(md) == [], _dash_rows(md)
 
 
 def test_rows_above_their_gemm_ceiling_are_flagged(tmp_path, capsys):
-    """Issue 23 item 15: a CPU report showed a row at 2x its GEMM ceiling, unflagged. Fabricated from two
-    committed rows: one set to 2x its ceiling, one left below it."""
+    """A row faster than its GEMM ceiling is flagged (a CPU report once showed one at 2x, unflagged).
+    Fabricated from two committed rows: one set to 2x its ceiling, one left below it."""
     root = Path(__file__).resolve().parents[2] / "results" / "cpu" / "cpu_smoke"
     rows = [json.loads(line) for line in (root / "rows.jsonl").read_text().splitlines()[:2]]
     assert rows[1]["achieved_tflops"] < rows[1]["gemm_tflops"]

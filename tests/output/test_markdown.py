@@ -1,4 +1,4 @@
-"""report.md is literal about the names it prints (issue 24, item 15): a model name, label or host name is
+"""report.md is literal about the names it prints: a model name, label or host name is
 text, never Markdown structure."""
 
 from flopbench.output.markdown import escape, report_markdown
@@ -34,3 +34,11 @@ def test_escape_keeps_words_and_escapes_markup():
     assert escape("fwd_bwd") == "fwd_bwd" and escape("llama3-8b") == "llama3-8b"  # unchanged: no markup there
     assert escape("_x_ *y* [z](u) `c` a|b") == r"\_x\_ \*y\* \[z\](u) \`c\` a\|b"
     assert escape("two\r\nlines\u2028three") == "two lines three"
+
+
+def test_a_table_with_no_rows_is_a_line_saying_why():
+    """A step row with no peak and no GEMM ceiling has no predicted time: the prediction table would be a
+    header alone, so a line takes its place."""
+    md = _report("tiny")
+    section4 = md[md.index("## 4."):]
+    assert "| measured ms " not in section4 and "No predicted times: no row that ran has a peak" in section4
