@@ -44,7 +44,7 @@ from ..flops.fvcore import count_fvcore
 from ..model.config import ModelConfig
 from ..output import markdown, plots
 from ..output.records import KEY_FIELDS, read_environment, read_rows
-from ..timing.rates import PRACTICAL_MFU
+from ..timing.rates import PRACTICAL_MFU, weighted_peak
 
 PLOTS = ("flops_per_token", "counted_over_6n", "mfu_hfu", "step_time")
 TRAIN_MODES = ("train_step", "fwd_bwd")
@@ -198,7 +198,9 @@ def measured_rows(df) -> list[dict]:
 
     The prediction is the row's `simple_flops` (per step: 2N forward and 6N training per token, Kaplan et
     al. 2020, §2.1; 8N with full recomputation, Narayanan et al. 2021, Eq. 3; `api.run.flops_of_mode`) at
-    the peak; with no peak, at the GEMM ceiling the run measured (`predicted_basis` says which).
+    the peak; with no peak, at the GEMM ceiling the run measured (`predicted_basis` says which). A float8 row
+    (`run --dtype fp8`) is predicted at its FLOP-weighted peak: the converted layers' share of the step's
+    hardware FLOPs at the fp8 peak, the rest at the bf16 one (`timing.rates.weighted_peak`).
     """
     rows = []
     for _, r in df.iterrows():
@@ -207,6 +209,10 @@ def measured_rows(df) -> list[dict]:
         # the rule of the work a step does: 8N for checkpointed rows (`simple_hardware_flops`; rows written
         # before it existed held 8N in `simple_flops`)
         simple = _value(r.get("simple_hardware_flops")) or _value(r.get("simple_flops"))
+        fp8, fp8_peak = _value(r.get("fp8_flops_analytic")), _value(r.get("peak_fp8_tflops"))
+        if peak and fp8 and fp8_peak and simple:
+            share = fp8 / _value(r.get("hardware_flops_analytic"))
+            rate, basis = weighted_peak(simple, simple * share, peak, fp8_peak), "FLOP-weighted peak"
         ideal_ms = simple / (rate * 1e12) * 1e3 if rate and simple else None
         seconds = (_value(r.get("time_ms.median_ms")) or 0) / 1e3
         counted = _value(r.get("hardware_flops"))
@@ -218,7 +224,8 @@ def measured_rows(df) -> list[dict]:
             "max_ms": _value(r.get("time_ms.max_ms")), "tokens_per_s": _value(r.get("tokens_per_s")),
             "achieved_tflops": _value(r.get("achieved_tflops")),
             "hardware_tflops": counted / seconds / 1e12 if counted and seconds else None,
-            "mfu": _value(r.get("mfu")), "hfu": _value(r.get("hfu")), "peak_tflops": peak, "gemm_tflops": gemm,
+            "mfu": _value(r.get("mfu")), "hfu": _value(r.get("hfu")), "mfu_weighted": _value(r.get("mfu_weighted")),
+            "peak_tflops": peak, "gemm_tflops": gemm,
             "gemm_fraction": gemm / peak if gemm and peak else None,
             "simple_formula": _value(r.get("simple_hardware_formula")) or _value(r.get("simple_formula")),
             "predicted_basis": basis,

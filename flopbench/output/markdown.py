@@ -157,7 +157,9 @@ def report_markdown(*, results: str, n_rows: int, status_counts: dict[str, int],
     if noisy:
         lines += [f"Note: in {noisy} of {len(rows)} rows the slowest timed step took more than {noisy_factor} x the "
                   f"fastest: the machine was noisy while they ran; read their medians with the spread.", ""]
+    fp8 = {"mfu_weighted": "MFU weighted (fp8)"} if any(r.get("mfu_weighted") is not None for r in rows) else {}
     table_rows = [{**r, "mfu": _pct(r["mfu"]), "hfu": _pct(r["hfu"]), "gemm_fraction": _pct(r["gemm_fraction"]),
+                   "mfu_weighted": _pct(r.get("mfu_weighted")),
                    "spread": (f"{fixed(r['min_ms'], 4)}–{fixed(r['max_ms'], 4)}" if r["min_ms"] and r["max_ms"]
                               else None)}
                   for r in rows]
@@ -166,7 +168,7 @@ def report_markdown(*, results: str, n_rows: int, status_counts: dict[str, int],
         "checkpointing": "ckpt", "status": "status", "median_ms": "median ms", "spread": "min–max ms",
         "tokens_per_s": "tokens/s",
         "achieved_tflops": "model TFLOP/s", "hardware_tflops": "hardware TFLOP/s", "mfu": "MFU", "hfu": "HFU",
-        "peak_tflops": "peak TFLOP/s", "gemm_tflops": "GEMM TFLOP/s", "gemm_fraction": "GEMM ÷ peak"}), ""]
+        **fp8, "peak_tflops": "peak TFLOP/s", "gemm_tflops": "GEMM TFLOP/s", "gemm_fraction": "GEMM ÷ peak"}), ""]
     if above_ceiling:
         lines += [*(f"- **{above_ceiling_line(r)}**" for r in above_ceiling), ""]
     lines += ["## 4. Time per step: measured vs 2N / 6N (Kaplan et al. 2020) and 8N (Narayanan et al. 2021)", "",

@@ -88,3 +88,25 @@ def test_fp8_without_torchao_is_one_line_and_exit_2(monkeypatch, capsys):
 def test_infer_refuses_fp8(capsys):
     assert main(["infer", "--model", "tiny", "--dtype", "fp8", "--device", "cpu", "--no-save"]) == 2
     assert "infer --dtype fp8" in capsys.readouterr().err
+
+
+def test_report_predicts_an_fp8_row_at_its_flop_weighted_peak(tmp_path):
+    """`report` on an fp8 run: the predicted step time is the rule's FLOPs at the weighted peak (the converted
+    layers' share of the analytic hardware FLOPs at the fp8 peak, the rest at the bf16 one), and the table shows
+    the weighted MFU."""
+    from flopbench.api.report import measured_rows, report
+    from flopbench.output.records import read_rows
+
+    doc = run(CFG, RunOptions(**{**FAST, "out": tmp_path / "runs"}, modes=("fwd_bwd",), checkpointing="none",
+                              peak_tflops=2.0, peak_fp8_tflops=4.0), progress=lambda m: None)
+    folder = tmp_path / "runs" / doc["run_id"]
+    (row,) = measured_rows(read_rows(folder))
+    r = doc["rows"][0]
+    share = r["fp8_flops_analytic"] / r["hardware_flops_analytic"]
+    weighted = 1 / (share / 4.0 + (1 - share) / 2.0)  # TFLOP/s
+    assert row["predicted_basis"] == "FLOP-weighted peak"
+    assert row["predicted_ms"] == pytest.approx(r["simple_hardware_flops"] / (weighted * 1e12) * 1e3, rel=1e-12)
+    assert row["mfu_weighted"] == pytest.approx(r["mfu_weighted"], rel=1e-12)
+    out = report(folder, tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "MFU weighted (fp8)" in text and out is not None
