@@ -170,8 +170,9 @@ class Measurement:
 
     @property
     def compute_dtype(self) -> str | None:
-        """The peak-table column: `dtype` if given (bf16 for "fp8": the rest of a float8 step), else that of the autocast dtype in force at the model's
-        first forward, else of the parameters' dtype (None for one the table lacks, e.g. float64)."""
+        """The peak-table column: `dtype` if given (bf16 for "fp8": the rest of a float8 step), else that of the
+        autocast dtype in force at the model's first forward, else of the parameters' dtype (None for one the
+        table lacks, e.g. float64)."""
         return base_dtype(self.dtype) if self.dtype else peak_column(self._seen_dtype or parameter_dtype(self.model))
 
     def peak(self) -> tuple[float | None, str]:
