@@ -22,6 +22,8 @@ One call does what `run` does for the built-in model, for a user's module and ex
 or off for the whole step, backward included (`timing.device.matmul_precision`), autocast around the module
 call and the loss (`timing.device.autocast`); None (default) runs the module as it is, and the compute dtype
 is read from the autocast state or the parameters. A CUDA out-of-memory error in one step gives that row `status="oom"`.
+Side effects on the module: it is moved to `device` if one is given, its gradients are cleared, and
+stateful layers (BatchNorm running statistics) update as in any forward in training mode.
 
 `dtype="fp8"` rates a module the user has converted to float8 training (torchao's
 ``convert_to_float8_training``): it runs under bf16 autocast, as `run --dtype fp8` does, and a module none of
@@ -29,8 +31,6 @@ whose ops took a float8 operand is refused. `mfu` is against the bf16 peak; each
 its hardware FLOPs, those of ops with a float8 operand, `flops.counter.Float8Flops`), `fp8_model_flops` (the
 same without recomputation) and the MFU and HFU against the fp8 peak (`peak_fp8_tflops`, else the table's)
 and against the FLOP-weighted peak (`timing.rates.fp8_rates`); without fp8 these are None.
-Side effects on the module: it is moved to `device` if one is given, its gradients are cleared, and
-stateful layers (BatchNorm running statistics) update as in any forward in training mode.
 
 Where the count ran is said in `notes` (and `counted_on`): on a meta copy, or on the module's own device
 when the copy could not run (a model that reads a value, e.g. `.item()`); that fall-back is also a
