@@ -80,3 +80,29 @@ def pretend_gpu(monkeypatch, module, gpu: dict) -> None:
         return {**real(device), "gpu": gpu}
 
     monkeypatch.setattr(module, "environment", environment)
+
+
+#: A float8 MLP for `profile` / `measure`: Linear(64, 128) -> ReLU -> Linear(128, 64) converted with torchao
+#: (dims multiples of 16, as `torch._scaled_mm` needs), then a Linear(64, 8) head kept in bf16; a batch of 32.
+FP8_BATCH, FP8_IN, FP8_HIDDEN, FP8_HEAD = 32, 64, 128, 8
+#: By hand: the two float8 layers' forward is 2·32·(64·128 + 128·64) FLOPs; training runs it 3 times (forward,
+#: input gradient, weight gradient: torchao's float8 backward computes the first layer's input gradient too).
+FP8_FORWARD = 2 * FP8_BATCH * (FP8_IN * FP8_HIDDEN + FP8_HIDDEN * FP8_IN)
+#: The bf16 head's forward, 2·32·64·8; its input needs a gradient, so training runs it 3 times too.
+HEAD_FORWARD = 2 * FP8_BATCH * FP8_IN * FP8_HEAD
+
+
+def float8_mlp():
+    """`FP8_*`'s module, its two hidden layers converted to torchao's ``Float8Linear`` (the head left out)."""
+    from flopbench.model.fp8 import load_float8  # torchao, without its import-time warnings
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(FP8_IN, FP8_HIDDEN), torch.nn.ReLU(),
+                                 torch.nn.Linear(FP8_HIDDEN, FP8_IN), torch.nn.Linear(FP8_IN, FP8_HEAD))
+    return load_float8().convert_to_float8_training(module, module_filter_fn=lambda m, fqn: fqn != "3")
+
+
+def weighted_utilization(flops: int, fp8_flops: int, seconds: float, peak: float, fp8_peak: float) -> float:
+    """MFU against the FLOP-weighted peak by hand: ideal time (the float8 FLOPs at `fp8_peak`, the rest at
+    `peak`, TFLOP/s) / measured time."""
+    return (fp8_flops / fp8_peak + (flops - fp8_flops) / peak) / 1e12 / seconds

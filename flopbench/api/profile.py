@@ -18,12 +18,19 @@ One call does what `run` does for the built-in model, for a user's module and ex
    compute dtype (`hardware.detect.device_peak`); the CPU has none, so MFU is None there unless
    `peak_tflops` is given.
 
-`dtype` ("fp32", "tf32", "bf16", "fp16", "auto") applies the same autocast / TF32 setting as `run`: TF32 on
+`dtype` ("fp32", "tf32", "bf16", "fp16", "fp8", "auto") applies the same autocast / TF32 setting as `run`: TF32 on
 or off for the whole step, backward included (`timing.device.matmul_precision`), autocast around the module
 call and the loss (`timing.device.autocast`); None (default) runs the module as it is, and the compute dtype
 is read from the autocast state or the parameters. A CUDA out-of-memory error in one step gives that row `status="oom"`.
 Side effects on the module: it is moved to `device` if one is given, its gradients are cleared, and
 stateful layers (BatchNorm running statistics) update as in any forward in training mode.
+
+`dtype="fp8"` rates a module the user has converted to float8 training (torchao's
+``convert_to_float8_training``): it runs under bf16 autocast, as `run --dtype fp8` does, and a module none of
+whose ops took a float8 operand is refused. `mfu` is against the bf16 peak; each row also has `fp8_flops` (of
+its hardware FLOPs, those of ops with a float8 operand, `flops.counter.Float8Flops`), `fp8_model_flops` (the
+same without recomputation) and the MFU and HFU against the fp8 peak (`peak_fp8_tflops`, else the table's)
+and against the FLOP-weighted peak (`timing.rates.fp8_rates`); without fp8 these are None.
 
 Where the count ran is said in `notes` (and `counted_on`): on a meta copy, or on the module's own device
 when the copy could not run (a model that reads a value, e.g. `.item()`); that fall-back is also a
@@ -46,9 +53,9 @@ import torch
 from ..errors import UsageError, check_arguments, describe_error
 from ..flops.counter import count_module, uncounted_note
 from ..flops.fvcore import fvcore_module
-from ..hardware.detect import device_peak, environment
-from ..model.config import MODULE_CHECKPOINTING, check_steps
-from ..model.inputs import Inputs, check_module, loss_of
+from ..hardware.detect import device_fp8_peak, device_peak, environment
+from ..model.config import MODULE_CHECKPOINTING, base_dtype, check_steps
+from ..model.inputs import Inputs, check_float8, check_module, loss_of
 from ..output.records import to_dataframe
 from ..timing.clock import time_step
 from ..timing.device import (
@@ -62,7 +69,7 @@ from ..timing.device import (
     precision,
     resolve_dtype,
 )
-from ..timing.rates import rates
+from ..timing.rates import fp8_rates, rates
 
 
 @dataclass
@@ -79,6 +86,12 @@ class ProfileRow:
     achieved_tflops: float | None = None  # model FLOPs / median time
     mfu: float | None = None
     hfu: float | None = None
+    fp8_flops: int | None = None  # dtype fp8: of hardware_flops, those of ops with a float8 operand (counted)
+    fp8_model_flops: int | None = None  # dtype fp8: of model_flops, the same
+    mfu_fp8_peak: float | None = None  # dtype fp8: MFU against the fp8 dense peak (`timing.rates.fp8_rates`)
+    mfu_weighted: float | None = None  # dtype fp8: MFU against the FLOP-weighted peak
+    hfu_fp8_peak: float | None = None
+    hfu_weighted: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -105,6 +118,8 @@ class Profile:
     fvcore_note: str | None  # why fvcore gave no count
     peak_tflops: float | None
     peak_source: str
+    peak_fp8_tflops: float | None  # dtype fp8: the fp8 dense peak
+    peak_fp8_source: str | None
     rows: list[ProfileRow]
     notes: list[str]
     by_module: dict[str, dict[str, int]] = field(default_factory=dict)  # {module path: {forward, train}}
@@ -144,7 +159,7 @@ def _check_options(checkpointing: str | None, warmup: int, iters: int) -> str:
 
 
 def _timed_row(row: ProfileRow, step: Callable[[int], object], module: torch.nn.Module, device: torch.device,
-               warmup: int, iters: int, peak: float | None) -> ProfileRow:
+               warmup: int, iters: int, peak: float | None, fp8_peak: float | None) -> ProfileRow:
     """Time `step` into `row`; an out-of-memory error marks the row "oom" instead of raising."""
     stats, error = oom_safe(lambda: time_step(step, device, warmup, iters), module, device)
     if error:
@@ -153,6 +168,11 @@ def _timed_row(row: ProfileRow, step: Callable[[int], object], module: torch.nn.
     row.time_ms = stats.as_dict()
     r = rates(row.model_flops, row.hardware_flops, stats.median_ms / 1e3, peak)
     row.achieved_tflops, row.mfu, row.hfu = r.achieved_tflops, r.mfu, r.hfu
+    if row.fp8_flops is not None:
+        f = fp8_rates(row.model_flops, row.hardware_flops, row.fp8_model_flops, row.fp8_flops, stats.median_ms / 1e3,
+                      peak, fp8_peak)
+        row.mfu_fp8_peak, row.mfu_weighted, row.hfu_fp8_peak, row.hfu_weighted = (
+            f.mfu_fp8_peak, f.mfu_weighted, f.hfu_fp8_peak, f.hfu_weighted)
     return row
 
 
@@ -181,19 +201,20 @@ def _takes_use_cache(module: torch.nn.Module, inputs: Inputs) -> bool:
 def profile(module: torch.nn.Module, example_inputs, loss_fn: Callable | None = None, *,
             peak_tflops: float | None = None, checkpointing: str | None = None,
             device: str | torch.device | None = None, dtype: str | None = None, warmup: int = 3, iters: int = 10,
-            fvcore: bool = True, meta: bool = True) -> Profile:
+            fvcore: bool = True, meta: bool = True, peak_fp8_tflops: float | None = None) -> Profile:
     """Count, time and rate one step of `module(example_inputs)`; see the module docstring.
 
     `example_inputs`: a tensor, a tuple of positional arguments or a dict of keyword arguments (tensors
     are moved to the module's device). `loss_fn(output) -> scalar` for the train step. `checkpointing`:
     None / "none", or "full" (the module call is checkpointed in the train step). `device`: where to run
     (default: where the module's parameters are; a given device moves the module there). `fvcore=False`
-    skips fvcore, `meta=False` counts on the real device without trying a meta copy.
+    skips fvcore, `meta=False` counts on the real device without trying a meta copy. `peak_fp8_tflops`: with
+    `dtype="fp8"`, the fp8 dense peak (default: the peak table's).
     """
     check_module(module)
     check_arguments(profile, {"loss_fn": loss_fn, "peak_tflops": peak_tflops, "checkpointing": checkpointing,
                               "device": device, "dtype": dtype, "warmup": warmup, "iters": iters, "fvcore": fvcore,
-                              "meta": meta})
+                              "meta": meta, "peak_fp8_tflops": peak_fp8_tflops})
     checkpointing = _check_options(checkpointing, warmup, iters)
     dev = module_device(module, device)
     if device is not None:
@@ -207,13 +228,17 @@ def profile(module: torch.nn.Module, example_inputs, loss_fn: Callable | None = 
     if cache_off:
         inputs = Inputs(inputs.args, {**inputs.kwargs, "use_cache": False})
     compute = None if dtype_name else (autocast_dtype(dev) or parameter_dtype(module))
-    column = dtype_name or peak_column(compute)
+    column = base_dtype(dtype_name) if dtype_name else peak_column(compute)  # fp8: mfu against the bf16 peak
     peak, peak_source = device_peak(dev, column, peak_tflops, compute)
+    fp8 = dtype_name == "fp8"
+    fp8_peak, fp8_peak_source = device_fp8_peak(dev, dtype_name, peak_fp8_tflops)
 
     counts = count_module(module, inputs, loss_fn, checkpointing, context, meta=meta)
     if counts.meta_fallback and meta:
         warnings.warn(f"flopbench.profile: {type(module).__name__} counted on {counts.counted_on}, not on a meta "
                       f"copy ({counts.meta_fallback}): real arithmetic, real memory", stacklevel=2)
+    if fp8:
+        check_float8("profile", module, counts.fp8_forward)
     if cache_off and fvcore:  # fvcore traces positional inputs only: the keyword goes in a wrapper
         wrapper = type(type(module).__name__, (_CacheOff,), {})(module)  # notes name the user's class
         fv, fv_note = fvcore_module(wrapper, Inputs(inputs.args, {k: v for k, v in inputs.kwargs.items()
@@ -234,15 +259,19 @@ def profile(module: torch.nn.Module, example_inputs, loss_fn: Callable | None = 
                 loss = loss_of(loss_fn, inputs.call(module, checkpointed=checkpointing == "full"))
             loss.backward()
 
-    rows = [_timed_row(ProfileRow("forward", "none", model_flops=counts.forward, hardware_flops=counts.forward),
-                       forward_step, module, dev, warmup, iters, peak)]
+    forward_row = ProfileRow("forward", "none", model_flops=counts.forward, hardware_flops=counts.forward)
     train_hw = counts.train_recompute if checkpointing == "full" else counts.train
     train_row = ProfileRow("fwd_bwd", checkpointing, model_flops=counts.train, hardware_flops=train_hw)
+    if fp8:
+        forward_row.fp8_flops = forward_row.fp8_model_flops = counts.fp8_forward
+        train_row.fp8_model_flops = counts.fp8_train
+        train_row.fp8_flops = counts.fp8_train_recompute if checkpointing == "full" else counts.fp8_train
+    rows = [_timed_row(forward_row, forward_step, module, dev, warmup, iters, peak, fp8_peak)]
     if counts.train is None:
         train_row.status, train_row.error = "skipped", counts.train_note
         rows.append(train_row)
     else:
-        rows.append(_timed_row(train_row, fwd_bwd_step, module, dev, warmup, iters, peak))
+        rows.append(_timed_row(train_row, fwd_bwd_step, module, dev, warmup, iters, peak, fp8_peak))
     module.zero_grad(set_to_none=True)
 
     notes = []
@@ -255,6 +284,8 @@ def profile(module: torch.nn.Module, example_inputs, loss_fn: Callable | None = 
                      f"builds no KV cache")
     if peak is None:
         notes.append(f"{peak_source}; MFU and HFU are None")
+    if fp8 and fp8_peak is None:
+        notes.append(f"{fp8_peak_source}; the fp8-peak and FLOP-weighted MFU and HFU are None")
     if counts.uncounted:
         notes.append(uncounted_note(counts.uncounted))
     if fv_note:
@@ -271,6 +302,7 @@ def profile(module: torch.nn.Module, example_inputs, loss_fn: Callable | None = 
         forward_flops=counts.forward, train_flops=counts.train, train_hardware_flops=train_hw,
         fvcore_forward=fv.forward if fv else None, fvcore_non_matmul=fv.non_matmul if fv else None,
         fvcore_unsupported=fv.unsupported if fv else {}, fvcore_note=fv_note,
-        peak_tflops=peak, peak_source=peak_source, rows=rows, notes=notes,
+        peak_tflops=peak, peak_source=peak_source, peak_fp8_tflops=fp8_peak, peak_fp8_source=fp8_peak_source,
+        rows=rows, notes=notes,
         by_module=counts.by_module, environment=environment(dev), uncounted=dict(counts.uncounted),
     )

@@ -380,6 +380,9 @@ class ModuleCount:
     train_note: str | None = None  # why train is None
     by_module: dict[str, dict[str, int]] = field(default_factory=dict)  # {module path: {forward, train}}
     uncounted: dict[str, int] = field(default_factory=dict)  # matmul-like ops with no FLOP formula -> calls
+    fp8_forward: int = 0  # of `forward`, the FLOPs of ops with a float8 operand (`Float8Flops`)
+    fp8_train: int | None = None  # of `train`, the same
+    fp8_train_recompute: int | None = None  # of `train_recompute`, the same (the recomputed forward included)
 
 
 def _count_module_step(module: torch.nn.Module, inputs: Inputs, loss_fn: Callable | None, checkpointing: str,
@@ -397,11 +400,13 @@ def _count_module_step(module: torch.nn.Module, inputs: Inputs, loss_fn: Callabl
         "the loss needs no gradient (no parameter and no input requires grad): no backward to count")
     recompute = None
     if step.train is not None and checkpointing == "full":
-        recompute = count_step(lambda: forward(checkpointed=True), loss).train
+        recompute = count_step(lambda: forward(checkpointed=True), loss)
     by_module_flops = {name: {"forward": step.forward_by_module.get(name, 0), "train": flops}
                        for name, flops in step.train_by_module.items() if name != "Global"}
-    return ModuleCount(step.forward, step.train, recompute, counted_on="", train_note=note, by_module=by_module_flops,
-                       uncounted=step.uncounted)
+    return ModuleCount(step.forward, step.train, recompute.train if recompute else None, counted_on="",
+                       train_note=note, by_module=by_module_flops, uncounted=step.uncounted,
+                       fp8_forward=step.fp8_forward, fp8_train=None if step.train is None else step.fp8_train,
+                       fp8_train_recompute=recompute.fp8_train if recompute else None)
 
 
 def count_module(module: torch.nn.Module, inputs: Inputs, loss_fn: Callable | None = None,

@@ -2,7 +2,8 @@
 
 Detection goes through NVML (``pynvml``, from the nvidia-ml-py package), falling back to ``torch.cuda``
 when NVML is missing, fails or has no such device. `environment` is the record stored beside every result;
-`gpu_peak` and `device_peak` are the peak of a detected GPU, from the one lookup in `hardware.peaks`.
+`gpu_peak` and `device_peak` are the peak of a detected GPU, from the one lookup in `hardware.peaks`, and
+`device_fp8_peak` its fp8 peak for a user's float8 module.
 
 **AMD GPUs.** NVML is NVIDIA's library and does not see AMD GPUs. A ROCm build of torch answers
 ``torch.cuda`` for them, so the name is ``torch.cuda.get_device_name`` ("AMD Instinct MI300X"), which the peak
@@ -23,6 +24,7 @@ the slice's share of the chip's peak. Clocks and power are the parent GPU's (`ph
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import socket
@@ -34,7 +36,8 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from .peaks import is_mig, resolve_peak
+from ..errors import UsageError
+from .peaks import check_fp8, is_mig, resolve_peak
 
 #: NVML's clock domains and temperature sensor (nvml.h: nvmlClockType_t, nvmlTemperatureSensors_t).
 NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
@@ -268,3 +271,22 @@ def device_peak(device: torch.device, column: str | None, peak_tflops: float | N
         return None, f"no peak-table column for {dtype}; pass peak_tflops="
     gpu = detect_gpu(device.index or 0) if device.type == "cuda" else None
     return gpu_peak(gpu, column or "fp32", peak_tflops)
+
+
+def device_fp8_peak(device: torch.device, dtype: str | None,
+                    peak_fp8_tflops: float | None = None) -> tuple[float | None, str | None]:
+    """(fp8 dense peak TFLOP/s, where it came from) for work in `dtype` "fp8" on `device`: `peak_fp8_tflops`
+    if given, else the table's fp8 entry for the GPU; a GPU the table knows has no fp8 tensor cores is refused
+    (`hardware.peaks.check_fp8`). (None, None) for any other dtype, which may not be given `peak_fp8_tflops`."""
+    if peak_fp8_tflops is not None and not (math.isfinite(peak_fp8_tflops) and peak_fp8_tflops > 0):
+        raise UsageError(f"peak_fp8_tflops={peak_fp8_tflops!r}: pass a positive number (TFLOP/s) or None")
+    if dtype != "fp8":
+        if peak_fp8_tflops is not None:
+            raise UsageError(f"peak_fp8_tflops={peak_fp8_tflops!r}: it applies to dtype='fp8' only "
+                             f"(got dtype={dtype!r})")
+        return None, None
+    gpu = detect_gpu(device.index or 0) if device.type == "cuda" else None
+    check_fp8(gpu.name if gpu else None, "dtype")
+    if peak_fp8_tflops is not None:
+        return float(peak_fp8_tflops), "peak_fp8_tflops"
+    return gpu_peak(gpu, "fp8")

@@ -21,6 +21,15 @@ from torch.utils._pytree import tree_leaves, tree_map_only
 from ..errors import UsageError
 
 
+def check_float8(function: str, module: torch.nn.Module, fp8_flops: int) -> None:
+    """`function(dtype="fp8")` rates a module converted to float8 training: refuse one whose counted step ran no op
+    with a float8 operand (`flops.counter.Float8Flops`). The count, not a search for torchao's ``Float8Linear``,
+    decides: it is what the fp8 FLOPs and rates are made of, whatever did the converting."""
+    if not fp8_flops:
+        raise UsageError(f"{function}(dtype='fp8'): {type(module).__name__} ran no op with a float8 operand; convert "
+                         f"it with torchao.float8.convert_to_float8_training first")
+
+
 def check_module(module, name: str = "module") -> torch.nn.Module:
     """`module`, if it is an `nn.Module`; else a UsageError naming the argument `name`."""
     if not isinstance(module, torch.nn.Module):

@@ -6,6 +6,7 @@ import pytest
 import torch
 from hardware.fake_nvml import FakeNvml, NVMLError, cuda_props, pretend_cuda
 
+from flopbench.errors import UsageError
 from flopbench.hardware import detect as hardware
 from flopbench.hardware.peaks import peak_tflops
 
@@ -168,3 +169,20 @@ def test_a_cuda_build_without_nvml_still_says_torch(monkeypatch):
     pretend_cuda(monkeypatch, [cuda_props(uuid=None, sms=148)], ["NVIDIA B200"])
     info = hardware.detect_gpu(0)
     assert info.source == "torch" and hardware.gpu_peak(info, "fp8")[0] == 9000 / 2  # HGX B200: 9 PFLOPS sparse
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("NVIDIA H100 80GB HBM3", (1979.0, "table")),  # H100 whitepaper, Table 1: 3958 sparse fp8, halved
+    ("NVIDIA A100-SXM4-80GB", r"^dtype fp8: the A100 SXM4 80GB has no fp8 tensor cores .*; use bf16$"),
+])
+def test_device_fp8_peak_reads_the_table_and_refuses_a_gpu_without_fp8(monkeypatch, name, expected):
+    monkeypatch.setattr(hardware, "detect_gpu", lambda index: hardware.GpuInfo(name=name))
+    cuda = torch.device("cuda")
+    if isinstance(expected, str):
+        with pytest.raises(UsageError, match=expected):
+            hardware.device_fp8_peak(cuda, "fp8")
+        return
+    peak, source = hardware.device_fp8_peak(cuda, "fp8")
+    assert (peak, source.split(":")[0]) == expected
+    assert hardware.device_fp8_peak(cuda, "fp8", 4) == (4.0, "peak_fp8_tflops")
+    assert hardware.device_fp8_peak(cuda, "bf16") == (None, None)  # nothing looked up for another dtype
