@@ -3,7 +3,6 @@ math-kernel row is warned about, `hfu_causal` takes out only what a kernel reall
 rows count the block mask's non-empty blocks."""
 
 import pytest
-import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from flopbench.api.run import RunOptions, run

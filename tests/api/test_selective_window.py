@@ -1,8 +1,6 @@
 """Selective checkpointing with sliding windows: the attention core runs four times (forward, two in
 backward, one recomputed), and a mask-based kernel runs each over the whole T x T square."""
 
-import pytest
-
 from flopbench.api.run import run
 from flopbench.model.config import ModelConfig
 
