@@ -228,7 +228,8 @@ def test_rows_carry_the_sweeps_timing_options(tmp_path, capsys):
                  capsys)[0] == 0
     rows = read_records(out / "s" / "rows.jsonl")
     assert [r["timing"] for r in rows] == [{"warmup": 0, "iters": 1, "compile": False, "gemm": False,
-                                            "peak_tflops": 2.5, "attention": "sdpa"}] * 2
+                                            "peak_tflops": 2.5, "attention": "sdpa",
+                                            "fp8_recipe": "tensorwise"}] * 2
     assert all(r["peak_tflops"] == 2.5 and r["time_ms"]["n"] == 1 for r in rows)  # what the timing dict says
 
 
@@ -264,8 +265,8 @@ def test_resume_refuses_rows_of_an_older_flopbench_without_timing_options(tmp_pa
     code, _, err = sweep(["--spec", str(small_spec(tmp_path, seq_len="[8, 16]")), "--out", str(out), "--resume"],
                          capsys)
     assert code == 2 and err.count("\n") == 1
-    assert ("the row has no timing options (warmup, iters, compile, gemm, peak_tflops, attention: written by an "
-            "older" in err)
+    assert ("the row has no timing options (warmup, iters, compile, gemm, peak_tflops, attention, fp8_recipe: "
+            "written by an older" in err)
 
 
 def test_compiled_sweep_times_only_its_modes(tmp_path, capsys, compiler):
