@@ -52,6 +52,11 @@ MEMORY = ("tests/timing/test_memory.py",)
 MOE_HF = ("tests/model/test_moe_vs_transformers.py",)
 HF_HARD = ("tests/model/test_hf_hardening.py",)
 BREAKDOWN = ("tests/timing/test_breakdown.py",)
+FP8 = ("tests/model/test_fp8.py",)
+RUN_FP8 = ("tests/api/test_run_fp8.py",)
+ESTIMATE = ("tests/api/test_estimate.py",)
+PROFILE_FP8 = ("tests/api/test_profile_fp8.py",)
+TRAINER = ("tests/integrations/test_integrations.py",)
 PINNED = ("tests/hardware/test_peak_table_pinned.py",)
 
 
@@ -285,6 +290,44 @@ MUTANTS = (
     Mutant("gemm-before-attention", "flopbench/timing/breakdown.py",
            '    ("attention", r"flash|fmha|attention|sdpa|flex_"),\n', "",
            BREAKDOWN, "flash-attention v3 and memory-efficient kernels (built on CUTLASS) classified as gemm"),
+    # --- float8 training, causal MFU, the Trainer callback -----------------------------------------
+    Mutant("fp8-subclass-not-seen", "flopbench/flops/counter.py",
+           'data = getattr(value, "_data", value)', "data = value",
+           FP8, "a float8 tensor subclass (torchao's, whose dtype is bf16) is not seen: fp8 FLOPs read 0"),
+    Mutant("fp8-weighted-peak-arithmetic-mean", "flopbench/timing/rates.py",
+           "return flops / (fp8_flops / fp8_peak_tflops + (flops - fp8_flops) / peak_tflops)",
+           "return (fp8_flops * fp8_peak_tflops + (flops - fp8_flops) * peak_tflops) / flops",
+           RUN_FP8, "the FLOP-weighted peak is the weighted arithmetic mean of the peaks, not the harmonic one"),
+    Mutant("fp8-full-recompute-not-counted", "flopbench/api/run.py",
+           'fp8_hardware = fp8_model + (forward if mode != "forward" and checkpointing == "full" else 0)',
+           "fp8_hardware = fp8_model", FP8, "the converted layers' recompute is left out of the analytic fp8 FLOPs"),
+    Mutant("fp8-converts-any-width", "flopbench/model/fp8.py",
+           "and module.in_features % FP8_DIM_MULTIPLE == 0 and module.out_features % FP8_DIM_MULTIPLE == 0)", ")",
+           FP8, "Linear layers whose width is not a multiple of 16 are converted (no float8 matmul takes them)"),
+    Mutant("fp8-peaks-swapped", "flopbench/api/run.py",
+           "seconds, peak,\n                      ctx.fp8_peak)", "seconds, ctx.fp8_peak,\n                      peak)",
+           RUN_FP8, "the fp8 and bf16 peaks are swapped in an fp8 row's rates"),
+    Mutant("fp8-any-gpu-has-fp8", "flopbench/hardware/peaks.py",
+           'if entry is not None and entry.tflops["fp8"] is None:', "if False:",
+           RUN_FP8, "fp8 is not refused on a GPU without fp8 tensor cores (A100, V100, T4)"),
+    Mutant("fp8-estimate-two-passes", "flopbench/api/estimate.py",
+           "Fraction(passes * analytic.fp8_forward_flops(cfg, 1, 1))",
+           "Fraction(2 * analytic.fp8_forward_flops(cfg, 1, 1))", ESTIMATE, "estimate's fp8 share counts the converted layers' forward only, not forward + backward"),
+    Mutant("fp8-report-at-bf16-peak", "flopbench/api/report.py",
+           'rate, basis = weighted_peak(simple, simple * share, peak, fp8_peak), "FLOP-weighted peak"',
+           'rate, basis = peak, "FLOP-weighted peak"', RUN_FP8, "report predicts an fp8 row at the bf16 peak"),
+    Mutant("fp8-profile-recompute-as-model", "flopbench/flops/counter.py",
+           "fp8_train_recompute=recompute.fp8_train if recompute else None)",
+           "fp8_train_recompute=step.fp8_train if recompute else None)",
+           PROFILE_FP8, "profile's checkpointed fp8 FLOPs leave the recomputed forward out"),
+    Mutant("causal-mfu-one-pass", "flopbench/api/run.py",
+           'causal = model - (1 if mode == "forward" else 3) * estimates.Terms.of(cfg, B, T).causal_skipped',
+           "causal = model - estimates.Terms.of(cfg, B, T).causal_skipped",
+           RUN_PEAK, "the causal MFU halves the square of the forward only, not of backward's two passes too"),
+    Mutant("trainer-tokens-per-s-one-rank", "flopbench/integrations.py",
+           'logs["tokens_per_s"] = w.tokens * self._world_size / w.seconds',
+           'logs["tokens_per_s"] = w.tokens / w.seconds / max(1, w.steps)',
+           TRAINER, "the Trainer callback's tokens/s divides by the steps once more"),
 )
 
 
