@@ -195,8 +195,8 @@ class UncountedOps(TorchDispatchMode):
 
 #: The float8 dtypes a matmul operand may hold (e4m3 for activations and weights, e5m2 for gradients; the
 #: "fnuz" forms are AMD's).
-FLOAT8_DTYPES = frozenset(getattr(torch, name) for name in
-                          ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz") if hasattr(torch, name))
+FLOAT8_DTYPES = frozenset(getattr(torch, name) for name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
+                                                            "float8_e5m2fnuz") if hasattr(torch, name))
 
 
 def is_float8(value) -> bool:
@@ -261,7 +261,8 @@ def by_op(counter: FlopCounterMode) -> dict[str, int]:
 
 def count_step(forward: Callable[[], object], loss: Callable[[object], torch.Tensor] | None = None) -> StepCount:
     """Count `output = forward()`, then `loss(output).backward()`, under one `flop_counter()` (with `Float8Flops`
-    for the float8 part), reading the counters between the two. `train` is None without `loss`, or when the loss needs no gradient."""
+    for the float8 part), reading the counters between the two. `train` is None without `loss`, or when the
+    loss needs no gradient."""
     train = None
     with flop_counter() as counter, UncountedOps(counter) as watcher, Float8Flops(counter) as fp8:
         output = forward()
