@@ -110,3 +110,19 @@ def test_report_predicts_an_fp8_row_at_its_flop_weighted_peak(tmp_path):
     out = report(folder, tmp_path / "report")
     text = (tmp_path / "report" / "report.md").read_text()
     assert "MFU weighted (fp8)" in text and out is not None
+
+
+def test_sweep_runs_fp8_beside_bf16_with_its_recipe(tmp_path, capsys):
+    """A sweep's dtype axis takes fp8 (the recipe is the spec's `fp8_recipe`): the fp8 rows count the converted
+    layers apart and carry the recipe in their timing options; the bf16 rows have no fp8 fields."""
+    spec = tmp_path / "fp8.toml"
+    spec.write_text('name = "f"\nmodels = [{ name = "fp8", preset = "tiny", n_layer = 1, d_model = 64, n_head = 4, '
+                    'vocab_size = 128, max_seq_len = 32 }]\nseq_len = [32]\nbatch_size = [2]\ncheckpointing = ["none"]\n'
+                    'dtype = ["bf16", "fp8"]\ndevice = "cpu"\nwarmup = 0\niters = 1\ngemm = false\n'
+                    'modes = ["fwd_bwd"]\nfp8_recipe = "rowwise"\n')
+    assert main(["sweep", "--spec", str(spec), "--out", str(tmp_path / "out"), "--json"]) == 0, capsys.readouterr().err
+    rows = {r["dtype"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert set(rows) == {"bf16", "fp8"}
+    assert rows["fp8"]["fp8_flops"] == 3 * 2 * 2 * 32 * 49_152 and rows["fp8"]["fp8_recipe"] == "rowwise"
+    assert rows["bf16"]["fp8_flops"] is None and rows["bf16"]["fp8_recipe"] is None
+    assert rows["fp8"]["timing"]["fp8_recipe"] == "rowwise"
