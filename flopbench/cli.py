@@ -131,8 +131,9 @@ def _add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=DEVICES,
                    help="auto = cuda if available, else cpu (default %(default)s)")
     p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES),
-                   help="auto = bf16 on CUDA (fp16 before compute capability 8.0), fp32 on CPU "
-                        "(default %(default)s)")
+                   help="auto = bf16 on CUDA (fp16 before compute capability 8.0), fp32 on CPU; fp8 = "
+                        "torchao float8 training of the block Linear layers, the rest bf16 (the fp8 extra; not "
+                        "infer) (default %(default)s)")
 
 
 def _add_step_args(p: argparse.ArgumentParser) -> None:
