@@ -89,9 +89,9 @@ MUTANTS = (
            'gap = abs(row["hardware_flops"] - analytic - explained) / analytic',
            'gap = (analytic - row["hardware_flops"] + explained) / analytic',
            RECONCILE, "--max-counted-vs-analytic drops abs(): counting too many FLOPs always passes"),
-    Mutant("run-counts-forward-only", "flopbench/timing/step.py",
-           'return counted.forward if mode == "forward" else counted.train',
-           "return counted.forward",
+    Mutant("run-counts-forward-only", "flopbench/flops/counter.py",
+           'return (self.forward, self.fp8_forward) if mode == "forward" else (self.train, self.fp8_train)',
+           "return (self.forward, self.fp8_forward)",
            RECONCILE, "run's counted hardware FLOPs of a training step leave out the backward"),
     # --- timing -------------------------------------------------------------------------------------
     Mutant("clock-start-after-step", "flopbench/timing/clock.py",
@@ -117,7 +117,7 @@ MUTANTS = (
            MEASURE, "measure's summary keeps steps slowed by the FLOP counter"),
     # --- the peak and the division ------------------------------------------------------------------
     Mutant("run-peak-always-bf16", "flopbench/api/run.py",
-           "peak(gpu, dtype, options.peak_tflops)", 'peak(gpu, "bf16", options.peak_tflops)',
+           "peak(gpu, compute, options.peak_tflops)", 'peak(gpu, "bf16", options.peak_tflops)',
            RUN_PEAK, "run divides by the bf16 peak whatever the dtype (fp32 MFU 15x too small on an H100)"),
     Mutant("mfu-not-divided-by-peak", "flopbench/timing/rates.py",
            "return tflops_per_s(flops, seconds) / peak_tflops", "return tflops_per_s(flops, seconds)",
