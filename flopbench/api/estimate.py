@@ -118,13 +118,12 @@ def named_peak(gpu: str | None, dtype: str, peak_tflops: float | None) -> tuple[
     return peak, source
 
 
-def fp8_share(cfg: ModelConfig, seq_len: int | None, method: str) -> Fraction:
+def fp8_share(cfg: ModelConfig, per_token: Fraction, method: str) -> Fraction:
     """The part of C float8 training runs in float8: the converted layers' FLOPs per token (each of their matmuls
     2·d_in·d_out per token, three passes in training, four when a full recompute re-runs them:
-    `analytic.fp8_forward_flops`, which is linear in T) over C per token by `method`."""
+    `analytic.fp8_forward_flops`, which is linear in T) over C per token by `method` (`per_token`)."""
     passes = 4 if method in RECOMPUTED else 3
-    return Fraction(passes * analytic.fp8_forward_flops(cfg, 1, 1)) / (
-        Fraction(flops_per_sequence(cfg, seq_len or 1, method), seq_len or 1))
+    return Fraction(passes * analytic.fp8_forward_flops(cfg, 1, 1)) / per_token
 
 
 def fp8_weighted_peak(gpu: str | None, share: Fraction) -> tuple[float, str]:
@@ -257,7 +256,7 @@ def estimate(config: ModelConfig | str, tokens: int | str, gpus: int = 1, *, seq
     if T is not None:
         validate_shapes(cfg, 1, T)
     per_token = Fraction(flops_per_sequence(cfg, T or 1, method), T or 1)
-    share = fp8_share(cfg, T, method) if dtype == "fp8" else None
+    share = fp8_share(cfg, per_token, method) if dtype == "fp8" else None
     if share is not None and peak_tflops is None:
         peak, peak_source = fp8_weighted_peak(gpu, share)
     else:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch.utils._pytree import tree_leaves
@@ -55,11 +55,11 @@ from ..model.inputs import check_float8, check_module
 from ..output.records import to_dataframe
 from ..timing.clock import Clock, TimingStats
 from ..timing.device import autocast_dtype, module_device, parameter_dtype, peak_column
-from ..timing.rates import fp8_rates, rates
+from ..timing.rates import Fp8Rates, fp8_rates, rates
 
 
-#: The float8 rates of a record and of the summary (`timing.rates.Fp8Rates`' fields).
-FP8_RATES = ("mfu_fp8_peak", "mfu_weighted", "hfu_fp8_peak", "hfu_weighted")
+#: The float8 rates of a record and of the summary: `timing.rates.Fp8Rates`' fields.
+FP8_RATES = tuple(f.name for f in fields(Fp8Rates))
 
 
 @dataclass(frozen=True)
@@ -217,8 +217,7 @@ class Measurement:
         if fp8 is None or model is None:
             return dict.fromkeys(FP8_RATES)
         f = fp8_rates(model, hardware, None if self.model_flops else fp8, fp8, seconds, peak, self.fp8_peak[0])
-        return {"mfu_fp8_peak": f.mfu_fp8_peak, "mfu_weighted": f.mfu_weighted, "hfu_fp8_peak": f.hfu_fp8_peak,
-                "hfu_weighted": f.hfu_weighted}
+        return asdict(f)
 
     def summary(self) -> dict:
         """Statistics over the timed steps (not counted, index >= warmup): median / IQR time, FLOPs per

@@ -171,8 +171,8 @@ def _timed_row(row: ProfileRow, step: Callable[[int], object], module: torch.nn.
     if row.fp8_flops is not None:
         f = fp8_rates(row.model_flops, row.hardware_flops, row.fp8_model_flops, row.fp8_flops, stats.median_ms / 1e3,
                       peak, fp8_peak)
-        row.mfu_fp8_peak, row.mfu_weighted, row.hfu_fp8_peak, row.hfu_weighted = (
-            f.mfu_fp8_peak, f.mfu_weighted, f.hfu_fp8_peak, f.hfu_weighted)
+        for name, value in asdict(f).items():  # mfu_fp8_peak, mfu_weighted, hfu_fp8_peak, hfu_weighted
+            setattr(row, name, value)
     return row
 
 

@@ -65,8 +65,8 @@ import torch
 from ..errors import UsageError, options_from
 from ..flops import analytic, estimates
 from ..flops.reconcile import FLEX_NOTE, explain_hardware_gap, explained_hardware_gap
-from ..hardware.detect import environment, gpu_peak
-from ..hardware.peaks import check_fp8, clock_adjusted_peak, rated_clock
+from ..hardware.detect import environment, gpu_fp8_peak, gpu_peak
+from ..hardware.peaks import clock_adjusted_peak, rated_clock
 from ..hardware.telemetry import Telemetry, open_telemetry, throttled
 from ..model.attention import KernelLog, has_flex, watch_kernels
 from ..model.config import (ATTENTION, CHECKPOINTING_CHOICES, FP8_RECIPES, MODES, ModelConfig, base_dtype, check_steps,
@@ -481,8 +481,8 @@ def _rate(row: Row, ctx: RunContext, device_type: str, skipping: tuple[int, int]
     if ctx.fp8:
         f = fp8_rates(row.model_flops, row.hardware_flops, row.fp8_model_flops, row.fp8_flops, seconds, peak,
                       ctx.fp8_peak)
-        row.mfu_fp8_peak, row.mfu_weighted, row.hfu_fp8_peak, row.hfu_weighted = (
-            f.mfu_fp8_peak, f.mfu_weighted, f.hfu_fp8_peak, f.hfu_weighted)
+        for name, value in asdict(f).items():  # mfu_fp8_peak, mfu_weighted, hfu_fp8_peak, hfu_weighted
+            setattr(row, name, value)
 
 
 def run(config: ModelConfig | str, options: RunOptions | None = None, progress=None,
@@ -536,12 +536,7 @@ def run(config: ModelConfig | str, options: RunOptions | None = None, progress=N
     env = environment(device)
     gpu = env["gpu"]
     peak, peak_source = gpu_peak(gpu, compute, options.peak_tflops)  # dtype names = table columns
-    fp8_peak, fp8_peak_source = None, None
-    if fp8:
-        check_fp8((gpu or {}).get("name"))
-        fp8_peak, fp8_peak_source = gpu_peak(gpu, "fp8", options.peak_fp8_tflops)
-        if options.peak_fp8_tflops is not None:
-            fp8_peak_source = "--peak-fp8-tflops"
+    fp8_peak, fp8_peak_source = gpu_fp8_peak(gpu, options.peak_fp8_tflops) if fp8 else (None, None)
     clock = rated_clock((gpu or {}).get("name"), compute)[0] if options.peak_tflops is None else None
     ctx = RunContext(cfg, B, T, options, device, peak, gpu, rated_clock_mhz=clock, dist_info=dist_info,
                      on_step=on_step, progress=progress, fp8=fp8, fp8_peak=fp8_peak)

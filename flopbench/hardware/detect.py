@@ -3,7 +3,7 @@
 Detection goes through NVML (``pynvml``, from the nvidia-ml-py package), falling back to ``torch.cuda``
 when NVML is missing, fails or has no such device. `environment` is the record stored beside every result;
 `gpu_peak` and `device_peak` are the peak of a detected GPU, from the one lookup in `hardware.peaks`, and
-`device_fp8_peak` its fp8 peak for a user's float8 module.
+`gpu_fp8_peak` (`device_fp8_peak` on a device) its fp8 peak for float8 training.
 
 **AMD GPUs.** NVML is NVIDIA's library and does not see AMD GPUs. A ROCm build of torch answers
 ``torch.cuda`` for them, so the name is ``torch.cuda.get_device_name`` ("AMD Instinct MI300X"), which the peak
@@ -273,20 +273,30 @@ def device_peak(device: torch.device, column: str | None, peak_tflops: float | N
     return gpu_peak(gpu, column or "fp32", peak_tflops)
 
 
+def gpu_fp8_peak(gpu: dict | GpuInfo | None, peak_fp8_tflops: float | None = None,
+                 option: str = "--peak-fp8-tflops", dtype_option: str = "--dtype") -> tuple[float | None, str]:
+    """(fp8 dense peak TFLOP/s, where it came from) of a detected GPU (a `GpuInfo` or its dict) for float8 work:
+    `peak_fp8_tflops` if given (`option` names it, in the source and in an error), else the table's fp8 entry
+    (`gpu_peak`). A GPU the table knows has no fp8 tensor cores is refused (`hardware.peaks.check_fp8`, naming
+    `dtype_option`)."""
+    if peak_fp8_tflops is not None and not (math.isfinite(peak_fp8_tflops) and peak_fp8_tflops > 0):
+        raise UsageError(f"{option}={peak_fp8_tflops!r}: pass a positive number (TFLOP/s) or None")
+    if isinstance(gpu, GpuInfo):
+        gpu = gpu.as_dict()
+    check_fp8((gpu or {}).get("name"), dtype_option)
+    if peak_fp8_tflops is not None:
+        return float(peak_fp8_tflops), option
+    return gpu_peak(gpu, "fp8")
+
+
 def device_fp8_peak(device: torch.device, dtype: str | None,
                     peak_fp8_tflops: float | None = None) -> tuple[float | None, str | None]:
-    """(fp8 dense peak TFLOP/s, where it came from) for work in `dtype` "fp8" on `device`: `peak_fp8_tflops`
-    if given, else the table's fp8 entry for the GPU; a GPU the table knows has no fp8 tensor cores is refused
-    (`hardware.peaks.check_fp8`). (None, None) for any other dtype, which may not be given `peak_fp8_tflops`."""
-    if peak_fp8_tflops is not None and not (math.isfinite(peak_fp8_tflops) and peak_fp8_tflops > 0):
-        raise UsageError(f"peak_fp8_tflops={peak_fp8_tflops!r}: pass a positive number (TFLOP/s) or None")
+    """(fp8 dense peak TFLOP/s, where it came from) for work in `dtype` "fp8" on `device` (`gpu_fp8_peak` of the
+    GPU there); (None, None) for any other dtype, which may not be given `peak_fp8_tflops`."""
     if dtype != "fp8":
         if peak_fp8_tflops is not None:
             raise UsageError(f"peak_fp8_tflops={peak_fp8_tflops!r}: it applies to dtype='fp8' only "
                              f"(got dtype={dtype!r})")
         return None, None
     gpu = detect_gpu(device.index or 0) if device.type == "cuda" else None
-    check_fp8(gpu.name if gpu else None, "dtype")
-    if peak_fp8_tflops is not None:
-        return float(peak_fp8_tflops), "peak_fp8_tflops"
-    return gpu_peak(gpu, "fp8")
+    return gpu_fp8_peak(gpu, peak_fp8_tflops, "peak_fp8_tflops", "dtype")
