@@ -3,7 +3,8 @@
 Rendering only: every number arrives computed (`api.report` derives them); here they are formatted
 (SI prefixes through `text.si`, percentages through `text.percent`, every other measured number through
 `text.fixed`: one format per column) and laid out in four sections, one per plot, plus the rows that did
-not run; a section or table with no rows is left out, and a line says why. tabulate writes these tables because rich, which draws the terminal's, writes no Markdown.
+not run; a section or table with no rows is left out, and a line says why. tabulate writes these tables
+because rich, which draws the terminal's, writes no Markdown.
 """
 
 from __future__ import annotations
